@@ -1,0 +1,1 @@
+"""Cloud skill library and federated aggregator (FastAPI + SQLAlchemy). Never imports ROS, never holds a secret key."""

@@ -1,0 +1,1 @@
+"""Pure-Python core of scfl. Nothing below this package may import rclpy or a web framework."""

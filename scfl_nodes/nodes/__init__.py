@@ -1,0 +1,1 @@
+"""Thin rclpy node wrappers over `scfl_nodes.core`."""
