@@ -119,6 +119,87 @@ class SkillConfig:
             _check(getattr(self, name) >= 1, f"skill.{name}", "must be >= 1")
 
 
+#: Methods `scfl fleet` can compare (scfl_nodes/core/fleet/methods.py implements each).
+FLEET_METHODS: tuple[str, ...] = (
+    "base",
+    "local",
+    "centralized",
+    "bc",
+    "fedavg_plain",
+    "fedavg_enc",
+    "eda_enc",
+    "router_random",
+    "router_similarity",
+    "router_no_lb",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class FleetConfig:
+    """The simulated robot fleet of `scfl fleet` / `scfl demo` (Meta-World, real cloud, real crypto).
+
+    Heterogeneity: ``robots_per_task`` robots per task, of which ``few_demo_robots_per_task``
+    only get ``few_demos`` demonstrations (the robots federation should help most), plus
+    ``mixed_task_robots`` robots whose demonstrations cover two tasks.
+    """
+
+    tasks: tuple[str, ...] = ("door-lock-v3", "drawer-close-v3", "sweep-into-v3", "window-open-v3")
+    robots_per_task: int = 1
+    demos_per_robot: int = 10
+    few_demo_robots_per_task: int = 0
+    few_demos: int = 1
+    mixed_task_robots: int = 0
+    rounds: int = 5
+    local_epochs: int = 10
+    eval_episodes: int = 50
+    seeds: int = 3
+    max_path_length: int = 200
+    num_experts: int = 8
+    top_k: int = 2
+    load_balance_weight: float = 0.01
+    skill_hidden: int = 128
+    encryption: str = "rlwe"
+    clip: float = 1.0
+    methods: tuple[str, ...] = FLEET_METHODS
+    workers: int = 2
+    output_dir: str = "${SCFL_HOME}/fleet"
+
+    def __post_init__(self) -> None:
+        _check(len(self.tasks) >= 1, "fleet.tasks", "must name at least one task")
+        _check(len(set(self.tasks)) == len(self.tasks), "fleet.tasks", f"has duplicates: {list(self.tasks)}")
+        for name in ("robots_per_task", "demos_per_robot", "few_demos", "rounds", "local_epochs",
+                     "eval_episodes", "seeds", "max_path_length", "num_experts", "top_k",
+                     "skill_hidden", "workers"):
+            _check(getattr(self, name) >= 1, f"fleet.{name}", f"must be >= 1, got {getattr(self, name)}")
+        _check(
+            0 <= self.few_demo_robots_per_task <= self.robots_per_task,
+            "fleet.few_demo_robots_per_task",
+            f"must be between 0 and robots_per_task ({self.robots_per_task}), got {self.few_demo_robots_per_task}",
+        )
+        _check(self.mixed_task_robots >= 0, "fleet.mixed_task_robots", "must be >= 0")
+        _check(
+            self.mixed_task_robots == 0 or len(self.tasks) >= 2,
+            "fleet.mixed_task_robots",
+            "needs at least two tasks",
+        )
+        _check(
+            self.top_k <= self.num_experts,
+            "fleet.top_k",
+            f"must be <= num_experts ({self.num_experts}), got {self.top_k}",
+        )
+        _check(self.max_path_length <= 500, "fleet.max_path_length", "Meta-World episodes end at 500 steps")
+        _check(self.load_balance_weight >= 0, "fleet.load_balance_weight", "must be >= 0")
+        _check(self.clip > 0, "fleet.clip", "must be > 0")
+        _check(self.encryption in ("rlwe", "tenseal"), "fleet.encryption", f"must be rlwe or tenseal, got {self.encryption!r}")
+        unknown = [m for m in self.methods if m not in FLEET_METHODS]
+        _check(not unknown, "fleet.methods", f"unknown method(s) {unknown}; known: {', '.join(FLEET_METHODS)}")
+        _check(len(self.methods) >= 1, "fleet.methods", "must name at least one method")
+
+    @property
+    def path(self) -> Path:
+        return expand_path(self.output_dir)
+
+
 @dataclasses.dataclass(frozen=True)
 class ScflConfig:
     system: SystemConfig = dataclasses.field(default_factory=SystemConfig)
@@ -126,6 +207,7 @@ class ScflConfig:
     skill_library: SkillLibraryConfig = dataclasses.field(default_factory=SkillLibraryConfig)
     moe_router: MoERouterConfig = dataclasses.field(default_factory=MoERouterConfig)
     skill: SkillConfig = dataclasses.field(default_factory=SkillConfig)
+    fleet: FleetConfig = dataclasses.field(default_factory=FleetConfig)
 
 
 def _build(cls: type, data: Any, key: str) -> Any:
