@@ -1,0 +1,217 @@
+"""Encrypted deltas (one robot's signed upload) and encrypted aggregates (the cloud's sum)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import rlwe, tenseal_backend
+from .errors import (
+    KeyMismatchError,
+    ReplayError,
+    RoundMismatchError,
+    SignatureError,
+    TamperedError,
+    WrongBackendError,
+    WrongParametersError,
+)
+from .params import get_params
+from .wire import DIGEST_LEN, MAGIC_AGGREGATE, MAGIC_DELTA, SIGNATURE_LEN, pack, unpack
+
+_DELTA_FIELDS = (
+    "version",
+    "backend",
+    "params_id",
+    "key_id",
+    "skill_id",
+    "base_version",
+    "round_id",
+    "robot_id",
+    "shapes",
+    "num_values",
+    "nonce",
+    "clip",
+    "num_clients",
+    "weight",
+    "mask_cohort",
+)
+
+
+def _check_header(header: dict, fields: tuple[str, ...], what: str) -> None:
+    missing = [f for f in fields if f not in header]
+    if missing:
+        raise TamperedError(f"{what}: header lacks field(s) {', '.join(missing)}")
+    try:
+        shapes = header["shapes"]
+        total = sum(int(np.prod(shape, dtype=np.int64)) for _, shape in shapes)
+    except (TypeError, ValueError):
+        raise TamperedError(f"{what}: malformed tensor shapes in header") from None
+    if total != header["num_values"]:
+        raise TamperedError(f"{what}: shapes hold {total} values, header says {header['num_values']}")
+
+
+class EncryptedDelta:
+    """One robot's encrypted, signed skill delta for one round.
+
+    ``header`` (a dict) is public metadata: format version, backend, params_id, key_id,
+    skill_id, base_version, round_id, robot_id, shapes ([name, shape] pairs in order),
+    num_values, nonce (the hex seed of ``a`` for rlwe), clip, num_clients, weight (the
+    plaintext weight the robot applied before encryption) and mask_cohort (robots
+    whose pairwise masks are in the values, or None).
+    """
+
+    def __init__(self, header: dict, payload: bytes, digest: bytes, signature: bytes):
+        self.header = header
+        self.payload = payload
+        self.digest = digest
+        self.signature = signature
+
+    # -- convenience accessors ---------------------------------------------------
+    backend = property(lambda self: self.header["backend"])
+    params_id = property(lambda self: self.header["params_id"])
+    key_id = property(lambda self: self.header["key_id"])
+    skill_id = property(lambda self: self.header["skill_id"])
+    base_version = property(lambda self: self.header["base_version"])
+    round_id = property(lambda self: self.header["round_id"])
+    robot_id = property(lambda self: self.header["robot_id"])
+    nonce = property(lambda self: self.header["nonce"])
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: tuple(shape) for name, shape in self.header["shapes"]}
+
+    def to_bytes(self) -> bytes:
+        prefix, digest = pack(MAGIC_DELTA, self.header, self.payload)
+        return prefix + digest + self.signature
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> EncryptedDelta:
+        """Parse and integrity-check (digest); call :meth:`verify` for the signature."""
+        header, payload, digest, signature = unpack(blob, MAGIC_DELTA, SIGNATURE_LEN)
+        _check_header(header, _DELTA_FIELDS, "encrypted delta")
+        return cls(header, payload, digest, signature)
+
+    def verify(self, public_key_bytes: bytes) -> None:
+        """Raise :class:`SignatureError` unless the robot's Ed25519 key signed this digest."""
+        from .signing import verify_signature
+
+        prefix, digest = pack(MAGIC_DELTA, self.header, self.payload)
+        if digest != self.digest:
+            raise TamperedError("encrypted delta: header or payload changed after parsing")
+        verify_signature(public_key_bytes, digest, self.signature)
+
+    def __len__(self) -> int:
+        return len(self.payload)
+
+    def __repr__(self) -> str:
+        h = self.header
+        return (
+            f"EncryptedDelta(skill={h['skill_id']!r} v{h['base_version']} round={h['round_id']} "
+            f"robot={h['robot_id']!r} backend={h['backend']} values={h['num_values']})"
+        )
+
+
+def check_expected(
+    item: EncryptedDelta | EncryptedAggregate,
+    *,
+    context: Any = None,
+    backend: str | None = None,
+    params_id: str | None = None,
+    key_id: str | None = None,
+    skill_id: str | None = None,
+    base_version: int | None = None,
+    round_id: int | None = None,
+    shapes: dict | list | None = None,
+) -> None:
+    """Check a delta/aggregate header against what the receiver expects.
+
+    ``context`` (a CloudContext or FleetSecretKey) supplies backend/params/key id.
+    Raises WrongBackendError, WrongParametersError, KeyMismatchError, ReplayError (an
+    older round) or RoundMismatchError (another skill, version, future round, shapes).
+    """
+    h = item.header
+    if context is not None:
+        backend = backend or context.backend
+        params_id = params_id or context.params_id
+        key_id = key_id or context.key_id
+    if backend is not None and h["backend"] != backend:
+        raise WrongBackendError(f"ciphertext is from backend {h['backend']!r}, expected {backend!r}")
+    if params_id is not None and h["params_id"] != params_id:
+        raise WrongParametersError(f"ciphertext uses parameter set {h['params_id']!r}, expected {params_id!r}")
+    if key_id is not None and h["key_id"] != key_id:
+        raise KeyMismatchError(f"ciphertext was made under fleet key {h['key_id']}, expected key {key_id}")
+    if skill_id is not None and h["skill_id"] != skill_id:
+        raise RoundMismatchError(f"ciphertext is for skill {h['skill_id']!r}, expected {skill_id!r}")
+    if base_version is not None and h["base_version"] != base_version:
+        raise RoundMismatchError(f"ciphertext is based on version {h['base_version']}, expected {base_version}")
+    if round_id is not None and h["round_id"] != round_id:
+        if h["round_id"] < round_id:
+            raise ReplayError(f"ciphertext belongs to old round {h['round_id']} (current round {round_id}): replay")
+        raise RoundMismatchError(f"ciphertext belongs to round {h['round_id']}, expected round {round_id}")
+    if shapes is not None:
+        expected = [[n, list(s)] for n, s in (shapes.items() if isinstance(shapes, dict) else shapes)]
+        if [[n, list(s)] for n, s in h["shapes"]] != expected:
+            raise RoundMismatchError("ciphertext tensor names/shapes differ from the skill's")
+
+
+class EncryptedAggregate:
+    """The cloud's running encrypted sum of one round. ``count`` uploads so far.
+
+    Holds backend state: for rlwe the sums of ``a`` and ``b`` (uint64 arrays mod q), for
+    tenseal the summed BFV vectors (serialized until a context loads them).
+    """
+
+    def __init__(self, header: dict, state: Any):
+        self.header = header
+        self._state = state  # rlwe: (a_sum, b_sum); tenseal: list[bytes] or list[BFVVector]
+
+    count = property(lambda self: self.header["count"])
+    robot_ids = property(lambda self: list(self.header["robot_ids"]))
+    total_weight = property(lambda self: self.header["total_weight"])
+    backend = property(lambda self: self.header["backend"])
+    params_id = property(lambda self: self.header["params_id"])
+    key_id = property(lambda self: self.header["key_id"])
+    skill_id = property(lambda self: self.header["skill_id"])
+    base_version = property(lambda self: self.header["base_version"])
+    round_id = property(lambda self: self.header["round_id"])
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: tuple(shape) for name, shape in self.header["shapes"]}
+
+    def _payload(self) -> bytes:
+        if self.header["backend"] == "rlwe":
+            a_sum, b_sum = self._state
+            return rlwe.pack_coeffs(a_sum) + rlwe.pack_coeffs(b_sum)
+        chunks = [c if isinstance(c, bytes) else c.serialize() for c in self._state]
+        return tenseal_backend.pack_chunks(chunks)
+
+    def to_bytes(self) -> bytes:
+        prefix, digest = pack(MAGIC_AGGREGATE, self.header, self._payload())
+        return prefix + digest
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> EncryptedAggregate:
+        header, payload, _digest, _ = unpack(blob, MAGIC_AGGREGATE, 0)
+        for field in ("backend", "params_id", "key_id", "count", "robot_ids", "nonces", "shapes", "num_values"):
+            if field not in header:
+                raise TamperedError(f"encrypted aggregate: header lacks {field}")
+        if header["backend"] == "rlwe":
+            params = get_params(header["params_id"], "rlwe")
+            count = rlwe.num_polys(header["num_values"], params) * params.n
+            if len(payload) != 2 * count * 6:
+                raise TamperedError("encrypted aggregate: payload size does not match its shapes")
+            a_sum = rlwe.unpack_coeffs(payload[: count * 6], count).reshape(-1, params.n)
+            b_sum = rlwe.unpack_coeffs(payload[count * 6 :], count).reshape(-1, params.n)
+            return cls(header, (a_sum, b_sum))
+        if header["backend"] == "tenseal":
+            return cls(header, tenseal_backend.unpack_chunks(payload))
+        raise WrongBackendError(f"encrypted aggregate: unknown backend {header['backend']!r}")
+
+    def __repr__(self) -> str:
+        h = self.header
+        return f"EncryptedAggregate(skill={h['skill_id']!r} round={h['round_id']} count={h['count']} backend={h['backend']})"
+
+
+__all__ = ["EncryptedDelta", "EncryptedAggregate", "check_expected", "SignatureError", "DIGEST_LEN"]

@@ -1,0 +1,183 @@
+"""Packed ring-LWE (the project's N2HE replacement), numpy only.
+
+Scheme (symmetric, additive; robots of a fleet share the secret ``s``):
+
+* ring R_q = Z_q[X]/(X^n + 1), n = 2048, q = 2^48; plaintexts in Z_t, t = 2^32.
+* secret ``s``: ternary (uniform in {-1,0,1}) by rejection sampling from the OS CSPRNG.
+* encryption of a block of n plaintext values m (one per coefficient):
+  ``a`` = SHAKE-128(seed) expanded to n uniform 48-bit coefficients, seed fresh 16 bytes;
+  ``b = a*s + e + (q/t)*m  (mod q)``, e discrete Gaussian sigma=3.2. Only the seed and
+  ``b`` travel (6 bytes per value), so a 0.5M-value delta is ~3 MB, not the 2 GB of
+  per-value LWE with an explicit n-vector per value.
+* addition: (a1+a2, b1+b2) coefficient-wise mod q. The cloud expands each upload's
+  ``a`` from its seed and keeps the running sums; it never sees ``s``.
+* decryption: m = round((b - a*s) * t/q) mod t, centered to (-t/2, t/2]. Exact while
+  |sum of m| <= t/2 (guarded by params.check_overflow) and |sum of e| < q/(2t) = 2^15
+  (1000 clients: sigma*sqrt(1000) ~ 100, far below).
+
+``a*s`` is a negacyclic product. Products of 48-bit coefficients overflow int64, so
+``a`` is split into two 24-bit limbs packed as the real and imaginary parts of one
+complex vector; since ``s`` is real and small, one twisted complex FFT of size n per
+polynomial computes both limb products exactly (|limb product| < 2048 * 2^24 = 2^35,
+far inside float64 precision), and the limbs are recombined mod 2^48 in int64.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from .params import ParamSet
+from .rng import RandomSource
+
+_BYTES_PER_COEFF = 6  # 48-bit coefficients on the wire
+_LIMB_BITS = 24
+
+
+def _fft():
+    try:
+        import scipy.fft as sfft
+
+        return sfft
+    except ImportError:  # pragma: no cover - scipy is a dependency, numpy is the fallback
+        return None
+
+
+class NegacyclicMultiplier:
+    """Fast exact ``a * s mod (X^n + 1, q)`` for a fixed small secret ``s``."""
+
+    def __init__(self, s: np.ndarray, n: int, log_q: int):
+        if log_q > 2 * _LIMB_BITS:
+            raise ValueError(f"log_q {log_q} > {2 * _LIMB_BITS} is not supported by the limb split")
+        self.n = n
+        self.mask = (1 << log_q) - 1
+        self.twist = np.exp(1j * np.pi * np.arange(n) / n)
+        self.untwist = np.conj(self.twist) / 1.0
+        self._sfft = _fft()
+        self.s_hat = self._forward((s.astype(np.float64) * self.twist)[None, :])[0]
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        if self._sfft is not None:
+            return self._sfft.fft(x, axis=-1, overwrite_x=True, workers=-1)
+        return np.fft.fft(x, axis=-1)
+
+    def _inverse(self, x: np.ndarray) -> np.ndarray:
+        if self._sfft is not None:
+            return self._sfft.ifft(x, axis=-1, overwrite_x=True, workers=-1)
+        return np.fft.ifft(x, axis=-1)
+
+    def multiply(self, a: np.ndarray) -> np.ndarray:
+        """``a`` uint64 of shape (k, n) with coefficients < q; returns a*s mod q, uint64 (k, n)."""
+        limb_mask = np.uint64((1 << _LIMB_BITS) - 1)
+        x = np.empty(a.shape, dtype=np.complex128)
+        x.real = a & limb_mask
+        x.imag = a >> np.uint64(_LIMB_BITS)
+        x *= self.twist
+        spectrum = self._forward(x)
+        spectrum *= self.s_hat
+        y = self._inverse(spectrum)
+        y *= self.untwist
+        low = np.rint(y.real).astype(np.int64)
+        high = np.rint(y.imag).astype(np.int64)
+        low += high << _LIMB_BITS
+        low &= self.mask
+        return low.view(np.uint64)
+
+
+def negacyclic_multiply_reference(a: np.ndarray, s: np.ndarray, q: int) -> np.ndarray:
+    """Schoolbook negacyclic product with Python integers (slow; for tests only)."""
+    n = a.size
+    out = [0] * n
+    coeffs = [int(v) for v in a]
+    for j in np.nonzero(s)[0]:
+        sj = int(s[j])
+        for i, ai in enumerate(coeffs):
+            k = i + int(j)
+            if k >= n:
+                out[k - n] -= ai * sj
+            else:
+                out[k] += ai * sj
+    return np.array([v % q for v in out], dtype=np.uint64)
+
+
+def expand_a(seed: bytes, num_polys: int, params: ParamSet) -> np.ndarray:
+    """The uniform polynomials ``a`` (uint64, shape (num_polys, n)) from a 16-byte seed (SHAKE-128)."""
+    count = num_polys * params.n
+    raw = hashlib.shake_128(b"scfl-rlwe-a" + seed).digest(count * _BYTES_PER_COEFF)
+    return unpack_coeffs(raw, count).reshape(num_polys, params.n)
+
+
+def pack_coeffs(values: np.ndarray) -> bytes:
+    """uint64 coefficients < 2^48 -> 6 little-endian bytes each."""
+    flat = np.ascontiguousarray(values, dtype="<u8").reshape(-1)
+    return flat.view(np.uint8).reshape(-1, 8)[:, :_BYTES_PER_COEFF].tobytes()
+
+
+def unpack_coeffs(raw: bytes, count: int) -> np.ndarray:
+    if len(raw) != count * _BYTES_PER_COEFF:
+        raise ValueError(f"expected {count * _BYTES_PER_COEFF} coefficient bytes, got {len(raw)}")
+    wide = np.zeros((count, 8), dtype=np.uint8)
+    wide[:, :_BYTES_PER_COEFF] = np.frombuffer(raw, dtype=np.uint8).reshape(count, _BYTES_PER_COEFF)
+    return wide.view("<u8").reshape(count).astype(np.uint64, copy=False)
+
+
+def num_polys(num_values: int, params: ParamSet) -> int:
+    return max(1, -(-num_values // params.n))
+
+
+class RlweSecret:
+    """The fleet secret ``s`` with its cached FFT multiplier."""
+
+    def __init__(self, s: np.ndarray, params: ParamSet):
+        s = np.asarray(s, dtype=np.int8)
+        if s.shape != (params.n,) or np.abs(s).max(initial=0) > 1:
+            raise ValueError("RLWE secret must be a ternary vector of length n")
+        self.s = s
+        self.params = params
+        self.q = 1 << int(params.log_q)
+        self._mul = NegacyclicMultiplier(s, params.n, int(params.log_q))
+
+    @classmethod
+    def generate(cls, params: ParamSet, rng: RandomSource) -> RlweSecret:
+        return cls(rng.ternary(params.n), params)
+
+    def to_bytes(self) -> bytes:
+        return (self.s + 1).astype(np.uint8).tobytes()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, params: ParamSet) -> RlweSecret:
+        s = np.frombuffer(raw, dtype=np.uint8).astype(np.int8) - 1
+        return cls(s, params)
+
+    def encrypt(self, plain_mod_t: np.ndarray, seed: bytes, rng: RandomSource) -> np.ndarray:
+        """Encrypt values already reduced mod t (uint64, any length); returns ``b`` uint64 (k, n)."""
+        p = self.params
+        k = num_polys(plain_mod_t.size, p)
+        m = np.zeros(k * p.n, dtype=np.uint64)
+        m[: plain_mod_t.size] = plain_mod_t
+        a = expand_a(seed, k, p)
+        b = self._mul.multiply(a)
+        e = rng.gaussian(k * p.n, p.sigma).reshape(k, p.n)
+        delta_shift = np.uint64(int(p.log_q) - p.plain_modulus.bit_length() + 1)  # q/t = 2^(logq - logt)
+        b += e.view(np.uint64)  # two's complement add, reduced by the mask below
+        b += m.reshape(k, p.n) << delta_shift
+        b &= np.uint64(self.q - 1)
+        return b
+
+    def decrypt(self, a_sum: np.ndarray, b_sum: np.ndarray, num_values: int) -> np.ndarray:
+        """Centered plaintext sum (int64) of the first ``num_values`` coefficients."""
+        p = self.params
+        v = (b_sum - self._mul.multiply(a_sum)) & np.uint64(self.q - 1)
+        log_t = p.plain_modulus.bit_length() - 1
+        shift = int(p.log_q) - log_t
+        m = ((v + np.uint64(1 << (shift - 1))) >> np.uint64(shift)) & np.uint64(p.plain_modulus - 1)
+        m = m.reshape(-1)[:num_values].astype(np.int64)
+        m[m > p.plain_modulus // 2] -= p.plain_modulus
+        return m
+
+
+def add_mod_q(x: np.ndarray, y: np.ndarray, log_q: int) -> np.ndarray:
+    out = x + y
+    out &= np.uint64((1 << log_q) - 1)
+    return out

@@ -1,0 +1,84 @@
+"""The one binary container used for deltas, aggregates and key files.
+
+Layout (little-endian)::
+
+    magic (8 bytes) | format version u16 | header length u32 | header (canonical JSON)
+    | payload length u64 | payload | SHA-256 of everything before (32 bytes) | [signature 64]
+
+The digest makes accidental corruption (a flipped bit, a cut-off download) a
+:class:`TamperedError` / :class:`TruncatedError` even without a key; the Ed25519
+signature over that digest (deltas only) proves which robot produced the bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+
+from .errors import TamperedError, TruncatedError, WrongParametersError
+
+FORMAT_VERSION = 1
+DIGEST_LEN = 32
+SIGNATURE_LEN = 64
+
+MAGIC_DELTA = b"SCFLDLT1"
+MAGIC_AGGREGATE = b"SCFLAGG1"
+MAGIC_FLEET_KEY = b"SCFLFSK1"
+MAGIC_CLOUD_CONTEXT = b"SCFLCTX1"
+KIND_BY_MAGIC = {
+    MAGIC_DELTA: "encrypted delta",
+    MAGIC_AGGREGATE: "encrypted aggregate",
+    MAGIC_FLEET_KEY: "fleet secret key",
+    MAGIC_CLOUD_CONTEXT: "cloud context",
+}
+_PRE = struct.Struct("<8sHI")
+_PAYLOAD_LEN = struct.Struct("<Q")
+
+
+def canonical_json(header: dict) -> bytes:
+    return json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def pack(magic: bytes, header: dict, payload: bytes) -> tuple[bytes, bytes]:
+    """Return (prefix, digest); callers append the digest (and a signature) themselves."""
+    head = canonical_json(header)
+    prefix = b"".join([_PRE.pack(magic, FORMAT_VERSION, len(head)), head, _PAYLOAD_LEN.pack(len(payload)), payload])
+    return prefix, hashlib.sha256(prefix).digest()
+
+
+def unpack(blob: bytes, magic: bytes, trailer_len: int = 0) -> tuple[dict, bytes, bytes, bytes]:
+    """Parse and integrity-check a container; returns (header, payload, digest, trailer)."""
+    blob = bytes(blob)
+    what = KIND_BY_MAGIC[magic]
+    if len(blob) < _PRE.size:
+        raise TruncatedError(f"{what}: only {len(blob)} bytes, shorter than the fixed header")
+    got_magic, version, head_len = _PRE.unpack_from(blob, 0)
+    if got_magic != magic:
+        other = KIND_BY_MAGIC.get(got_magic)
+        raise TamperedError(f"not an {what}" + (f" (this is an {other})" if other else " (bad magic bytes)"))
+    if version != FORMAT_VERSION:
+        raise WrongParametersError(f"{what}: unsupported format version {version} (this build reads {FORMAT_VERSION})")
+    pos = _PRE.size
+    if len(blob) < pos + head_len + _PAYLOAD_LEN.size:
+        raise TruncatedError(f"{what}: bytes end inside the header ({len(blob)} bytes)")
+    head = blob[pos : pos + head_len]
+    pos += head_len
+    (payload_len,) = _PAYLOAD_LEN.unpack_from(blob, pos)
+    pos += _PAYLOAD_LEN.size
+    end = pos + payload_len
+    expected_total = end + DIGEST_LEN + trailer_len
+    if len(blob) < expected_total:
+        raise TruncatedError(f"{what}: {len(blob)} bytes, header declares {expected_total}")
+    if len(blob) > expected_total:
+        raise TamperedError(f"{what}: {len(blob) - expected_total} unexpected trailing bytes")
+    digest = blob[end : end + DIGEST_LEN]
+    if hashlib.sha256(blob[:end]).digest() != digest:
+        raise TamperedError(f"{what}: SHA-256 digest mismatch (bytes were modified or corrupted)")
+    try:
+        header = json.loads(head.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise TamperedError(f"{what}: header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise TamperedError(f"{what}: header is not a JSON object")
+    return header, blob[pos:end], digest, blob[end + DIGEST_LEN :]
