@@ -1,0 +1,141 @@
+"""Damped-least-squares IK on the SE(3) log error, with joint limits, restarts and a posture prior.
+
+Each iteration linearises e(q) = log6(FK(q)^-1 · T_target) with the exact Jacobian
+(-Jlog6 · J_frame, all Pinocchio C++ calls) and takes a Levenberg-Marquardt step whose damping
+grows with the error (large steps near the target, cautious ones far away). Joints are clamped
+to their limits after every step. The prior term λ||q - q_GMR||² of the paper's objective is
+applied in the nullspace of the pose task: it only uses the arm's redundancy, so it never
+trades away pose accuracy (this is the λ→0+ limit of the weighted objective: the pose is met
+and, among the postures that meet it, the one nearest q_GMR is preferred).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pinocchio as pin
+
+from .ik_types import IKResult, IKSettings
+from .robot import RobotModel
+
+_LOCAL = pin.ReferenceFrame.LOCAL
+
+
+def _evaluate(robot: RobotModel, q: np.ndarray, target: pin.SE3):
+    """Pose error of ``q``: (log6 error, position error, rotation error, Jacobian of the log error)."""
+    model, data, fid = robot.model, robot.data, robot.ee_frame_id
+    pin.computeJointJacobians(model, data, q)  # forward kinematics + joint Jacobians
+    current = pin.updateFramePlacement(model, data, fid)
+    cur_to_target = current.actInv(target)
+    err = pin.log6(cur_to_target).vector
+    pos_err = float(np.linalg.norm(current.translation - target.translation))
+    rot_err = float(np.linalg.norm(err[3:]))
+    jac = -pin.Jlog6(cur_to_target.inverse()) @ pin.getFrameJacobian(model, data, fid, _LOCAL)
+    return err, pos_err, rot_err, jac
+
+
+def _lm_step(jac, err, mu, q, lower, upper):
+    """Damped least-squares step; joints pinned at a limit and pushed outward drop out (one
+    active-set pass) so the others compensate instead of the descent stalling on the limit."""
+    gram = jac @ jac.T
+    gram[np.diag_indices(6)] += mu
+    dq = -jac.T @ np.linalg.solve(gram, err)
+    blocked = ((q <= lower + 1e-9) & (dq < 0)) | ((q >= upper - 1e-9) & (dq > 0))
+    if blocked.any():
+        jac = jac.copy()
+        jac[:, blocked] = 0.0
+        gram = jac @ jac.T
+        gram[np.diag_indices(6)] += mu
+        dq = -jac.T @ np.linalg.solve(gram, err)
+    return dq, jac, gram
+
+
+def _attempt(robot: RobotModel, target: pin.SE3, q0: np.ndarray, lower, upper, settings: IKSettings, q_prior, tol_pos, tol_rot):
+    """One Levenberg-Marquardt descent from ``q0`` (steps that increase the error are rejected
+    and the damping raised); returns (q, pos_err, rot_err, iterations)."""
+    eye_n = np.eye(robot.nq)
+    q = np.minimum(np.maximum(q0, lower), upper)
+    err, pos_err, rot_err, jac = _evaluate(robot, q, target)
+    cost = float(err @ err)
+    lam = 1e-3
+    use_prior = q_prior is not None and settings.posture_weight > 0
+    posture_left = settings.posture_iterations if use_prior else 0
+    it = 0
+    reached = pos_err <= tol_pos and rot_err <= tol_rot
+    history = []  # cost per iteration, to abandon descents that crawl (restarts are cheaper)
+    while it < settings.max_iterations and not (reached and posture_left <= 0):
+        it += 1
+        history.append(cost)
+        if not reached and it > 12 and cost > 0.25 * history[-12]:
+            break
+        mu = settings.damping + lam
+        if reached:  # pose met: move toward q_GMR in the nullspace of the pose task only
+            posture_left -= 1
+            dq, jac_active, gram = _lm_step(jac, err, settings.damping, q, lower, upper)
+            pinv = jac_active.T @ np.linalg.inv(gram)
+            dq = dq + (eye_n - pinv @ jac_active) @ (-settings.posture_weight * (q - q_prior))
+        else:
+            dq, _, _ = _lm_step(jac, err, mu, q, lower, upper)
+        step = float(np.abs(dq).max())
+        if step > settings.max_step:
+            dq *= settings.max_step / step
+        if step < 1e-9:
+            break
+        q_new = np.minimum(np.maximum(q + dq, lower), upper)
+        new = _evaluate(robot, q_new, target)
+        new_cost = float(new[0] @ new[0])
+        new_reached = new[1] <= tol_pos and new[2] <= tol_rot
+        if reached:
+            if not new_reached:
+                break  # the posture step would cost accuracy: keep the pose-exact q
+            q, (err, pos_err, rot_err, jac) = q_new, new
+            continue
+        if new_cost < cost:
+            q, cost, (err, pos_err, rot_err, jac) = q_new, new_cost, new
+            lam = max(lam * 0.3, 1e-9)
+            reached = new_reached
+        else:
+            lam *= 8.0
+            if lam > 1e3:
+                break  # no descent direction left: local minimum or limits
+    return q, pos_err, rot_err, it
+
+
+def solve_dls(
+    robot: RobotModel,
+    target,
+    q_init: np.ndarray | None = None,
+    *,
+    q_prior: np.ndarray | None = None,
+    settings: IKSettings = IKSettings(),
+    rng: np.random.Generator | None = None,
+    lower: np.ndarray | None = None,
+    upper: np.ndarray | None = None,
+) -> IKResult:
+    """Solve FK(q) = target (4x4 or pin.SE3) within tolerance; restarts from random postures.
+
+    The first attempt starts at ``q_init`` (else ``q_prior``, else the robot's home posture);
+    further attempts (``settings.restarts``) start from uniform random postures within the
+    limits. ``lower``/``upper`` tighten the joint limits (trajectory velocity limits).
+    """
+    target = target if isinstance(target, pin.SE3) else pin.SE3(np.asarray(target, dtype=float))
+    lower = robot.lower if lower is None else np.maximum(lower, robot.lower)
+    upper = robot.upper if upper is None else np.minimum(upper, robot.upper)
+    rng = rng if rng is not None else np.random.default_rng(0)
+    if q_prior is not None:
+        q_prior = robot.clamp(np.asarray(q_prior, dtype=float))
+    first = q_init if q_init is not None else (q_prior if q_prior is not None else robot.home)
+    tol_pos, tol_rot = settings.position_tolerance, settings.orientation_tolerance
+    best = None
+    total_iters = 0
+    for attempt in range(settings.restarts + 1):
+        q0 = np.asarray(first, dtype=float) if attempt == 0 else rng.uniform(lower, upper)
+        q, pos_err, rot_err, iters = _attempt(robot, target, q0, lower, upper, settings, q_prior, tol_pos, tol_rot)
+        total_iters += iters
+        ok = pos_err <= tol_pos and rot_err <= tol_rot
+        if best is None or ok or pos_err + 0.1 * rot_err < best[1] + 0.1 * best[2]:
+            best = (q, pos_err, rot_err)
+        if ok:
+            break
+    q, pos_err, rot_err = best
+    success = pos_err <= tol_pos and rot_err <= tol_rot
+    return IKResult(q, success, pos_err, rot_err, total_iters, attempt + 1)
