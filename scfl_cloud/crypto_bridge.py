@@ -1,0 +1,120 @@
+"""The only place the cloud touches ``scfl_nodes.core.crypto`` (ISSUE 3).
+
+The cloud parses headers, verifies Ed25519 signatures and adds ciphertexts with a
+:class:`CloudContext` that holds no secret key. Keeping every call here means the rest
+of the service sees plain values and one exception type (:class:`DeltaRejected`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+
+class DeltaRejected(ValueError):
+    """An upload or context failed a crypto check; ``code`` becomes the JSON error code."""
+
+    def __init__(self, code: str, detail: str, status: int = 422) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.status = status
+
+
+@dataclasses.dataclass(frozen=True)
+class DeltaHeader:
+    backend: str
+    params_id: str
+    key_id: str
+    skill_id: str
+    base_version: int
+    round_id: int
+    robot_id: str
+
+
+@functools.lru_cache(maxsize=1)
+def _crypto():
+    from scfl_nodes.core import crypto
+
+    return crypto
+
+
+def _code_for(exc: Exception) -> str:
+    name = type(exc).__name__
+    return {
+        "SignatureError": "bad_signature",
+        "TamperedError": "tampered",
+        "TruncatedError": "truncated",
+        "WrongBackendError": "wrong_backend",
+        "WrongParametersError": "wrong_parameters",
+        "KeyMismatchError": "wrong_key_id",
+        "ReplayError": "wrong_round",
+    }.get(name, "invalid_ciphertext")
+
+
+def parse_delta(blob: bytes) -> Any:
+    """Decode an ``EncryptedDelta``; malformed bytes become a 422 with a specific code."""
+    crypto = _crypto()
+    try:
+        return crypto.EncryptedDelta.from_bytes(blob)
+    except crypto.CryptoError as exc:
+        raise DeltaRejected(_code_for(exc), f"{type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # garbage that is not even a header
+        raise DeltaRejected("invalid_ciphertext", f"not an scfl encrypted delta ({type(exc).__name__}: {exc})") from None
+
+
+def header_of(delta: Any) -> DeltaHeader:
+    h = delta.header
+    get = (lambda k: h[k]) if isinstance(h, dict) else (lambda k: getattr(h, k))
+    return DeltaHeader(
+        backend=str(get("backend")),
+        params_id=str(get("params_id")),
+        key_id=str(get("key_id")),
+        skill_id=str(get("skill_id")),
+        base_version=int(get("base_version")),
+        round_id=int(get("round_id")),
+        robot_id=str(get("robot_id")),
+    )
+
+
+def verify_signature(delta: Any, public_key: bytes) -> None:
+    crypto = _crypto()
+    try:
+        ok = delta.verify(public_key)
+    except crypto.CryptoError as exc:
+        raise DeltaRejected(_code_for(exc), f"signature check failed: {exc}", status=401 if _code_for(exc) == "bad_signature" else 422) from None
+    if ok is False:
+        raise DeltaRejected("bad_signature", "signature does not match the robot's registered Ed25519 key", status=401)
+
+
+def load_context(blob: bytes) -> Any:
+    """Load a fleet's public context; refuse anything that carries secret key material."""
+    crypto = _crypto()
+    CloudContext = crypto.CloudContext
+    try:
+        ctx = CloudContext.from_bytes(blob)
+    except crypto.CryptoError as exc:
+        raise DeltaRejected("invalid_context", f"{type(exc).__name__}: {exc}") from None
+    except Exception as exc:
+        raise DeltaRejected("invalid_context", f"not an scfl cloud context ({type(exc).__name__}: {exc})") from None
+    if getattr(ctx, "has_secret_key", False) is True:
+        raise DeltaRejected("secret_key_refused", "this context contains secret key material; the cloud never accepts it", 400)
+    return ctx
+
+
+def context_identity(ctx: Any) -> tuple[str, str, str]:
+    return str(ctx.key_id), str(ctx.backend), str(ctx.params_id)
+
+
+def add(ctx: Any, aggregate: Any, delta: Any) -> Any:
+    return ctx.add(aggregate, delta)
+
+
+def aggregate_to_bytes(agg: Any) -> bytes:
+    return agg.to_bytes()
+
+
+def aggregate_from_bytes(ctx: Any, blob: bytes) -> Any:
+    crypto = _crypto()
+    return crypto.EncryptedAggregate.from_bytes(blob)

@@ -1,0 +1,64 @@
+"""Run the cloud under uvicorn: ``python -m scfl_cloud.server`` or ``scfl cloud serve``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .settings import DEFAULT_MAX_UPLOAD_BYTES, CloudSettings, default_cloud_home, load_or_create_admin_token
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    home = default_cloud_home()
+    p.add_argument("--db", default=None,
+                   help=f"SQLAlchemy URL: sqlite:///path or postgresql://user@host/db (default sqlite:///{home}/scfl.db)")
+    p.add_argument("--storage", default=None, help=f"directory for ciphertext blobs (default {home})")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--admin-token", default=None,
+                   help="admin bearer token (default: $SCFL_CLOUD_ADMIN_TOKEN, else created in <storage>/admin_token)")
+    p.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_BYTES / 2**20,
+                   help="largest accepted upload in MiB (default 32)")
+    p.add_argument("--prune-deltas", action="store_true", help="delete delta ciphertexts once their round is published")
+    p.add_argument("--private-status", action="store_true", help="require a token for / and /cloud/status")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+
+
+def settings_from_args(args: argparse.Namespace) -> CloudSettings:
+    storage = Path(os.path.expanduser(args.storage)) if args.storage else default_cloud_home()
+    storage.mkdir(parents=True, exist_ok=True)
+    db = args.db or f"sqlite:///{storage / 'scfl.db'}"
+    token = args.admin_token or os.environ.get("SCFL_CLOUD_ADMIN_TOKEN") or load_or_create_admin_token(storage)
+    return CloudSettings(db_url=db, storage_dir=storage, admin_token=token,
+                         max_upload_bytes=int(args.max_upload_mb * 2**20), prune_deltas_after_publish=args.prune_deltas,
+                         public_status=not args.private_status)
+
+
+def serve(settings: CloudSettings, host: str, port: int, log_level: str = "info") -> None:
+    import uvicorn
+
+    from .app import create_app
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    app = create_app(settings)  # migrates before the port opens
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scfl_cloud.server", description=__doc__)
+    add_serve_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except ValueError as exc:
+        print(f"scfl cloud serve: error: {exc}", file=sys.stderr)
+        return 2
+    serve(settings, args.host, args.port, args.log_level)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,492 @@
+"""Core state and business rules of the cloud, independent of HTTP.
+
+:class:`CloudService` owns the engine, the blob store, the write lock and the metrics;
+the FastAPI layer (app.py) only translates HTTP to calls here and :class:`ApiError` to
+JSON. All database writes go through :meth:`CloudService.write`, which serialises them
+with one process-wide lock (SQLite allows one writer; on PostgreSQL the round row is
+additionally locked ``FOR UPDATE``) so "close at quorum" and "one delta per robot" hold
+under concurrent uploads.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import contextlib
+import hashlib
+import hmac
+import logging
+import secrets
+import threading
+import time
+from typing import Any, Iterator, Optional
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from . import crypto_bridge
+from .blobstore import LocalBlobStore
+from .db import current_revision, make_engine, migrate, session_factory
+from .models import Delta, FleetContext, Robot, Round, Skill, SkillVersion
+from .settings import CloudSettings
+
+log = logging.getLogger("scfl_cloud")
+
+LAST_SEEN_RESOLUTION_S = 5.0
+
+
+class ApiError(Exception):
+    """A client error with an HTTP status, a stable code and a one-line message."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def decode_public_key(text: str) -> bytes:
+    """Base64 (standard or urlsafe) of a raw Ed25519 public key; anything else is refused."""
+    if "PRIVATE" in text.upper():
+        raise ApiError(400, "secret_key_refused", "that looks like a private key; register only the 32-byte public key")
+    try:
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_" if ("-" in text or "_" in text) else None,
+                               validate=True)
+    except Exception:
+        raise ApiError(422, "invalid_public_key", "public_key must be base64 of a raw 32-byte Ed25519 public key") from None
+    if len(raw) != 32:
+        raise ApiError(422, "invalid_public_key", f"public_key must decode to 32 bytes (raw Ed25519), got {len(raw)}")
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    try:
+        Ed25519PublicKey.from_public_bytes(raw)
+    except Exception:
+        raise ApiError(422, "invalid_public_key", "public_key is not a valid Ed25519 point") from None
+    return raw
+
+
+class LatencyLog:
+    """Bounded in-memory latency samples per kind (for the status page)."""
+
+    def __init__(self, maxlen: int = 2000) -> None:
+        self._data: dict[str, collections.deque] = collections.defaultdict(lambda: collections.deque(maxlen=maxlen))
+        self._lock = threading.Lock()
+
+    def add(self, kind: str, ms: float) -> None:
+        with self._lock:
+            self._data[kind].append(float(ms))
+
+    def stats(self, kind: str, extra: Optional[list[float]] = None) -> dict[str, Any]:
+        with self._lock:
+            values = list(self._data.get(kind, ())) if extra is None else list(extra)
+        if not values:
+            return {"count": 0, "p50_ms": None, "p95_ms": None, "max_ms": None}
+        values.sort()
+
+        def pct(p: float) -> float:
+            return round(values[min(len(values) - 1, int(p * (len(values) - 1) + 0.5))], 3)
+
+        return {"count": len(values), "p50_ms": pct(0.5), "p95_ms": pct(0.95), "max_ms": round(values[-1], 3)}
+
+
+class CloudService:
+    def __init__(self, settings: CloudSettings) -> None:
+        self.settings = settings
+        self.engine = make_engine(settings.db_url)
+        migrate(self.engine)
+        self.schema_revision = current_revision(self.engine)
+        self.Session = session_factory(self.engine)
+        self.blobs = LocalBlobStore(settings.blob_dir)
+        self.write_lock = threading.RLock()
+        self.latency = LatencyLog()
+        self.started_at = time.time()
+        self.wake = threading.Event()  # set when there is new work for the aggregation worker
+        self._contexts: dict[str, Any] = {}
+        self._contexts_lock = threading.Lock()
+        self.is_postgres = self.engine.dialect.name == "postgresql"
+        from .routing import TaskRouter
+
+        self.router = TaskRouter()
+
+    # ------------------------------------------------------------------ plumbing
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Session]:
+        with self.Session() as session:
+            yield session
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Session]:
+        """One serialised write transaction: commit on success, roll back on any error."""
+        with self.write_lock, self.Session() as session, session.begin():
+            yield session
+
+    def _round_for_update(self, session: Session, round_id: int) -> Optional[Round]:
+        stmt = select(Round).where(Round.round_id == round_id)
+        if self.is_postgres:
+            stmt = stmt.with_for_update()
+        return session.scalars(stmt).first()
+
+    def context(self, key_id: str) -> Any:
+        """The fleet's public context (cached); the worker adds ciphertexts with it."""
+        with self._contexts_lock:
+            ctx = self._contexts.get(key_id)
+            if ctx is None:
+                with self.read() as s:
+                    row = s.get(FleetContext, key_id)
+                if row is None:
+                    raise ApiError(422, "wrong_key_id", f"no fleet context registered for key id {key_id!r}")
+                ctx = crypto_bridge.load_context(self.blobs.get(row.blob_sha256))
+                self._contexts[key_id] = ctx
+            return ctx
+
+    # ------------------------------------------------------------------ auth
+    def check_admin(self, token: Optional[str]) -> None:
+        if not token or not hmac.compare_digest(token.encode(), self.settings.admin_token.encode()):
+            raise ApiError(401, "unauthorized", "admin token required (Authorization: Bearer <admin token>)")
+
+    def robot_for_token(self, token: Optional[str]) -> Optional[Robot]:
+        if not token:
+            return None
+        with self.read() as s:
+            robot = s.scalars(select(Robot).where(Robot.token_hash == token_hash(token))).first()
+        if robot is None or robot.revoked:
+            return None
+        now = time.time()
+        if robot.last_seen_at is None or now - robot.last_seen_at > LAST_SEEN_RESOLUTION_S:
+            with self.write() as s:
+                row = s.get(Robot, robot.robot_id)
+                row.last_seen_at = now
+            robot.last_seen_at = now
+        return robot
+
+    def authenticate(self, token: Optional[str], *, admin_ok: bool = True) -> tuple[str, Optional[Robot]]:
+        """Return ("admin", None) or ("robot", robot); 401 otherwise."""
+        if admin_ok and token and hmac.compare_digest(token.encode(), self.settings.admin_token.encode()):
+            return "admin", None
+        robot = self.robot_for_token(token)
+        if robot is None:
+            raise ApiError(401, "unauthorized", "missing, unknown or revoked bearer token")
+        return "robot", robot
+
+    # ------------------------------------------------------------------ robots
+    def register_robot(self, robot_id: str, public_key_b64: str) -> str:
+        raw = decode_public_key(public_key_b64)
+        token = secrets.token_urlsafe(32)
+        try:
+            with self.write() as s:
+                if s.get(Robot, robot_id) is not None:
+                    raise ApiError(409, "robot_exists", f"robot {robot_id!r} is already registered (rotate its token instead)")
+                s.add(Robot(robot_id=robot_id, public_key=raw, token_hash=token_hash(token), created_at=time.time(),
+                            last_seen_at=None, revoked=False))
+        except IntegrityError:
+            raise ApiError(409, "robot_exists", f"robot {robot_id!r} is already registered") from None
+        return token
+
+    def rotate_token(self, robot_id: str) -> str:
+        token = secrets.token_urlsafe(32)
+        with self.write() as s:
+            robot = s.get(Robot, robot_id)
+            if robot is None:
+                raise ApiError(404, "unknown_robot", f"robot {robot_id!r} is not registered")
+            robot.token_hash = token_hash(token)
+            robot.revoked = False
+        return token
+
+    def revoke_robot(self, robot_id: str) -> None:
+        with self.write() as s:
+            robot = s.get(Robot, robot_id)
+            if robot is None:
+                raise ApiError(404, "unknown_robot", f"robot {robot_id!r} is not registered")
+            robot.revoked = True
+
+    def list_robots(self) -> list[Robot]:
+        with self.read() as s:
+            return list(s.scalars(select(Robot).order_by(Robot.robot_id)))
+
+    # ------------------------------------------------------------------ fleet contexts
+    def put_context(self, blob: bytes) -> FleetContext:
+        ctx = crypto_bridge.load_context(blob)
+        key_id, backend, params_id = crypto_bridge.context_identity(ctx)
+        with self.read() as s:
+            existing = s.get(FleetContext, key_id)
+        digest = hashlib.sha256(blob).hexdigest()
+        if existing is not None:
+            if existing.blob_sha256 == digest:
+                return existing
+            raise ApiError(409, "context_exists", f"a different context is already registered for key id {key_id!r}")
+        digest = self.blobs.put(blob)
+        row = FleetContext(key_id=key_id, backend=backend, params_id=params_id, blob_sha256=digest, created_at=time.time())
+        try:
+            with self.write() as s:
+                s.add(row)
+        except IntegrityError:
+            raise ApiError(409, "context_exists", f"key id {key_id!r} registered concurrently") from None
+        with self._contexts_lock:
+            self._contexts[key_id] = ctx
+        return row
+
+    def list_contexts(self) -> list[FleetContext]:
+        with self.read() as s:
+            return list(s.scalars(select(FleetContext).order_by(FleetContext.created_at)))
+
+    # ------------------------------------------------------------------ skills
+    def create_skill(self, data: dict, created_by: Optional[str]) -> str:
+        skill_id = data.get("skill_id") or f"skill_{secrets.token_hex(6)}"
+        try:
+            with self.write() as s:
+                if s.get(Skill, skill_id) is not None:
+                    raise ApiError(409, "skill_exists", f"skill {skill_id!r} already exists")
+                s.add(Skill(skill_id=skill_id, name=data["name"], description=data.get("description", ""),
+                            task_descriptions=list(data.get("task_descriptions", [])), extra=dict(data.get("extra", {})),
+                            created_at=time.time(), created_by=created_by))
+        except IntegrityError:
+            raise ApiError(409, "skill_exists", f"skill {skill_id!r} already exists") from None
+        return skill_id
+
+    def get_skill(self, session: Session, skill_id: str) -> Skill:
+        skill = session.get(Skill, skill_id)
+        if skill is None:
+            raise ApiError(404, "unknown_skill", f"skill {skill_id!r} does not exist")
+        return skill
+
+    def versions_of(self, session: Session, skill_id: str) -> list[SkillVersion]:
+        return list(session.scalars(select(SkillVersion).where(SkillVersion.skill_id == skill_id)
+                                    .order_by(SkillVersion.version)))
+
+    def list_skills(self, offset: int, limit: int, q: Optional[str], name: Optional[str]):
+        with self.read() as s:
+            stmt = select(Skill)
+            if name:
+                stmt = stmt.where(Skill.name == name)
+            if q:
+                like = f"%{q.lower()}%"
+                # task descriptions are JSON; a text cast keeps this portable across SQLite/PostgreSQL
+                from sqlalchemy import String, cast
+
+                stmt = stmt.where(or_(func.lower(Skill.name).like(like), func.lower(Skill.description).like(like),
+                                      func.lower(cast(Skill.task_descriptions, String)).like(like)))
+            total = s.scalar(select(func.count()).select_from(stmt.subquery()))
+            skills = list(s.scalars(stmt.order_by(Skill.created_at, Skill.skill_id).offset(offset).limit(limit)))
+            stats = {}
+            if skills:
+                rows = s.execute(select(SkillVersion.skill_id, func.max(SkillVersion.version), func.count())
+                                 .where(SkillVersion.skill_id.in_([k.skill_id for k in skills]))
+                                 .group_by(SkillVersion.skill_id))
+                stats = {sid: (latest, n) for sid, latest, n in rows}
+        return skills, stats, total
+
+    def version_blob(self, skill_id: str, version: int) -> SkillVersion:
+        with self.read() as s:
+            self.get_skill(s, skill_id)
+            row = s.scalars(select(SkillVersion).where(SkillVersion.skill_id == skill_id,
+                                                       SkillVersion.version == version)).first()
+        if row is None:
+            raise ApiError(404, "unknown_version", f"skill {skill_id!r} has no version {version}")
+        return row
+
+    def route(self, task_description: str, max_skills: int) -> tuple[list[str], list[float], float]:
+        with self.read() as s:
+            skills = [(k.skill_id, list(k.task_descriptions or []) or [k.name]) for k in
+                      s.scalars(select(Skill).order_by(Skill.created_at, Skill.skill_id))]
+        ids, weights, ms = self.router.route(task_description, max_skills, skills)
+        self.latency.add("routing", ms)
+        return ids, weights, ms
+
+    # ------------------------------------------------------------------ rounds
+    def open_round(self, skill_id: str, base_version: int, quorum: int, deadline_s: float,
+                   key_id: Optional[str]) -> int:
+        with self.write() as s:
+            self.get_skill(s, skill_id)
+            if base_version != 0 and s.scalars(select(SkillVersion).where(
+                    SkillVersion.skill_id == skill_id, SkillVersion.version == base_version)).first() is None:
+                raise ApiError(422, "wrong_base_version", f"skill {skill_id!r} has no version {base_version}")
+            if key_id is None:
+                ctx = s.scalars(select(FleetContext).order_by(FleetContext.created_at.desc())).first()
+                if ctx is None:
+                    raise ApiError(409, "no_fleet_context", "register a fleet context (PUT /api/v1/fleet/context) first")
+            else:
+                ctx = s.get(FleetContext, key_id)
+                if ctx is None:
+                    raise ApiError(422, "wrong_key_id", f"no fleet context registered for key id {key_id!r}")
+            busy = s.scalars(select(Round).where(Round.skill_id == skill_id, Round.state == "open")).first()
+            if busy is not None:
+                raise ApiError(409, "round_already_open", f"round {busy.round_id} is still open for skill {skill_id!r}")
+            now = time.time()
+            rnd = Round(skill_id=skill_id, base_version=base_version, key_id=ctx.key_id, quorum=quorum,
+                        deadline_at=now + deadline_s, state="open", close_reason=None, opened_at=now,
+                        accepted_count=0, folded_count=0, aggregation_seconds=0.0)
+            s.add(rnd)
+            s.flush()
+            round_id = rnd.round_id
+        self.wake.set()
+        return round_id
+
+    def round_info(self, round_id: int) -> dict:
+        with self.read() as s:
+            rnd = s.get(Round, round_id)
+            if rnd is None:
+                raise ApiError(404, "unknown_round", f"round {round_id} does not exist")
+            return self._round_dict(s, rnd)
+
+    def _round_dict(self, s: Session, rnd: Round) -> dict:
+        ctx = s.get(FleetContext, rnd.key_id)
+        contributors = list(s.scalars(select(Delta.robot_id).where(Delta.round_id == rnd.round_id).order_by(Delta.id)))
+        return dict(round_id=rnd.round_id, skill_id=rnd.skill_id, base_version=rnd.base_version, key_id=rnd.key_id,
+                    backend=ctx.backend if ctx else "", params_id=ctx.params_id if ctx else "", quorum=rnd.quorum,
+                    state=rnd.state, close_reason=rnd.close_reason, opened_at=rnd.opened_at,
+                    deadline_at=rnd.deadline_at, closed_at=rnd.closed_at, published_at=rnd.published_at,
+                    accepted=rnd.accepted_count, folded=rnd.folded_count, published_version=rnd.published_version,
+                    aggregation_seconds=round(rnd.aggregation_seconds, 6), contributors=contributors)
+
+    def list_rounds(self, state: Optional[str] = None, limit: int = 100) -> list[dict]:
+        with self.read() as s:
+            stmt = select(Round).order_by(Round.round_id.desc()).limit(limit)
+            if state:
+                stmt = stmt.where(Round.state == state)
+            return [self._round_dict(s, r) for r in s.scalars(stmt)]
+
+    def aggregate_blob(self, round_id: int) -> SkillVersion:
+        with self.read() as s:
+            rnd = s.get(Round, round_id)
+            if rnd is None:
+                raise ApiError(404, "unknown_round", f"round {round_id} does not exist")
+            if rnd.state != "published":
+                raise ApiError(409, "round_not_published",
+                               f"round {round_id} is {rnd.state} ({rnd.folded_count}/{rnd.accepted_count} folded); "
+                               "the aggregate is available once it is published")
+            return s.scalars(select(SkillVersion).where(SkillVersion.skill_id == rnd.skill_id,
+                                                        SkillVersion.version == rnd.published_version)).one()
+
+    # ------------------------------------------------------------------ uploads
+    def accept_upload(self, robot: Robot, blob: bytes) -> dict:
+        """Verify and store a signed encrypted delta (round_id > 0) or skill version (round_id == 0)."""
+        t0 = time.perf_counter()
+        delta = crypto_bridge.parse_delta(blob)
+        hdr = crypto_bridge.header_of(delta)
+        if hdr.robot_id != robot.robot_id:
+            raise ApiError(403, "robot_mismatch",
+                           f"delta is signed for robot {hdr.robot_id!r} but the token belongs to {robot.robot_id!r}")
+        crypto_bridge.verify_signature(delta, robot.public_key)
+        spec = _tensor_spec(delta)
+        with self.read() as s:
+            self.get_skill(s, hdr.skill_id)
+            ctx = s.get(FleetContext, hdr.key_id)
+            if ctx is None:
+                raise ApiError(422, "wrong_key_id", f"no fleet context registered for key id {hdr.key_id!r}")
+            _check_params(ctx, hdr)
+            if hdr.round_id > 0:
+                rnd = s.get(Round, hdr.round_id)
+                self._precheck_round(s, rnd, hdr, robot.robot_id, spec)
+            elif hdr.base_version != 0 and s.scalars(select(SkillVersion).where(
+                    SkillVersion.skill_id == hdr.skill_id, SkillVersion.version == hdr.base_version)).first() is None:
+                raise ApiError(422, "wrong_base_version", f"skill {hdr.skill_id!r} has no version {hdr.base_version}")
+        digest = self.blobs.put(blob)
+        try:
+            if hdr.round_id > 0:
+                receipt = self._insert_delta(robot.robot_id, hdr, digest, len(blob), spec)
+            else:
+                receipt = self._insert_skill_version(robot.robot_id, hdr, digest, len(blob), ctx)
+        except BaseException:
+            self.delete_blob_if_unreferenced(digest)
+            raise
+        self.latency.add("upload", (time.perf_counter() - t0) * 1000.0)
+        self.wake.set()
+        return receipt
+
+    def _precheck_round(self, s: Session, rnd: Optional[Round], hdr, robot_id: str, spec) -> None:
+        if rnd is None:
+            raise ApiError(404, "unknown_round", f"round {hdr.round_id} does not exist")
+        if rnd.skill_id != hdr.skill_id:
+            raise ApiError(422, "wrong_skill", f"round {rnd.round_id} is for skill {rnd.skill_id!r}, not {hdr.skill_id!r}")
+        if rnd.base_version != hdr.base_version:
+            raise ApiError(422, "wrong_base_version",
+                           f"round {rnd.round_id} trains on version {rnd.base_version}, delta is on {hdr.base_version}")
+        if rnd.key_id != hdr.key_id:
+            raise ApiError(422, "wrong_key_id", f"round {rnd.round_id} uses key {rnd.key_id!r}, delta uses {hdr.key_id!r}")
+        if rnd.state != "open" or rnd.deadline_at <= time.time():
+            raise ApiError(409, "round_closed", f"round {rnd.round_id} is {rnd.state if rnd.state != 'open' else 'past its deadline'}")
+        if rnd.tensor_spec is not None and spec is not None and rnd.tensor_spec != spec:
+            raise ApiError(422, "wrong_shapes", f"delta tensors {spec} differ from the round's {rnd.tensor_spec}")
+        dup = s.scalars(select(Delta.id).where(Delta.round_id == rnd.round_id, Delta.robot_id == robot_id)).first()
+        if dup is not None:
+            raise ApiError(409, "duplicate_upload", f"robot {robot_id!r} already uploaded a delta to round {rnd.round_id}")
+
+    def _insert_delta(self, robot_id: str, hdr, digest: str, size: int, spec) -> dict:
+        try:
+            with self.write() as s:
+                rnd = self._round_for_update(s, hdr.round_id)
+                self._precheck_round(s, rnd, hdr, robot_id, spec)  # again, now serialised
+                now = time.time()
+                s.add(Delta(round_id=rnd.round_id, robot_id=robot_id, blob_sha256=digest, size_bytes=size,
+                            received_at=now, folded=False))
+                rnd.accepted_count += 1
+                if rnd.tensor_spec is None and spec is not None:
+                    rnd.tensor_spec = spec
+                if rnd.accepted_count >= rnd.quorum:
+                    rnd.state, rnd.close_reason, rnd.closed_at = "closed", "quorum", now
+                accepted, state = rnd.accepted_count, rnd.state
+        except IntegrityError:
+            raise ApiError(409, "duplicate_upload",
+                           f"robot {robot_id!r} already uploaded a delta to round {hdr.round_id}") from None
+        return dict(kind="delta", skill_id=hdr.skill_id, robot_id=robot_id, sha256=digest, size_bytes=size,
+                    round_id=hdr.round_id, accepted_in_round=accepted, round_state=state)
+
+    def _insert_skill_version(self, robot_id: str, hdr, digest: str, size: int, ctx: FleetContext) -> dict:
+        with self.write() as s:
+            latest = s.scalar(select(func.max(SkillVersion.version)).where(SkillVersion.skill_id == hdr.skill_id)) or 0
+            version = latest + 1
+            s.add(SkillVersion(skill_id=hdr.skill_id, version=version, parent_version=hdr.base_version or None,
+                               payload_format="encrypted_delta", blob_sha256=digest, size_bytes=size,
+                               key_id=hdr.key_id, backend=ctx.backend, params_id=ctx.params_id, round_id=None,
+                               num_contributors=1, uploaded_by=robot_id, created_at=time.time()))
+        return dict(kind="skill", skill_id=hdr.skill_id, robot_id=robot_id, sha256=digest, size_bytes=size,
+                    version=version)
+
+    def delete_blob_if_unreferenced(self, digest: Optional[str]) -> None:
+        if not digest:
+            return
+        with self.read() as s:
+            refs = (s.scalar(select(func.count()).select_from(Delta).where(Delta.blob_sha256 == digest))
+                    + s.scalar(select(func.count()).select_from(SkillVersion).where(SkillVersion.blob_sha256 == digest))
+                    + s.scalar(select(func.count()).select_from(Round).where(Round.sum_blob_sha256 == digest))
+                    + s.scalar(select(func.count()).select_from(FleetContext).where(FleetContext.blob_sha256 == digest)))
+        if refs == 0:
+            self.blobs.delete(digest)
+
+    # ------------------------------------------------------------------ status
+    def fold_latencies(self, limit: int = 2000) -> list[float]:
+        with self.read() as s:
+            return [float(x) for x in s.scalars(select(Delta.fold_ms).where(Delta.fold_ms.is_not(None))
+                                                .order_by(Delta.id.desc()).limit(limit))]
+
+    def counts(self) -> dict:
+        with self.read() as s:
+            return dict(
+                skills=s.scalar(select(func.count()).select_from(Skill)),
+                skill_versions=s.scalar(select(func.count()).select_from(SkillVersion)),
+                robots=s.scalar(select(func.count()).select_from(Robot)),
+                open_rounds=s.scalar(select(func.count()).select_from(Round).where(Round.state == "open")),
+            )
+
+
+def _check_params(ctx: FleetContext, hdr) -> None:
+    if hdr.backend != ctx.backend:
+        raise ApiError(422, "wrong_backend", f"fleet key {ctx.key_id!r} uses backend {ctx.backend!r}, delta uses {hdr.backend!r}")
+    if hdr.params_id != ctx.params_id:
+        raise ApiError(422, "wrong_parameters",
+                       f"fleet key {ctx.key_id!r} uses parameter set {ctx.params_id!r}, delta uses {hdr.params_id!r}")
+
+
+def _tensor_spec(delta: Any) -> Optional[dict]:
+    h = delta.header
+    shapes = h.get("shapes") if isinstance(h, dict) else getattr(h, "shapes", None)
+    if shapes is None:
+        return None
+    if isinstance(shapes, dict):
+        return {str(k): [int(x) for x in v] for k, v in shapes.items()}
+    return {str(k): [int(x) for x in v] for k, v in shapes}

@@ -1,0 +1,66 @@
+"""Runtime settings of the cloud service (one frozen object shared by app, worker and CLI)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+from pathlib import Path
+
+DEFAULT_MAX_UPLOAD_BYTES = 32 * 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class CloudSettings:
+    """Everything the server needs; validated here so a bad flag fails before binding a port."""
+
+    db_url: str
+    storage_dir: Path
+    admin_token: str
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    max_context_bytes: int = 256 * 1024 * 1024
+    worker_poll_s: float = 0.5
+    fold_batch: int = 32
+    prune_deltas_after_publish: bool = False
+    public_status: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.db_url or "://" not in self.db_url:
+            raise ValueError(f"db url must look like sqlite:///path or postgresql+psycopg://..., got {self.db_url!r}")
+        if len(self.admin_token) < 16:
+            raise ValueError("admin token must be at least 16 characters")
+        if self.max_upload_bytes < 1024:
+            raise ValueError(f"max upload size must be >= 1024 bytes, got {self.max_upload_bytes}")
+        if self.worker_poll_s <= 0:
+            raise ValueError("worker poll interval must be > 0")
+        if self.fold_batch < 1:
+            raise ValueError("fold batch must be >= 1")
+
+    @property
+    def blob_dir(self) -> Path:
+        return Path(self.storage_dir) / "blobs"
+
+
+def normalize_db_url(url: str) -> str:
+    """Accept plain ``postgresql://`` URLs and route them to the psycopg 3 driver we ship."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def default_cloud_home() -> Path:
+    home = os.environ.get("SCFL_HOME") or str(Path.home() / ".scfl")
+    return Path(home) / "cloud"
+
+
+def load_or_create_admin_token(storage_dir: Path) -> str:
+    """Read ``<storage>/admin_token`` or create it (0600) so a fresh server is never open to anyone."""
+    path = Path(storage_dir) / "admin_token"
+    if path.is_file():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    return token

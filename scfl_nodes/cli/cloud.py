@@ -1,0 +1,104 @@
+"""`scfl cloud`: run the cloud skill library / aggregator and administer a fleet."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("cloud", help="cloud skill library and federated aggregator (FastAPI)")
+    sub = p.add_subparsers(dest="cloud_command", metavar="ACTION")
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+    serve = sub.add_parser("serve", help="run the server (migrates the database first)")
+    from scfl_cloud.server import add_serve_arguments
+
+    add_serve_arguments(serve)
+    serve.set_defaults(func=_serve)
+
+    admin = sub.add_parser("admin", help="fleet management through the HTTP API (needs the admin token)")
+    admin.add_argument("--url", default=os.environ.get("SCFL_CLOUD_URL", "http://127.0.0.1:8000"))
+    admin.add_argument("--admin-token", default=os.environ.get("SCFL_CLOUD_ADMIN_TOKEN"),
+                       help="default $SCFL_CLOUD_ADMIN_TOKEN")
+    asub = admin.add_subparsers(dest="admin_command", metavar="ACTION", required=True)
+    reg = asub.add_parser("register-robot", help="register a robot's Ed25519 public key; prints its token")
+    reg.add_argument("robot_id")
+    reg.add_argument("public_key", help="file with the raw 32-byte public key, or a RobotSigningKey file")
+    rnd = asub.add_parser("open-round", help="open a federated round")
+    rnd.add_argument("skill_id")
+    rnd.add_argument("--base-version", type=int, default=0)
+    rnd.add_argument("--quorum", type=int, required=True)
+    rnd.add_argument("--deadline-s", type=float, default=3600.0)
+    ctx = asub.add_parser("put-context", help="register the fleet's public context file (no secret key)")
+    ctx.add_argument("path")
+    sk = asub.add_parser("create-skill", help="create a skill's metadata")
+    sk.add_argument("name")
+    sk.add_argument("--task", action="append", default=[], help="task description (repeatable)")
+    sk.add_argument("--skill-id", default=None)
+    asub.add_parser("status", help="print /cloud/status as JSON")
+    asub.add_parser("robots", help="list registered robots")
+    admin.set_defaults(func=_admin)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from scfl_nodes.cli import CliError
+    from scfl_cloud.server import serve, settings_from_args
+
+    try:
+        settings = settings_from_args(args)
+    except (ValueError, OSError) as exc:
+        raise CliError(str(exc)) from None
+    print(f"scfl cloud: serving on http://{args.host}:{args.port} (db {settings.db_url.split('@')[-1]}, "
+          f"storage {settings.storage_dir})", file=sys.stderr)
+    try:
+        serve(settings, args.host, args.port, args.log_level)
+    except Exception as exc:  # e.g. database unreachable: one line, not a traceback
+        raise CliError(f"{type(exc).__name__}: {exc}") from None
+    return 0
+
+
+def _read_public_key(path: str) -> bytes:
+    from scfl_nodes.cli import CliError
+
+    if not os.path.isfile(path):
+        raise CliError(f"public key file {path} does not exist")
+    raw = open(path, "rb").read()
+    if len(raw) == 32:
+        return raw
+    try:
+        from scfl_nodes.core.crypto import load_signing_key  # robot-side key file: derive the public half
+
+        return load_signing_key(path).public_bytes()
+    except Exception:
+        raise CliError(f"{path}: expected a raw 32-byte Ed25519 public key or a robot signing key file") from None
+
+
+def _admin(args: argparse.Namespace) -> int:
+    from scfl_nodes.cli import CliError
+    from scfl_cloud.client import CloudClient, CloudError
+
+    if not args.admin_token and args.admin_command not in ("status",):
+        raise CliError("admin token required: --admin-token or $SCFL_CLOUD_ADMIN_TOKEN")
+    with CloudClient(args.url, admin_token=args.admin_token) as c:
+        try:
+            if args.admin_command == "register-robot":
+                print(c.register_robot(args.robot_id, _read_public_key(args.public_key)))
+            elif args.admin_command == "open-round":
+                out = c.open_round(args.skill_id, args.base_version, args.quorum, args.deadline_s)
+                print(json.dumps(out, indent=2))
+            elif args.admin_command == "put-context":
+                if not os.path.isfile(args.path):
+                    raise CliError(f"context file {args.path} does not exist")
+                print(json.dumps(c.put_fleet_context(open(args.path, "rb").read()), indent=2))
+            elif args.admin_command == "create-skill":
+                print(json.dumps(c.create_skill(args.name, args.task, skill_id=args.skill_id), indent=2))
+            elif args.admin_command == "status":
+                print(json.dumps(c.status(), indent=2))
+            elif args.admin_command == "robots":
+                print(json.dumps(c.list_robots(), indent=2))
+        except CloudError as exc:
+            raise CliError(str(exc)) from None
+    return 0
