@@ -49,7 +49,12 @@ def _code_for(exc: Exception) -> str:
         "WrongBackendError": "wrong_backend",
         "WrongParametersError": "wrong_parameters",
         "KeyMismatchError": "wrong_key_id",
-        "ReplayError": "wrong_round",
+        "ReplayError": "replay",
+        "RoundMismatchError": "wrong_round",
+        "OverflowRiskError": "overflow_risk",
+        "InsecureParametersError": "insecure_parameters",
+        "InvalidDeltaError": "invalid_ciphertext",
+        "KeyFileError": "invalid_context",
     }.get(name, "invalid_ciphertext")
 
 
@@ -91,16 +96,31 @@ def verify_signature(delta: Any, public_key: bytes) -> None:
 def load_context(blob: bytes) -> Any:
     """Load a fleet's public context; refuse anything that carries secret key material."""
     crypto = _crypto()
-    CloudContext = crypto.CloudContext
+    if blob[:8] == b"SCFLFSK1":  # a FleetSecretKey container: never accept, never store
+        raise DeltaRejected("secret_key_refused",
+                            "this is a fleet SECRET key; upload only its cloud_context() (no secret)", 400)
     try:
-        ctx = CloudContext.from_bytes(blob)
+        ctx = crypto.CloudContext.from_bytes(blob)
+        if ctx.backend == "tenseal":
+            ctx._tenseal_context()  # loads the SEAL context and refuses one holding a secret key
     except crypto.CryptoError as exc:
-        raise DeltaRejected("invalid_context", f"{type(exc).__name__}: {exc}") from None
+        code = _code_for(exc)
+        if "secret" in str(exc).lower():
+            raise DeltaRejected("secret_key_refused", str(exc), 400) from None
+        raise DeltaRejected(code if code != "invalid_ciphertext" else "invalid_context",
+                            f"{type(exc).__name__}: {exc}") from None
     except Exception as exc:
         raise DeltaRejected("invalid_context", f"not an scfl cloud context ({type(exc).__name__}: {exc})") from None
-    if getattr(ctx, "has_secret_key", False) is True:
-        raise DeltaRejected("secret_key_refused", "this context contains secret key material; the cloud never accepts it", 400)
     return ctx
+
+
+def check_round_capacity(ctx: Any, delta: Any, quorum: int) -> None:
+    """Refuse a delta whose clip would let ``quorum`` uploads overflow the plaintext modulus."""
+    crypto = _crypto()
+    try:
+        ctx.check_round(int(quorum), float(delta.header["clip"]))
+    except crypto.CryptoError as exc:
+        raise DeltaRejected(_code_for(exc), f"{type(exc).__name__}: {exc}") from None
 
 
 def context_identity(ctx: Any) -> tuple[str, str, str]:
@@ -108,6 +128,7 @@ def context_identity(ctx: Any) -> tuple[str, str, str]:
 
 
 def add(ctx: Any, aggregate: Any, delta: Any) -> Any:
+    """Homomorphic running sum (never decrypts)."""
     return ctx.add(aggregate, delta)
 
 

@@ -382,6 +382,7 @@ class CloudService:
             if hdr.round_id > 0:
                 rnd = s.get(Round, hdr.round_id)
                 self._precheck_round(s, rnd, hdr, robot.robot_id, spec)
+                crypto_bridge.check_round_capacity(self.context(hdr.key_id), delta, rnd.quorum)
             elif hdr.base_version != 0 and s.scalars(select(SkillVersion).where(
                     SkillVersion.skill_id == hdr.skill_id, SkillVersion.version == hdr.base_version)).first() is None:
                 raise ApiError(422, "wrong_base_version", f"skill {hdr.skill_id!r} has no version {hdr.base_version}")
