@@ -236,6 +236,45 @@ class FleetConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class RetargetConfig:
+    """Object-centric retargeting + IK (paper 5; docs/retargeting.md)."""
+
+    robot: str = "panda"  # panda (urdf/panda.urdf), panda-erd (example-robot-data wheel) or a .urdf path
+    ee_frame: str = ""  # empty: the robot's default (panda_hand_tcp)
+    solver: str = "dls"  # dls (damped least squares) or qp (pin-pink + daqp)
+    damping: float = 1.0e-4
+    max_iterations: int = 50
+    restarts: int = 15
+    posture_weight: float = 0.1  # lambda of ||q - q_GMR||^2
+    posture_prior: str = ""  # fitted GMR prior (.npz); empty: fit the built-in one
+    prior_components: int = 5
+    max_joint_velocity: float = 1.0  # rad/s, also capped by the URDF limits
+    default_dt: float = 0.1  # s between waypoints when the demo has no timestamps
+    position_tolerance: float = 0.001  # m
+    orientation_tolerance_deg: float = 1.0
+    hand_to_gripper: list[float] = dataclasses.field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.solver in ("dls", "qp"), "retarget.solver", f"must be dls or qp, got {self.solver!r}")
+        _check(bool(self.robot), "retarget.robot", "must not be empty")
+        _check(self.damping >= 0, "retarget.damping", "must be >= 0")
+        _check(self.max_iterations >= 1, "retarget.max_iterations", "must be >= 1")
+        _check(self.restarts >= 0, "retarget.restarts", "must be >= 0")
+        _check(self.posture_weight >= 0, "retarget.posture_weight", "must be >= 0")
+        _check(self.prior_components >= 1, "retarget.prior_components", "must be >= 1")
+        _check(self.max_joint_velocity > 0, "retarget.max_joint_velocity", "must be > 0")
+        _check(self.default_dt > 0, "retarget.default_dt", "must be > 0")
+        _check(self.position_tolerance > 0, "retarget.position_tolerance", "must be > 0")
+        _check(self.orientation_tolerance_deg > 0, "retarget.orientation_tolerance_deg", "must be > 0")
+        _check(
+            len(self.hand_to_gripper) in (3, 6, 7),
+            "retarget.hand_to_gripper",
+            "must be [x, y, z], [x, y, z, roll, pitch, yaw] or [x, y, z, qw, qx, qy, qz]",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class ScflConfig:
     system: SystemConfig = dataclasses.field(default_factory=SystemConfig)
     tflops_budget: TflopsBudget = dataclasses.field(default_factory=TflopsBudget)
@@ -244,6 +283,7 @@ class ScflConfig:
     skill: SkillConfig = dataclasses.field(default_factory=SkillConfig)
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
     fleet: FleetConfig = dataclasses.field(default_factory=FleetConfig)
+    retarget: RetargetConfig = dataclasses.field(default_factory=RetargetConfig)
 
 
 def _build(cls: type, data: Any, key: str) -> Any:
