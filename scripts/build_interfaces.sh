@@ -85,7 +85,7 @@ start=$SECONDS
   unset PYTHONPATH
   colcon --log-base "$ws/log" build --merge-install \
     --base-paths "$ws/src" --build-base "$ws/build" --install-base "$install" \
-    --cmake-args -DPython3_EXECUTABLE="$py" -DPYTHON_EXECUTABLE="$py" -DBUILD_TESTING=OFF \
+    --cmake-force-configure --cmake-args -DPython3_EXECUTABLE="$py" -DPYTHON_EXECUTABLE="$py" -DBUILD_TESTING=OFF \
       -DCMAKE_BUILD_TYPE=Release -Wno-dev \
       "-DCMAKE_INSTALL_RPATH=\$ORIGIN;\$ORIGIN/../../.." -DCMAKE_BUILD_WITH_INSTALL_RPATH=OFF
 ) > "$ws/build.log" 2>&1 || { tail -40 "$ws/build.log" >&2; die "colcon build failed (full log: $ws/build.log)"; }

@@ -1,0 +1,387 @@
+"""Shared plumbing of the scfl ROS 2 nodes: interface loading, parameters, diagnostics, main().
+
+Every node is a thin class over ``scfl_nodes.core``; this module keeps the ROS boilerplate in
+one place so that all nodes behave the same way for users:
+
+* parameters are declared with a :class:`Param` spec (description + range) and validated at
+  start-up; a bad value makes the node exit with ONE line ``<node>: error: ...`` and code 2;
+* ``config/nodes.yaml`` is loaded by default when no ``--params-file`` is given;
+* ``/diagnostics`` gets a ``DiagnosticArray`` with the node's status once per second;
+* Ctrl-C / SIGTERM shut the node down cleanly (exit 0).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import glob
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class NodeConfigError(Exception):
+    """A parameter is missing or out of range: the node refuses to start (one-line message)."""
+
+
+class InterfacesNotBuiltError(ImportError):
+    """``scfl_interfaces`` was not generated (run scripts/build_interfaces.sh)."""
+
+
+def interfaces_install_dir() -> Path:
+    """The colcon install space that holds ``scfl_interfaces`` (``$SCFL_ROS_WS`` overrides)."""
+    return Path(os.environ.get("SCFL_ROS_WS", REPO_ROOT / "ros_ws" / "install"))
+
+
+def ensure_interfaces() -> None:
+    """Make ``scfl_interfaces`` importable and usable in this process.
+
+    On a full ROS install the package is already on the paths. In the pip-only setup it lives in
+    ``ros_ws/install``: its Python package is added to ``sys.path`` and its typesupport libraries
+    are pre-loaded (RTLD_GLOBAL), because the rmw loads them with ``dlopen(<name>)``, which only
+    searches ``LD_LIBRARY_PATH`` as it was when the process started.
+    """
+    try:
+        import scfl_interfaces  # noqa: F401
+    except ImportError:
+        pyver = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+        site = interfaces_install_dir() / "lib" / pyver / "site-packages"
+        if not (site / "scfl_interfaces").is_dir():
+            raise InterfacesNotBuiltError(
+                f"ROS interfaces scfl_interfaces are not built (looked in {site}); run scripts/build_interfaces.sh"
+            ) from None
+        sys.path.insert(0, str(site))
+        import scfl_interfaces  # noqa: F401
+    lib_dir = Path(scfl_interfaces.__file__).resolve().parents[3]
+    for lib in sorted(glob.glob(str(lib_dir / "libscfl_interfaces__*.so"))):
+        ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
+
+
+def ros_subprocess_env(base: dict | None = None, domain_id: int | None = None) -> dict:
+    """Environment for child processes running nodes from this checkout (pip-only setup)."""
+    env = dict(os.environ if base is None else base)
+    install = interfaces_install_dir()
+    pyver = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+
+    def prepend(var: str, value: str) -> None:
+        parts = [p for p in env.get(var, "").split(os.pathsep) if p]
+        if value not in parts:
+            env[var] = os.pathsep.join([value, *parts])
+
+    prepend("AMENT_PREFIX_PATH", sys.prefix)
+    prepend("AMENT_PREFIX_PATH", str(install))
+    prepend("PYTHONPATH", str(install / "lib" / pyver / "site-packages"))
+    prepend("PYTHONPATH", str(REPO_ROOT))
+    prepend("LD_LIBRARY_PATH", str(install / "lib"))
+    env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    if domain_id is not None:
+        env["ROS_DOMAIN_ID"] = str(domain_id)
+    return env
+
+
+def default_params_file() -> Path | None:
+    """``config/nodes.yaml`` of the checkout or of the installed share directory."""
+    for candidate in (
+        REPO_ROOT / "config" / "nodes.yaml",
+        Path(sys.prefix) / "share" / "scfl_nodes" / "config" / "nodes.yaml",
+    ):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    """A declared node parameter: default, one-line description and the accepted range."""
+
+    name: str
+    default: Any
+    description: str
+    min: float | None = None
+    max: float | None = None
+    choices: Sequence[str] | None = None
+    read_only: bool = True
+
+    def descriptor(self):
+        from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+        desc = self.description
+        if self.choices:
+            desc += f" (one of: {', '.join(self.choices)})"
+        d = ParameterDescriptor(name=self.name, description=desc, read_only=self.read_only)
+        if self.min is not None and self.max is not None:
+            if isinstance(self.default, bool):
+                pass
+            elif isinstance(self.default, int):
+                d.integer_range = [IntegerRange(from_value=int(self.min), to_value=int(self.max), step=0)]
+            elif isinstance(self.default, float):
+                d.floating_point_range = [FloatingPointRange(from_value=float(self.min), to_value=float(self.max), step=0.0)]
+        return d
+
+    def check(self, value: Any) -> Any:
+        if isinstance(self.default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if type(value) is not type(self.default) and not (
+            isinstance(self.default, list) and isinstance(value, (list, tuple))
+        ):
+            raise NodeConfigError(
+                f"parameter '{self.name}' must be {type(self.default).__name__}, got {value!r}"
+            )
+        if self.min is not None and value < self.min:
+            raise NodeConfigError(f"parameter '{self.name}' must be >= {self.min}, got {value!r}")
+        if self.max is not None and value > self.max:
+            raise NodeConfigError(f"parameter '{self.name}' must be <= {self.max}, got {value!r}")
+        if self.choices is not None and value not in self.choices:
+            raise NodeConfigError(
+                f"parameter '{self.name}' must be one of {', '.join(self.choices)}; got {value!r}"
+            )
+        return value
+
+
+def declare_params(node, specs: Sequence[Param]) -> dict[str, Any]:
+    """Declare ``specs`` on ``node`` (descriptors with ranges) and return validated values."""
+    from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+
+    values = {}
+    for spec in specs:
+        default = spec.default
+        try:
+            if isinstance(default, list) and not default:
+                from rclpy.parameter import Parameter
+
+                node.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, spec.descriptor())
+                value = node.get_parameter(spec.name).value
+                value = [] if value is None else list(value)
+            else:
+                value = node.declare_parameter(spec.name, default, spec.descriptor()).value
+        except (InvalidParameterValueException, InvalidParameterTypeException) as exc:
+            raise NodeConfigError(f"parameter '{spec.name}': {exc}") from None
+        except Exception as exc:  # rclpy raises several types for bad overrides
+            if "Parameter" in type(exc).__name__ or "parameter" in str(exc):
+                raise NodeConfigError(f"parameter '{spec.name}': {exc}") from None
+            raise
+        values[spec.name] = spec.check(list(value) if isinstance(value, (list, tuple)) else value)
+    return values
+
+
+# --------------------------------------------------------------------------- diagnostics
+
+
+class Diagnostics:
+    """Publishes the node's health on ``/diagnostics`` once per second (and on change)."""
+
+    OK, WARN, ERROR, STALE = 0, 1, 2, 3
+    _NAMES = {0: "OK", 1: "WARN", 2: "ERROR", 3: "STALE"}
+
+    def __init__(self, node, hardware_id: str = "", period_s: float = 1.0):
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        self._node = node
+        self._hardware_id = hardware_id
+        self._lock = threading.Lock()
+        self._level = self.OK
+        self._message = "starting"
+        self._values: dict[str, str] = {}
+        self._pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._timer = node.create_timer(period_s, self.publish)
+
+    def set(self, level: int, message: str, **values: Any) -> None:
+        """Set the status; logs once when the level or message changes."""
+        with self._lock:
+            changed = (level, message) != (self._level, self._message)
+            self._level, self._message = level, message
+            self._values.update({k: str(v) for k, v in values.items()})
+        if changed:
+            log = {self.OK: self._node.get_logger().info, self.WARN: self._node.get_logger().warning}.get(
+                level, self._node.get_logger().error
+            )
+            log(f"status {self._NAMES[level]}: {message}")
+            self.publish()
+
+    def update(self, **values: Any) -> None:
+        with self._lock:
+            self._values.update({k: str(v) for k, v in values.items()})
+
+    @property
+    def level(self) -> int:
+        return self._level
+
+    def publish(self) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+        with self._lock:
+            status = DiagnosticStatus(
+                level=bytes([self._level]),
+                name=f"scfl: {self._node.get_fully_qualified_name()}",
+                message=self._message,
+                hardware_id=self._hardware_id,
+                values=[KeyValue(key=k, value=v) for k, v in sorted(self._values.items())],
+            )
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self._node.get_clock().now().to_msg()
+        try:
+            self._pub.publish(msg)
+        except Exception:  # context already shut down
+            pass
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def stamp_to_sec(stamp) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def sec_to_stamp(t: float):
+    from builtin_interfaces.msg import Time
+
+    sec = int(t)
+    return Time(sec=sec, nanosec=int(round((t - sec) * 1e9)) % 1_000_000_000)
+
+
+def now_sec(node) -> float:
+    return node.get_clock().now().nanoseconds * 1e-9
+
+
+def image_to_numpy(msg):
+    """``sensor_msgs/Image`` (rgb8/bgr8/mono8/...) -> HxWxC uint8 numpy array (RGB order)."""
+    import numpy as np
+
+    channels = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}.get(msg.encoding)
+    if channels is None:
+        raise ValueError(f"unsupported image encoding {msg.encoding!r}")
+    buf = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, (bytes, bytearray)) else msg.data, np.uint8)
+    img = buf.reshape(msg.height, msg.step)[:, : msg.width * channels].reshape(msg.height, msg.width, channels)
+    if msg.encoding.startswith("bgr"):
+        img = img[..., [2, 1, 0] + ([3] if channels == 4 else [])]
+    return img
+
+
+def numpy_to_image(img, stamp, frame_id: str, encoding: str = "rgb8"):
+    from sensor_msgs.msg import Image
+
+    import numpy as np
+
+    img = np.ascontiguousarray(img)
+    h, w = img.shape[:2]
+    c = 1 if img.ndim == 2 else img.shape[2]
+    msg = Image(height=h, width=w, encoding=encoding, is_bigendian=0, step=w * c)
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.data = img.tobytes()
+    return msg
+
+
+# --------------------------------------------------------------------------- main()
+
+
+def run_node(node_factory: Callable[[], Any], name: str, args: list[str] | None = None, threads: int = 4) -> int:
+    """Standard ``main()`` of an scfl node; returns the process exit code.
+
+    Loads ``config/nodes.yaml`` unless ``--params-file`` is given, turns start-up
+    ``NodeConfigError``/``InterfacesNotBuiltError`` into one line on stderr + exit 2, spins a
+    MultiThreadedExecutor (so slow callbacks in their own callback group never block timers),
+    and shuts down cleanly on Ctrl-C or SIGTERM.
+    """
+    argv = list(sys.argv if args is None else args)
+    if "--params-file" not in argv:
+        params = default_params_file()
+        if params is not None:
+            argv = argv + (["--ros-args"] if "--ros-args" not in argv else []) + ["--params-file", str(params)]
+    try:
+        ensure_interfaces()
+    except InterfacesNotBuiltError as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return 2
+
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+
+    try:
+        rclpy.init(args=argv, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
+    except Exception as exc:
+        print(f"{name}: error: could not start ROS ({exc})", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+
+    def _on_signal(signum, _frame):
+        stop.set()
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    node = None
+    code = 0
+    try:
+        node = node_factory()
+        executor = MultiThreadedExecutor(num_threads=threads)
+        executor.add_node(node)
+        spin = threading.Thread(target=_spin, args=(executor, stop), daemon=True)
+        spin.start()
+        finished = getattr(node, "finished", None)
+        while not stop.is_set() and spin.is_alive() and not (finished is not None and finished.is_set()):
+            stop.wait(0.05)
+        stop.set()
+        if getattr(node, "fatal_error", None):
+            print(f"{name}: error: {node.fatal_error}", file=sys.stderr)
+            code = 1
+        if hasattr(node, "shutdown"):
+            node.shutdown()
+        executor.shutdown(timeout_sec=2.0)
+    except NodeConfigError as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        code = 2
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            try:
+                node.destroy_node()
+            except Exception:
+                pass
+        rclpy.try_shutdown()
+    return code
+
+
+def _spin(executor, stop: threading.Event) -> None:
+    from rclpy.executors import ExternalShutdownException
+
+    try:
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=0.1)
+    except (ExternalShutdownException, KeyboardInterrupt):
+        pass
+    finally:
+        stop.set()
+
+
+def sensor_qos(depth: int = 5):
+    """SensorDataQoS (best effort, volatile, keep last) for camera streams."""
+    from rclpy.qos import qos_profile_sensor_data
+
+    return qos_profile_sensor_data
+
+
+def latched_qos():
+    """Transient-local, reliable, depth 1: late joiners (rviz) get the last value."""
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    return QoSProfile(
+        depth=1,
+        history=HistoryPolicy.KEEP_LAST,
+        reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL,
+    )
+
+
+def monotonic() -> float:
+    return time.monotonic()
