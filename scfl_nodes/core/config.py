@@ -275,6 +275,53 @@ class RetargetConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class CryptoConfig:
+    """Encryption of skill deltas (docs/encryption.md): backend, parameter set, clip bound."""
+
+    backend: str = "rlwe"  # rlwe (packed ring-LWE, numpy) or tenseal (BFV)
+    params_id: str = ""  # empty: the backend's default 128-bit+ parameter set
+    clip: float = 1.0  # per-value clip of uploaded deltas
+    max_clients: int = 1000  # largest cohort a round may have (checked against t/2 at load)
+
+    def __post_init__(self) -> None:
+        _check(self.backend in ("rlwe", "tenseal"), "crypto.backend", f"must be rlwe or tenseal, got {self.backend!r}")
+        _check(self.clip > 0, "crypto.clip", f"must be > 0, got {self.clip}")
+        _check(self.max_clients >= 1, "crypto.max_clients", f"must be >= 1, got {self.max_clients}")
+        from scfl_nodes.core.crypto.params import PARAM_SETS, check_security, get_params, quantized_bound
+
+        _check(
+            not self.params_id or self.params_id in PARAM_SETS,
+            "crypto.params_id",
+            f"unknown parameter set {self.params_id!r}; known: {', '.join(PARAM_SETS)}",
+        )
+        params = get_params(self.params_id or None, self.backend) if (
+            not self.params_id or PARAM_SETS[self.params_id].backend == self.backend
+        ) else None
+        _check(params is not None, "crypto.params_id", f"{self.params_id!r} is not a {self.backend} parameter set")
+        _check(params.security_bits >= 128, "crypto.params_id", f"{params.params_id!r} is below 128-bit security")
+        worst = self.max_clients * quantized_bound(self.clip, params.scale)
+        _check(
+            worst <= params.max_abs_sum,
+            "crypto.max_clients",
+            f"{self.max_clients} clients x clip {self.clip} could overflow {params.params_id!r} "
+            f"(at most {params.max_clients(self.clip)} at this clip)",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class FederationConfig:
+    """Aggregation strategy of federated rounds (scfl_nodes.core.federation)."""
+
+    strategy: str = "fedavg"  # fedavg (paper 4.3) or eda (FedVLA expert-driven aggregation)
+    secure_masks: bool = False  # pairwise masks so no fleet-key holder can read one upload
+    eda_floor: float = 0.05  # smallest EDA weight relative to the largest
+
+    def __post_init__(self) -> None:
+        _check(self.strategy in ("fedavg", "eda"), "federation.strategy", f"must be fedavg or eda, got {self.strategy!r}")
+        _check(0 <= self.eda_floor <= 1, "federation.eda_floor", f"must be in [0, 1], got {self.eda_floor}")
+
+
+@dataclasses.dataclass(frozen=True)
 class ScflConfig:
     system: SystemConfig = dataclasses.field(default_factory=SystemConfig)
     tflops_budget: TflopsBudget = dataclasses.field(default_factory=TflopsBudget)
@@ -284,6 +331,8 @@ class ScflConfig:
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
     fleet: FleetConfig = dataclasses.field(default_factory=FleetConfig)
     retarget: RetargetConfig = dataclasses.field(default_factory=RetargetConfig)
+    crypto: CryptoConfig = dataclasses.field(default_factory=CryptoConfig)
+    federation: FederationConfig = dataclasses.field(default_factory=FederationConfig)
 
 
 def _build(cls: type, data: Any, key: str) -> Any:

@@ -17,7 +17,7 @@ from .errors import (
     WrongParametersError,
 )
 from .params import get_params
-from .wire import DIGEST_LEN, MAGIC_AGGREGATE, MAGIC_DELTA, SIGNATURE_LEN, pack, unpack
+from .wire import DIGEST_LEN, MAGIC_AGGREGATE, MAGIC_DELTA, SIGNATURE_LEN, canonical_json, pack, pack_prefix, unpack
 
 _DELTA_FIELDS = (
     "version",
@@ -66,6 +66,7 @@ class EncryptedDelta:
         self.payload = payload
         self.digest = digest
         self.signature = signature
+        self._digested = (canonical_json(header), payload)  # what ``digest`` was computed over
 
     # -- convenience accessors ---------------------------------------------------
     backend = property(lambda self: self.header["backend"])
@@ -82,8 +83,9 @@ class EncryptedDelta:
         return {name: tuple(shape) for name, shape in self.header["shapes"]}
 
     def to_bytes(self) -> bytes:
-        prefix, digest = pack(MAGIC_DELTA, self.header, self.payload)
-        return prefix + digest + self.signature
+        """Serialize with the digest computed at signing time: a header edited after
+        signing makes the bytes fail :meth:`from_bytes` (TamperedError)."""
+        return pack_prefix(MAGIC_DELTA, self.header, self.payload) + self.digest + self.signature
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> EncryptedDelta:
@@ -96,10 +98,12 @@ class EncryptedDelta:
         """Raise :class:`SignatureError` unless the robot's Ed25519 key signed this digest."""
         from .signing import verify_signature
 
-        prefix, digest = pack(MAGIC_DELTA, self.header, self.payload)
-        if digest != self.digest:
-            raise TamperedError("encrypted delta: header or payload changed after parsing")
-        verify_signature(public_key_bytes, digest, self.signature)
+        head, payload = self._digested
+        if payload is not self.payload or canonical_json(self.header) != head:
+            _prefix, digest = pack(MAGIC_DELTA, self.header, self.payload)
+            if digest != self.digest:
+                raise TamperedError("encrypted delta: header or payload changed after signing/parsing")
+        verify_signature(public_key_bytes, self.digest, self.signature)
 
     def __len__(self) -> int:
         return len(self.payload)

@@ -102,24 +102,33 @@ def negacyclic_multiply_reference(a: np.ndarray, s: np.ndarray, q: int) -> np.nd
 
 
 def expand_a(seed: bytes, num_polys: int, params: ParamSet) -> np.ndarray:
-    """The uniform polynomials ``a`` (uint64, shape (num_polys, n)) from a 16-byte seed (SHAKE-128)."""
+    """The uniform polynomials ``a`` (uint64, shape (num_polys, n)) from a 16-byte seed (SHAKE-128).
+
+    Each coefficient is 6 bytes (three little-endian 16-bit words) of the XOF stream, so
+    it is uniform in [0, 2^48) = Z_q with no rejection needed.
+    """
     count = num_polys * params.n
-    raw = hashlib.shake_128(b"scfl-rlwe-a" + seed).digest(count * _BYTES_PER_COEFF)
-    return unpack_coeffs(raw, count).reshape(num_polys, params.n)
+    raw = hashlib.shake_128(b"scfl-rlwe-a|" + seed).digest(count * _BYTES_PER_COEFF)
+    wide = np.zeros((count, 4), dtype="<u2")
+    wide[:, :3] = np.frombuffer(raw, dtype="<u2").reshape(count, 3)
+    return wide.view("<u8").reshape(num_polys, params.n).astype(np.uint64, copy=False)
 
 
 def pack_coeffs(values: np.ndarray) -> bytes:
-    """uint64 coefficients < 2^48 -> 6 little-endian bytes each."""
-    flat = np.ascontiguousarray(values, dtype="<u8").reshape(-1)
-    return flat.view(np.uint8).reshape(-1, 8)[:, :_BYTES_PER_COEFF].tobytes()
+    """uint64 coefficients < 2^48 -> 6 bytes each: all low 32-bit words, then all high 16-bit words."""
+    flat = np.asarray(values, dtype=np.uint64).reshape(-1)
+    low = (flat & np.uint64(0xFFFFFFFF)).astype("<u4")
+    high = (flat >> np.uint64(32)).astype("<u2")
+    return low.tobytes() + high.tobytes()
 
 
 def unpack_coeffs(raw: bytes, count: int) -> np.ndarray:
     if len(raw) != count * _BYTES_PER_COEFF:
         raise ValueError(f"expected {count * _BYTES_PER_COEFF} coefficient bytes, got {len(raw)}")
-    wide = np.zeros((count, 8), dtype=np.uint8)
-    wide[:, :_BYTES_PER_COEFF] = np.frombuffer(raw, dtype=np.uint8).reshape(count, _BYTES_PER_COEFF)
-    return wide.view("<u8").reshape(count).astype(np.uint64, copy=False)
+    low = np.frombuffer(raw, dtype="<u4", count=count).astype(np.uint64)
+    high = np.frombuffer(raw, dtype="<u2", offset=4 * count).astype(np.uint64)
+    low |= high << np.uint64(32)
+    return low
 
 
 def num_polys(num_values: int, params: ParamSet) -> int:
@@ -131,6 +140,8 @@ class RlweSecret:
 
     def __init__(self, s: np.ndarray, params: ParamSet):
         s = np.asarray(s, dtype=np.int8)
+        if params.plain_modulus & (params.plain_modulus - 1) or int(params.log_q) != params.log_q:
+            raise ValueError("RLWE needs a power-of-two plaintext modulus t and an integral log_q")
         if s.shape != (params.n,) or np.abs(s).max(initial=0) > 1:
             raise ValueError("RLWE secret must be a ternary vector of length n")
         self.s = s

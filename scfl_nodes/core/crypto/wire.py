@@ -40,10 +40,15 @@ def canonical_json(header: dict) -> bytes:
     return json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
+def pack_prefix(magic: bytes, header: dict, payload: bytes) -> bytes:
+    """Everything the digest covers: magic, version, header and payload."""
+    head = canonical_json(header)
+    return b"".join([_PRE.pack(magic, FORMAT_VERSION, len(head)), head, _PAYLOAD_LEN.pack(len(payload)), payload])
+
+
 def pack(magic: bytes, header: dict, payload: bytes) -> tuple[bytes, bytes]:
     """Return (prefix, digest); callers append the digest (and a signature) themselves."""
-    head = canonical_json(header)
-    prefix = b"".join([_PRE.pack(magic, FORMAT_VERSION, len(head)), head, _PAYLOAD_LEN.pack(len(payload)), payload])
+    prefix = pack_prefix(magic, header, payload)
     return prefix, hashlib.sha256(prefix).digest()
 
 

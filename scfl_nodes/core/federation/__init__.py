@@ -1,0 +1,18 @@
+"""Federated aggregation strategies over encrypted skill deltas (FedAvg, EDA, masks)."""
+
+from .eda import ExpertDrivenAggregation, eda_weights, personalized_weights, similarity_matrix
+from .masks import MaskKey, PairwiseMasker
+from .strategy import FedAvg, RoundPlan, Strategy, make_strategy
+
+__all__ = [
+    "ExpertDrivenAggregation",
+    "FedAvg",
+    "MaskKey",
+    "PairwiseMasker",
+    "RoundPlan",
+    "Strategy",
+    "eda_weights",
+    "make_strategy",
+    "personalized_weights",
+    "similarity_matrix",
+]
