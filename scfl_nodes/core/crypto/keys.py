@@ -88,15 +88,21 @@ class CloudContext:
         self.insecure_for_testing = insecure_for_testing
         self._public_blob = public_blob
         self._ts_ctx = None
+        if params.backend == "tenseal":
+            self._tenseal_context()  # refuse, at load time, a context that holds a secret key
 
     backend = property(lambda self: self.params.backend)
     params_id = property(lambda self: self.params.params_id)
 
     def _tenseal_context(self):
         if self._ts_ctx is None:
-            self._ts_ctx = tenseal_backend.load_context(self._public_blob)
-            if self._ts_ctx.has_secret_key():  # pragma: no cover - guarded at creation
-                raise KeyFileError("cloud context unexpectedly holds a secret key")
+            try:
+                ctx = tenseal_backend.load_context(self._public_blob)
+            except Exception as exc:  # SEAL's own parse errors
+                raise KeyFileError(f"cloud context: not a TenSEAL context ({exc})") from None
+            if ctx.has_secret_key():
+                raise KeyFileError("cloud context holds a secret key; the cloud must only get cloud_context()")
+            self._ts_ctx = ctx
         return self._ts_ctx
 
     # -- (de)serialization -------------------------------------------------------
