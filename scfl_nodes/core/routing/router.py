@@ -200,8 +200,8 @@ class _RouterBase(nn.Module):
         raise NotImplementedError
 
     def train_router(self, pairs, *, encoder=None, epochs: int = 200, lr: float = 3e-3, batch_size: int = 64,
-                     seed: int = 0, load_balance_weight: float | None = None, progress: bool = False
-                     ) -> RouterTrainingResult:
+                     seed: int = 0, load_balance_weight: float | None = None, progress: bool = False,
+                     num_threads: int | None = 1) -> RouterTrainingResult:
         """Fit the gate on (task description or embedding, expert index) pairs.
 
         ``pairs`` is a sequence of ``(text_or_embedding, index)`` or a tuple
@@ -210,6 +210,12 @@ class _RouterBase(nn.Module):
         embeddings are remembered for the cold-start novelty test.
         """
         x, y = self._pairs_to_tensors(pairs, encoder)
+        from ..training.residual import torch_threads
+
+        with torch_threads(num_threads):
+            return self._fit(x, y, epochs, lr, batch_size, seed, load_balance_weight, progress)
+
+    def _fit(self, x, y, epochs, lr, batch_size, seed, load_balance_weight, progress) -> RouterTrainingResult:
         weight = self.load_balance_weight if load_balance_weight is None else float(load_balance_weight)
         gen = torch.Generator().manual_seed(seed)
         opt = torch.optim.Adam(self.parameters(), lr=lr)
