@@ -78,8 +78,8 @@ def _attempt(robot: RobotModel, target: pin.SE3, q0: np.ndarray, lower, upper, s
         step = float(np.abs(dq).max())
         if step > settings.max_step:
             dq *= settings.max_step / step
-        if step < 1e-9:
-            break
+        if step < (1e-4 if reached else 1e-9):
+            break  # converged (posture phase: q_GMR is as close as the pose allows)
         q_new = np.minimum(np.maximum(q + dq, lower), upper)
         new = _evaluate(robot, q_new, target)
         new_cost = float(new[0] @ new[0])

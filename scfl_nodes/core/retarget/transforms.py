@@ -84,9 +84,23 @@ def ee_targets(hand_object, object_world_robot, hand_to_gripper=None) -> np.ndar
     return out
 
 
+def object_trajectory_in_robot_scene(object_world_human, object_world_robot) -> np.ndarray:
+    """Robot-scene object poses that replay the human scene's object motion from the robot-scene
+    start pose: T_o^w'(t) = T_o^w'(0) · (T_o^w(0))^-1 · T_o^w(t). A static object stays put."""
+    human = validate_poses(object_world_human, "object pose T_o^w")
+    robot = validate_poses(object_world_robot, "robot-scene object pose T_o^w")
+    if robot.shape[0] != 1:
+        return robot  # the caller already knows the whole robot-scene object trajectory
+    return robot[0] @ invert(human[0]) @ human
+
+
 def retarget_poses(hand_world, object_world_human, object_world_robot, hand_to_gripper=None) -> np.ndarray:
-    """Whole-trajectory object-centric retargeting of hand poses into robot end-effector targets."""
-    return ee_targets(hand_in_object(hand_world, object_world_human), object_world_robot, hand_to_gripper)
+    """Whole-trajectory object-centric retargeting of hand poses into robot end-effector targets.
+
+    A single robot-scene object pose is the object's pose at the start; if the object moves in
+    the human demo, it moves the same way (relative to its start) in the robot scene."""
+    object_robot = object_trajectory_in_robot_scene(object_world_human, object_world_robot)
+    return ee_targets(hand_in_object(hand_world, object_world_human), object_robot, hand_to_gripper)
 
 
 def pose_from_xyz_rpy(values) -> np.ndarray:
