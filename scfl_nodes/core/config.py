@@ -322,6 +322,41 @@ class FederationConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class RosConfig:
+    """ROS 2 node graph started by ``launch/scfl.launch.py`` and ``scfl up`` (docs/ros.md).
+
+    Field names are the launch arguments; ``params_file`` (per-node ros__parameters) is
+    relative to this YAML file's directory unless absolute.
+    """
+
+    params_file: str = "nodes.yaml"
+    namespace: str = ""
+    use_sim_time: bool = False
+    camera_type: str = "sim"
+    vla_backend: str = "torch"
+    cloud_url: str = "http://127.0.0.1:8000"
+    nodes: tuple[str, ...] = ("camera_node", "vla_node", "router_node", "skill_node")
+
+    def __post_init__(self) -> None:
+        import re
+
+        known = ("camera_node", "vla_node", "router_node", "skill_node", "retarget_node",
+                 "federation_bridge_node", "bag_player")
+        _check(bool(self.params_file), "ros.params_file", "must not be empty")
+        _check(re.fullmatch(r"(/?[A-Za-z][A-Za-z0-9_]*)*/?", self.namespace) is not None, "ros.namespace",
+               f"must be a ROS namespace (letters, digits, _ and /), got {self.namespace!r}")
+        cameras = ("realsense", "realsense_playback", "zed", "uvc", "video", "sim")
+        _check(self.camera_type in cameras, "ros.camera_type", f"must be one of {', '.join(cameras)}; got {self.camera_type!r}")
+        _check(bool(self.vla_backend), "ros.vla_backend", "must not be empty")
+        _check(self.cloud_url.startswith(("http://", "https://")), "ros.cloud_url",
+               f"must start with http:// or https://, got {self.cloud_url!r}")
+        unknown = [n for n in self.nodes if n not in known]
+        _check(not unknown, "ros.nodes", f"unknown node(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        _check(len(set(self.nodes)) == len(self.nodes) and len(self.nodes) > 0, "ros.nodes",
+               "must list each node at most once and at least one node")
+
+
+@dataclasses.dataclass(frozen=True)
 class ScflConfig:
     system: SystemConfig = dataclasses.field(default_factory=SystemConfig)
     tflops_budget: TflopsBudget = dataclasses.field(default_factory=TflopsBudget)
@@ -333,6 +368,7 @@ class ScflConfig:
     retarget: RetargetConfig = dataclasses.field(default_factory=RetargetConfig)
     crypto: CryptoConfig = dataclasses.field(default_factory=CryptoConfig)
     federation: FederationConfig = dataclasses.field(default_factory=FederationConfig)
+    ros: RosConfig = dataclasses.field(default_factory=RosConfig)
 
 
 def _build(cls: type, data: Any, key: str) -> Any:
