@@ -28,9 +28,11 @@ class TaskRouter:
     def _get_encoder(self):
         with self._lock:
             if self._encoder is None:
-                from scfl_nodes.core.routing import TextEncoder
+                from scfl_nodes.core.routing import encoder as _enc
 
-                self._encoder = TextEncoder()
+                # the process-wide shared encoder if ISSUE 2 exposes one (loading takes seconds)
+                factory = getattr(_enc, "get_text_encoder", None) or _enc.TextEncoder
+                self._encoder = factory()
             return self._encoder
 
     def _skill_matrix(self, enc, skill_id: str, texts: tuple[str, ...]) -> np.ndarray:
@@ -51,7 +53,7 @@ class TaskRouter:
         t0 = time.perf_counter()
         if not candidates:
             return [], [], (time.perf_counter() - t0) * 1000.0
-        query = np.asarray(enc.encode([task_description]), dtype=np.float32)[0]
+        query = np.array(enc.encode([task_description]), dtype=np.float32)[0]
         query /= np.linalg.norm(query) + 1e-12
         scores = np.array([float(np.max(self._skill_matrix(enc, sid, descs) @ query)) for sid, descs in candidates])
         k = min(max_skills, len(candidates))

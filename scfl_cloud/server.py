@@ -33,7 +33,7 @@ def settings_from_args(args: argparse.Namespace) -> CloudSettings:
     db = args.db or f"sqlite:///{storage / 'scfl.db'}"
     token = args.admin_token or os.environ.get("SCFL_CLOUD_ADMIN_TOKEN") or load_or_create_admin_token(storage)
     return CloudSettings(db_url=db, storage_dir=storage, admin_token=token,
-                         max_upload_bytes=int(args.max_upload_mb * 2**20), prune_deltas_after_publish=args.prune_deltas,
+                         max_upload_bytes=int(round(args.max_upload_mb * 2**20)), prune_deltas_after_publish=args.prune_deltas,
                          public_status=not args.private_status)
 
 
