@@ -61,7 +61,7 @@ def unpack(blob: bytes, magic: bytes, trailer_len: int = 0) -> tuple[dict, bytes
     got_magic, version, head_len = _PRE.unpack_from(blob, 0)
     if got_magic != magic:
         other = KIND_BY_MAGIC.get(got_magic)
-        raise TamperedError(f"not an {what}" + (f" (this is an {other})" if other else " (bad magic bytes)"))
+        raise TamperedError(f"not a valid {what}" + (f" (got: {other})" if other else " (bad magic bytes)"))
     if version != FORMAT_VERSION:
         raise WrongParametersError(f"{what}: unsupported format version {version} (this build reads {FORMAT_VERSION})")
     pos = _PRE.size
