@@ -1,0 +1,140 @@
+"""TenSEAL BFV backend behind the same interface: exact sums, no secret on the cloud."""
+
+from __future__ import annotations
+
+import stat
+
+import numpy as np
+import pytest
+
+from scfl_nodes.core.crypto import (
+    CloudContext,
+    EncryptedAggregate,
+    EncryptedDelta,
+    FleetSecretKey,
+    KeyFileError,
+    KeyMismatchError,
+    OverflowRiskError,
+    encrypt_delta,
+    generate_fleet_keys,
+    generate_signing_key,
+    get_params,
+    load_fleet_key,
+    quantize,
+)
+from scfl_nodes.core.crypto import tenseal_backend
+
+ts = pytest.importorskip("tenseal")
+SCALE = 2**15
+
+
+@pytest.fixture(scope="module")
+def fleet() -> FleetSecretKey:
+    return generate_fleet_keys("tenseal")
+
+
+@pytest.fixture(scope="module")
+def signer():
+    return generate_signing_key()
+
+
+def _encrypt(key, tensors, robot, signer, num_clients=10, clip=1.0):
+    return encrypt_delta(
+        key, tensors, skill_id="sweep", base_version=1, round_id=3, robot_id=robot, signing_key=signer,
+        clip=clip, num_clients=num_clients,
+    )
+
+
+def test_parameters_are_bfv_4096_and_128_bit():
+    params = get_params(None, "tenseal")
+    assert params.n == 4096 and params.coeff_mod_bit_sizes == (40, 40)
+    assert params.plain_modulus % (2 * 4096) == 1  # batching needs t = 1 mod 2N
+    assert params.security_bits >= 128
+    assert get_params("bfv-n4096-q80-t786433").plain_modulus == 786433
+
+
+@pytest.mark.timeout(300)
+def test_exact_sum_of_half_million_value_deltas(fleet, signer):
+    rng = np.random.default_rng(0)
+    deltas = [{"w": (rng.standard_t(3, size=(1000, 500)) * 0.05).astype(np.float32)} for _ in range(3)]
+    ctx = CloudContext.from_bytes(fleet.cloud_context().to_bytes())
+    agg = None
+    for i, d in enumerate(deltas):
+        received = EncryptedDelta.from_bytes(_encrypt(fleet, d, f"r{i}", signer).to_bytes())
+        agg = ctx.verify_and_add(agg, received, signer.public_bytes(), round_id=3)
+    agg = EncryptedAggregate.from_bytes(agg.to_bytes())
+    expected = sum(quantize(d, 1.0, SCALE) for d in deltas)
+    assert np.array_equal(fleet.decrypt_aggregate_quantized(agg), expected)
+    assert fleet.decrypt_aggregate(agg)["w"].shape == (1000, 500)
+
+
+@pytest.mark.timeout(300)
+def test_exact_sum_of_many_max_magnitude_uploads(fleet, signer):
+    """200 uploads of +-clip values: exact, far inside t/2 and the BFV noise budget."""
+    rng = np.random.default_rng(1)
+    ctx = fleet.cloud_context()
+    agg, expected = None, np.zeros(4096, np.int64)
+    for i in range(200):
+        values = {"v": rng.choice([-1.0, 1.0], size=4096).astype(np.float32)}
+        agg = ctx.add(agg, _encrypt(fleet, values, f"r{i}", signer, num_clients=1000))
+        expected += quantize(values, 1.0, SCALE)
+    assert np.array_equal(fleet.decrypt_aggregate_quantized(agg), expected)
+
+
+def test_cloud_context_has_no_secret_key_and_cannot_decrypt(fleet, signer):
+    ctx_bytes = fleet.cloud_context().to_bytes()
+    ctx = CloudContext.from_bytes(ctx_bytes)
+    seal_ctx = ctx._tenseal_context()
+    assert not seal_ctx.has_secret_key()
+    agg = ctx.add(None, _encrypt(fleet, {"v": np.full(10, 0.5, np.float32)}, "r0", signer))
+    vector = agg._state[0]
+    vector.link_context(seal_ctx)
+    with pytest.raises(ValueError, match="secret"):
+        vector.decrypt()
+    assert not hasattr(ctx, "decrypt_aggregate")
+    with pytest.raises(KeyFileError):
+        FleetSecretKey.from_bytes(ctx_bytes)
+    # the robot side decrypts the very same aggregate
+    np.testing.assert_array_equal(fleet.decrypt_aggregate(agg)["v"], np.full(10, 0.5))
+
+
+def test_a_context_with_secret_key_is_refused_as_cloud_context(fleet):
+    secret_blob = tenseal_backend.serialize_context(fleet._secret, with_secret=True)
+    with pytest.raises(KeyFileError, match="holds a secret key"):
+        CloudContext(fleet.params, fleet.key_id, secret_blob)
+
+
+def test_key_file_roundtrip_and_key_id_checks(fleet, signer, tmp_path):
+    path = fleet.save(tmp_path / "fleet.key")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    loaded = load_fleet_key(path)
+    assert loaded.key_id == fleet.key_id
+    agg = fleet.cloud_context().add(None, _encrypt(fleet, {"v": np.full(3, 0.25, np.float32)}, "r0", signer))
+    np.testing.assert_array_equal(loaded.decrypt_aggregate(agg)["v"], np.full(3, 0.25))
+    other = generate_fleet_keys("tenseal")
+    assert other.key_id != fleet.key_id
+    with pytest.raises(KeyMismatchError):
+        other.decrypt_aggregate(agg)
+    with pytest.raises(KeyMismatchError):
+        other.cloud_context().add(None, _encrypt(fleet, {"v": np.zeros(3, np.float32)}, "r1", signer))
+
+
+def test_overflow_guard_with_the_small_plain_modulus(signer):
+    key = generate_fleet_keys("tenseal", params_id="bfv-n4096-q80-t786433")
+    assert key.max_clients(1.0) == 12  # (786433 - 1) // 2 // 32768
+    with pytest.raises(OverflowRiskError, match="at most 12 clients"):
+        _encrypt(key, {"v": np.zeros(4, np.float32)}, "r0", signer, num_clients=13)
+    # the overflow the guard prevents: a 13th upload of 1.0 wraps around t = 786433
+    ctx = key.cloud_context()
+    agg = None
+    for i in range(12):
+        agg = ctx.add(agg, _encrypt(key, {"v": np.ones(4, np.float32)}, f"r{i}", signer, num_clients=12))
+    np.testing.assert_array_equal(key.decrypt_aggregate(agg)["v"], np.full(4, 12.0))
+    with pytest.raises(OverflowRiskError):
+        ctx.add(agg, _encrypt(key, {"v": np.ones(4, np.float32)}, "r12", signer, num_clients=12))
+    raw = key.encrypt_quantized(np.full(4, 32768, np.uint64), None, b"")
+    vectors = tenseal_backend.load_vectors(ctx._tenseal_context(), tenseal_backend.unpack_chunks(raw))
+    agg._state = tenseal_backend.add(agg._state, vectors)
+    agg.header["count"] += 1
+    wrong = key.decrypt_aggregate(agg)["v"]
+    assert np.all(wrong < 0)  # 13.0 wrapped around t: the plaintext sum is lost
