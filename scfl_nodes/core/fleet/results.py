@@ -1,0 +1,205 @@
+"""results.json, the terminal table and the PNG plots of a fleet run.
+
+Everything here reads the plain ``results`` dict that :func:`scfl_nodes.core.fleet.run_fleet`
+returns (and writes to ``results.json``), so plots and tables can be regenerated from a
+saved file without rerunning anything.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+METHOD_LABELS = {
+    "base": "base only (frozen)",
+    "local": "local skills (no federation)",
+    "centralized": "centralized skills (pooled demos)",
+    "bc": "behaviour cloning (same demos)",
+    "fedavg_plain": "FedAvg plaintext",
+    "fedavg_enc": "FedAvg encrypted (SCFL)",
+    "eda_enc": "EDA encrypted (FedVLA aggr.)",
+    "router_random": "router: random top-k",
+    "router_similarity": "router: similarity",
+    "router_no_lb": "router: learned, no load bal.",
+}
+
+
+def mean_std(values) -> dict:
+    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return {"mean": None, "std": None, "per_seed": []}
+    return {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "per_seed": vals}
+
+
+def write_json(results: dict, path: str | os.PathLike) -> Path:
+    """Write atomically (temp file + rename): an interrupted run never leaves half a file."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(results, indent=2, sort_keys=False, default=_json_default) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _pct(ms: dict | None) -> str:
+    if not ms or ms.get("mean") is None:
+        return "-"
+    if len(ms.get("per_seed", [])) > 1:
+        return f"{100 * ms['mean']:.1f}±{100 * ms['std']:.1f}"
+    return f"{100 * ms['mean']:.1f}"
+
+
+def _bytes(n) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000.0
+    return str(n)
+
+
+def format_table(results: dict) -> str:
+    """Success (%) per task and method, mean ± std over seeds, plus communication/compute."""
+    tasks = results["meta"]["tasks"]
+    short = [t.removesuffix("-v3") for t in tasks]
+    has_few = any(m.get("few_demo_success", {}).get("mean") is not None for m in results["methods"].values())
+    header = ["method"] + short + ["avg"] + (["few-demo robots"] if has_few else []) + ["up/robot/round", "edge train s", "trainable params"]
+    rows = []
+    for name, m in results["methods"].items():
+        acc = m.get("accounting", {})
+        row = [METHOD_LABELS.get(name, name)]
+        row += [_pct(m["success"].get(t)) for t in tasks]
+        row.append(_pct(m.get("avg")))
+        if has_few:
+            row.append(_pct(m.get("few_demo_success")))
+        row.append(_bytes(acc.get("bytes_per_robot_per_round")))
+        ts = acc.get("edge_train_seconds_per_robot")
+        row.append("-" if ts is None else f"{ts:.1f}")
+        tp = acc.get("trainable_params")
+        row.append("-" if not tp else f"{tp:,}")
+        rows.append(row)
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    meta = results["meta"]
+    title = (
+        f"Success rate (%) on Meta-World v3, {meta['eval_episodes']} evaluation episodes per task and seed, "
+        f"{meta['num_seeds']} seed(s){' (mean ± std over seeds)' if meta['num_seeds'] > 1 else ''}"
+    )
+    out = [title, line(header), "  ".join("-" * w for w in widths)] + [line(r) for r in rows]
+    if meta.get("preset_note"):
+        out.append(meta["preset_note"])
+    return "\n".join(out)
+
+
+def format_markdown_table(results: dict) -> str:
+    tasks = results["meta"]["tasks"]
+    has_few = any(m.get("few_demo_success", {}).get("mean") is not None for m in results["methods"].values())
+    head = ["method"] + [t.removesuffix("-v3") for t in tasks] + ["avg"] + (["few-demo robots"] if has_few else []) + ["upload / robot / round", "edge train s / robot", "trainable params"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, m in results["methods"].items():
+        acc = m.get("accounting", {})
+        cells = [METHOD_LABELS.get(name, name)] + [_pct(m["success"].get(t)) for t in tasks] + [_pct(m.get("avg"))]
+        if has_few:
+            cells.append(_pct(m.get("few_demo_success")))
+        ts = acc.get("edge_train_seconds_per_robot")
+        tp = acc.get("trainable_params")
+        cells += [_bytes(acc.get("bytes_per_robot_per_round")), "-" if ts is None else f"{ts:.1f}", "-" if not tp else f"{tp:,}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def make_plots(results: dict, out_dir: str | os.PathLike) -> list[Path]:
+    """success_per_task.png, success_vs_round.png, expert_utilisation.png (matplotlib Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    paths = []
+    meta = results["meta"]
+    tasks = meta["tasks"]
+    methods = list(results["methods"])
+    note = f"{meta['eval_episodes']} eval episodes/task/seed, {meta['num_seeds']} seed(s)"
+
+    # 1. success per task per method (grouped bars, error bars = std over seeds)
+    fig, ax = plt.subplots(figsize=(max(8, 1.6 * (len(tasks) + 1) + 2), 4.8))
+    groups = tasks + ["average"]
+    width = 0.8 / max(1, len(methods))
+    cmap = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
+    for i, name in enumerate(methods):
+        m = results["methods"][name]
+        cells = [m["success"].get(t) or {} for t in tasks] + [m.get("avg") or {}]
+        means = [100 * (c.get("mean") or 0.0) for c in cells]
+        stds = [100 * (c.get("std") or 0.0) for c in cells]
+        x = np.arange(len(groups)) + (i - (len(methods) - 1) / 2) * width
+        ax.bar(x, means, width, yerr=stds if meta["num_seeds"] > 1 else None, capsize=2, label=METHOD_LABELS.get(name, name), color=cmap(i))
+    ax.set_xticks(np.arange(len(groups)))
+    ax.set_xticklabels([g.removesuffix("-v3") for g in groups])
+    ax.set_ylabel("success rate (%)")
+    ax.set_ylim(0, 105)
+    ax.set_title(f"Success per task and method ({note})")
+    ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.08))
+    fig.tight_layout()
+    paths.append(out_dir / "success_per_task.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    # 2. success vs round (federated methods and local training of the same length)
+    curves = {n: m["curve"] for n, m in results["methods"].items() if m.get("curve")}
+    if curves:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for i, (name, curve) in enumerate(curves.items()):
+            xs = [c["round"] for c in curve]
+            ys = np.array([100 * (c["mean"] or 0.0) for c in curve])
+            sd = np.array([100 * (c["std"] or 0.0) for c in curve])
+            ax.plot(xs, ys, marker="o", label=METHOD_LABELS.get(name, name), color=cmap(methods.index(name) if name in methods else i))
+            if meta["num_seeds"] > 1:
+                ax.fill_between(xs, ys - sd, ys + sd, alpha=0.15, color=cmap(methods.index(name) if name in methods else i))
+        for name, style in (("base", ":"), ("centralized", "--")):
+            if name in results["methods"] and results["methods"][name]["avg"].get("mean") is not None:
+                ax.axhline(100 * results["methods"][name]["avg"]["mean"], ls=style, color="gray", label=METHOD_LABELS[name])
+        ax.set_xlabel("federated round (local: same number of local epochs)")
+        ax.set_ylabel("average success (%)")
+        ax.set_ylim(0, 105)
+        ax.set_title(f"Success vs round ({meta.get('curve_episodes', meta['eval_episodes'])} episodes/task/seed per point)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        paths.append(out_dir / "success_vs_round.png")
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+
+    # 3. expert utilisation per router variant
+    util = {n: m["utilisation"] for n, m in results["methods"].items() if m.get("utilisation")}
+    if util:
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        k = len(next(iter(util.values())))
+        width = 0.8 / len(util)
+        for i, (name, shares) in enumerate(util.items()):
+            x = np.arange(k) + (i - (len(util) - 1) / 2) * width
+            ax.bar(x, 100 * np.asarray(shares), width, label=METHOD_LABELS.get(name, name), color=cmap(methods.index(name) if name in methods else i))
+        ax.axhline(100 / k, ls=":", color="gray", label="uniform")
+        ax.set_xticks(np.arange(k))
+        ax.set_xlabel("skill (expert) index")
+        ax.set_ylabel("share of routing weight (%)")
+        ax.set_title("Expert utilisation over the fleet's tasks")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        paths.append(out_dir / "expert_utilisation.png")
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+    return paths

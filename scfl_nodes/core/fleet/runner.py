@@ -1,0 +1,406 @@
+"""`scfl fleet`: simulate a robot fleet end to end and compare the methods on the same episodes.
+
+Per seed: every robot collects scripted-expert demonstrations through the frozen base
+policy; each method turns those demonstrations into one policy per (robot, task); all
+policies are evaluated on the same seeded episodes. Federated methods run their rounds
+through the real cloud server (encrypted) or an in-process sum (plaintext reference).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import federation as fed
+from .bank import SkillBank, train_bank, train_bc
+from .policy import BASE_POLICY_NAME, EvalJob, Evaluator, PolicySpec, skills_spec
+from .results import make_plots, mean_std, write_json
+from .robots import RobotSpec, build_fleet, demo_seed, eval_seed
+
+FEDERATED = ("fedavg_plain", "fedavg_enc", "eda_enc", "router_random", "router_similarity", "router_no_lb")
+ENCRYPTED = ("fedavg_enc", "eda_enc", "router_random", "router_similarity", "router_no_lb")
+ROUTER_OF = {"router_random": "random", "router_similarity": "similarity", "router_no_lb": "no_lb"}
+
+
+@dataclasses.dataclass
+class MethodOutcome:
+    policies: dict  # (robot_id, task) -> PolicySpec
+    curve: list = dataclasses.field(default_factory=list)  # per round: (robot_id, task) -> PolicySpec
+    bytes_up: dict = dataclasses.field(default_factory=dict)
+    train_seconds: dict = dataclasses.field(default_factory=dict)
+    crypto_seconds: dict = dataclasses.field(default_factory=dict)
+    trainable_params: int = 0
+    rounds: int = 0
+    upload_total: dict = dataclasses.field(default_factory=dict)
+    extra: dict = dataclasses.field(default_factory=dict)
+
+
+def _count_params(module) -> int:
+    return int(sum(p.numel() for p in module.parameters()))
+
+
+class FleetRun:
+    """One fleet experiment (all seeds). ``log`` receives human-readable progress lines."""
+
+    def __init__(self, cfg, out_dir: str | Path, *, preset: str = "custom", progress: bool = True,
+                 log: Callable[[str], None] = print, preset_note: str = ""):
+        from scfl_nodes.core.sim import check_task
+
+        for t in cfg.tasks:
+            check_task(t)
+        self.cfg = cfg
+        self.out_dir = Path(out_dir)
+        self.preset = preset
+        self.progress = progress
+        self.log = log
+        self.preset_note = preset_note
+        self.robots: list[RobotSpec] = build_fleet(cfg)
+        self.methods = list(cfg.methods)
+
+    # ------------------------------------------------------------------ helpers
+    def _bar(self, total, desc):
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, disable=not self.progress, leave=False)
+
+    def _collect_demos(self, seed: int, base) -> dict[str, dict[str, list[dict]]]:
+        from scfl_nodes.core.sim import collect_expert_episodes
+
+        demos: dict[str, dict[str, list[dict]]] = {}
+        bar = self._bar(sum(r.num_demos for r in self.robots), f"seed {seed}: demonstrations")
+        for ri, robot in enumerate(self.robots):
+            demos[robot.robot_id] = {}
+            for ti, (task, n) in enumerate(zip(robot.tasks, robot.demos_per_task)):
+                demos[robot.robot_id][task] = collect_expert_episodes(
+                    task, n, seed=demo_seed(seed, ri, self.cfg.tasks.index(task)), base_policy=base)
+                bar.update(n)
+        bar.close()
+        return demos
+
+    def _task_traffic(self) -> dict[str, int]:
+        traffic = {t: 0 for t in self.cfg.tasks}
+        for r in self.robots:
+            for t in r.tasks:
+                traffic[t] += 1
+        return traffic
+
+    def _activation(self, robot: RobotSpec, demos, routing) -> np.ndarray:
+        """FedVLA's expert-activation statistics: routed weight x samples, per expert."""
+        v = np.zeros(self.cfg.num_experts)
+        for task in robot.tasks:
+            idx, w = routing[task]
+            n = sum(len(ep["observation"]) for ep in demos[robot.robot_id][task])
+            for e, wi in zip(idx, w):
+                v[e] += wi * n
+        return v
+
+    def _skill_specs(self, state_of: Callable[[str], dict], routing, dims) -> dict:
+        return {(r.robot_id, t): skills_spec(state_of(r.robot_id), dims, *routing[t]) for r in self.robots for t in r.tasks}
+
+    # ------------------------------------------------------------------ methods
+    def _run_local(self, seed, demos, routing, dims, init_state) -> MethodOutcome:
+        cfg = self.cfg
+        out = MethodOutcome({}, [{} for _ in range(cfg.rounds)], rounds=cfg.rounds)
+        for ri, robot in enumerate(self.robots):
+            bank = SkillBank(cfg.num_experts, **dims).load(init_state)
+            out.train_seconds[robot.robot_id] = 0.0
+            for r in range(cfg.rounds):
+                m = train_bank(bank, demos[robot.robot_id], routing, epochs=cfg.local_epochs, seed=seed * 7919 + ri * 101 + r)
+                out.train_seconds[robot.robot_id] += m["train_seconds"]
+                state = bank.state()
+                for t in robot.tasks:
+                    out.curve[r][(robot.robot_id, t)] = skills_spec(state, dims, *routing[t])
+            out.policies.update({k: v for k, v in out.curve[-1].items() if k[0] == robot.robot_id})
+            out.bytes_up[robot.robot_id] = 0
+        return out
+
+    def _run_centralized(self, seed, demos, routing, dims, init_state) -> MethodOutcome:
+        cfg = self.cfg
+        pooled: dict[str, list] = {t: [] for t in cfg.tasks}
+        upload = {}
+        for robot in self.robots:
+            nbytes = 0
+            for t, eps in demos[robot.robot_id].items():
+                pooled[t] += eps
+                nbytes += sum(ep[k].nbytes for ep in eps for k in ("observation", "base_action", "expert_action"))
+            upload[robot.robot_id] = nbytes
+        bank = SkillBank(cfg.num_experts, **dims).load(init_state)
+        m = train_bank(bank, pooled, routing, epochs=cfg.rounds * cfg.local_epochs, seed=seed * 7919 + 5)
+        state = bank.state()
+        out = MethodOutcome(self._skill_specs(lambda _r: state, routing, dims), rounds=0)
+        out.upload_total = upload
+        out.extra["cloud_train_seconds"] = m["train_seconds"]
+        return out
+
+    def _run_bc(self, seed, demos) -> MethodOutcome:
+        cfg = self.cfg
+        out = MethodOutcome({})
+        for ri, robot in enumerate(self.robots):
+            eps = [ep for t in robot.tasks for ep in demos[robot.robot_id][t]]
+            net, m = train_bc(eps, hidden=cfg.skill_hidden, epochs=cfg.rounds * cfg.local_epochs, seed=seed * 7919 + ri)
+            state = {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}
+            for t in robot.tasks:
+                out.policies[(robot.robot_id, t)] = PolicySpec("bc", state=state, dims=dict(net.dims))
+            out.train_seconds[robot.robot_id] = m["train_seconds"]
+            out.bytes_up[robot.robot_id] = 0
+            out.trainable_params = _count_params(net)
+        return out
+
+    def _run_federated(self, method, seed, demos, routing, dims, init_state, transport) -> MethodOutcome:
+        cfg = self.cfg
+        eda = method == "eda_enc"
+        out = MethodOutcome({}, rounds=cfg.rounds)
+        robot_experts = {r.robot_id: sorted({e for t in r.tasks for e in routing[t][0]}) for r in self.robots}
+        activations = {r.robot_id: self._activation(r, demos, routing) for r in self.robots}
+        starts = {r.robot_id: init_state for r in self.robots}
+        global_state = init_state
+        out.train_seconds = {r.robot_id: 0.0 for r in self.robots}
+        bank = SkillBank(cfg.num_experts, **dims)
+        bar = self._bar(cfg.rounds, f"seed {seed}: {method} rounds")
+        for r in range(cfg.rounds):
+            trained = {}
+            for ri, robot in enumerate(self.robots):
+                bank.load(starts[robot.robot_id])
+                m = train_bank(bank, demos[robot.robot_id], routing, epochs=cfg.local_epochs, seed=seed * 7919 + ri * 101 + r)
+                out.train_seconds[robot.robot_id] += m["train_seconds"]
+                trained[robot.robot_id] = bank.state()
+            if eda:
+                starts = fed.eda_round(transport, f"{method}.s{seed}", r, starts, trained, activations, cfg.clip)
+            else:
+                global_state = fed.fedavg_per_skill(transport, f"{method}.s{seed}", r, global_state, trained,
+                                                    robot_experts, cfg.num_experts, cfg.clip)
+                starts = {rid: global_state for rid in starts}
+            out.curve.append(self._skill_specs(lambda rid: starts[rid], routing, dims))
+            bar.update(1)
+        bar.close()
+        out.policies = out.curve[-1]
+        out.extra["final_states"] = starts
+        out.bytes_up = {r.robot_id: transport.bytes_up.get(r.robot_id, 0) for r in self.robots}
+        out.crypto_seconds = {r.robot_id: transport.crypto_seconds.get(r.robot_id, 0.0) for r in self.robots}
+        return out
+
+    # ------------------------------------------------------------------ main loop
+    def run(self) -> dict:
+        import torch
+
+        from scfl_nodes.core.vla import load_base_policy
+
+        cfg = self.cfg
+        t_start = time.perf_counter()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        torch.set_num_threads(1)
+        base = load_base_policy(BASE_POLICY_NAME)
+        need_cloud = any(m in ENCRYPTED for m in self.methods)
+        per_seed: list[dict] = []
+        accounting: dict[str, dict] = {m: {} for m in self.methods}
+        utilisation: dict[str, list] = {}
+        routing_info: dict[str, dict] = {}
+        checks: dict = {}
+        timings = {"demos": 0.0, "training_and_federation": 0.0, "evaluation": 0.0}
+        curve_eps = max(5, cfg.eval_episodes // 5)
+        cloud_cm = None
+        if need_cloud:
+            from scfl_nodes.core.crypto import generate_fleet_keys
+
+            from .cloud import FleetCloud
+
+            cloud_cm = FleetCloud()
+            cloud = cloud_cm.__enter__()
+            fleet_key = generate_fleet_keys(backend=cfg.encryption)
+            robot_creds = cloud.register_fleet(fleet_key, [r.robot_id for r in self.robots])
+            self.log(f"cloud server up at {cloud.url} (SQLite in a temp dir), {len(self.robots)} robots registered")
+        try:
+            with Evaluator(cfg.workers) as evaluator:
+                for seed in range(cfg.seeds):
+                    t0 = time.perf_counter()
+                    demos = self._collect_demos(seed, base)
+                    timings["demos"] += time.perf_counter() - t0
+                    obs_dim = int(next(iter(next(iter(demos.values())).values()))[0]["observation"].shape[1])
+                    action_dim = int(next(iter(next(iter(demos.values())).values()))[0]["base_action"].shape[1])
+                    dims = {"obs_dim": obs_dim, "action_dim": action_dim, "hidden": cfg.skill_hidden}
+                    init_state = SkillBank(cfg.num_experts, **dims, seed=seed).state()
+                    t0 = time.perf_counter()
+                    traffic = self._task_traffic()
+                    routings = {}
+                    for variant in {"learned"} | {ROUTER_OF[m] for m in self.methods if m in ROUTER_OF}:
+                        routings[variant], info = __import__(
+                            "scfl_nodes.core.fleet.routing", fromlist=["build_routing"]).build_routing(
+                            variant, list(cfg.tasks), traffic, num_experts=cfg.num_experts, top_k=cfg.top_k,
+                            load_balance_weight=cfg.load_balance_weight, seed=seed)
+                        if seed == 0:
+                            routing_info[variant] = info
+                    outcomes: dict[str, MethodOutcome] = {}
+                    for method in self.methods:
+                        routing = routings[ROUTER_OF.get(method, "learned")]
+                        if method == "base":
+                            outcomes[method] = MethodOutcome({(r.robot_id, t): PolicySpec("base") for r in self.robots for t in r.tasks})
+                        elif method == "local":
+                            outcomes[method] = self._run_local(seed, demos, routing, dims, init_state)
+                        elif method == "centralized":
+                            outcomes[method] = self._run_centralized(seed, demos, routing, dims, init_state)
+                        elif method == "bc":
+                            outcomes[method] = self._run_bc(seed, demos)
+                        else:
+                            if method in ENCRYPTED:
+                                transport = fed.EncryptedCloudTransport(
+                                    cloud, fleet_key, robot_creds, cfg.clip, num_clients=len(self.robots),
+                                    run_tag=f"{self.preset}-{int(time.time())}")
+                            else:
+                                transport = fed.PlainTransport()
+                            outcomes[method] = self._run_federated(method, seed, demos, routing, dims, init_state, transport)
+                        o = outcomes[method]
+                        if method not in ("base", "bc"):
+                            o.trainable_params = max(
+                                (len({e for t in r.tasks for e in routing[t][0]}) for r in self.robots), default=0
+                            ) * SkillBank(1, **dims).expert_parameters()
+                    timings["training_and_federation"] += time.perf_counter() - t0
+                    if "fedavg_plain" in outcomes and "fedavg_enc" in outcomes:
+                        a = outcomes["fedavg_plain"].extra["final_states"]
+                        b = outcomes["fedavg_enc"].extra["final_states"]
+                        diff = max(float(np.max(np.abs(a[r][k] - b[r][k]))) for r in a for k in a[r])
+                        checks.setdefault("fedavg_enc_vs_plain_max_abs_weight_diff", []).append(diff)
+                    # ---- evaluation: every distinct policy once, same episodes for all methods
+                    t0 = time.perf_counter()
+                    es = eval_seed(seed)
+                    jobs, keys = [], {}
+                    for method, o in outcomes.items():
+                        for (rid, task), spec in o.policies.items():
+                            key = f"{spec.fingerprint(task)}|{es}|{cfg.eval_episodes}"
+                            keys[(method, "final", rid, task)] = key
+                            jobs.append(EvalJob(key, spec, task, cfg.eval_episodes, es, cfg.max_path_length))
+                        for r, specs in enumerate(o.curve[:-1]):
+                            for (rid, task), spec in specs.items():
+                                key = f"{spec.fingerprint(task)}|{es}|{curve_eps}"
+                                keys[(method, r, rid, task)] = key
+                                jobs.append(EvalJob(key, spec, task, curve_eps, es, cfg.max_path_length))
+                    distinct = len({j.key for j in jobs} - set(evaluator.cache))
+                    bar = self._bar(distinct, f"seed {seed}: evaluation ({distinct} policy x task)")
+                    rates = evaluator.run(jobs, progress=bar)
+                    bar.close()
+                    timings["evaluation"] += time.perf_counter() - t0
+                    per_seed.append(self._seed_summary(outcomes, keys, rates))
+                    for method, o in outcomes.items():
+                        acc = accounting[method]
+                        n = len(self.robots)
+                        if o.rounds:
+                            acc.setdefault("bytes_per_robot_per_round", []).append(
+                                float(np.mean([o.bytes_up.get(r.robot_id, 0) for r in self.robots])) / o.rounds)
+                        if o.upload_total:
+                            acc.setdefault("upload_total_per_robot", []).append(float(np.mean(list(o.upload_total.values()))))
+                        if o.train_seconds:
+                            acc.setdefault("edge_train_seconds_per_robot", []).append(float(np.mean(list(o.train_seconds.values()))))
+                        if o.crypto_seconds:
+                            acc.setdefault("crypto_seconds_per_robot", []).append(float(np.mean(list(o.crypto_seconds.values()))))
+                        if "cloud_train_seconds" in o.extra:
+                            acc.setdefault("cloud_train_seconds", []).append(o.extra["cloud_train_seconds"])
+                        acc["trainable_params"] = o.trainable_params
+                        del n
+                    self.log(f"seed {seed} done ({time.perf_counter() - t_start:.0f} s so far)")
+        finally:
+            if cloud_cm is not None:
+                cloud_cm.__exit__(None, None, None)
+        for m in self.methods:
+            if m in ROUTER_OF:
+                utilisation[m] = routing_info[ROUTER_OF[m]]["utilisation"]
+        if "fedavg_enc" in self.methods and "learned" in routing_info:
+            utilisation["fedavg_enc"] = routing_info["learned"]["utilisation"]
+        results = self._assemble(per_seed, accounting, utilisation, routing_info, checks, timings, base,
+                                 time.perf_counter() - t_start, curve_eps, evaluator)
+        write_json(results, self.out_dir / "results.json")
+        results["plots"] = [str(p) for p in make_plots(results, self.out_dir)]
+        write_json(results, self.out_dir / "results.json")
+        return results
+
+    def _seed_summary(self, outcomes, keys, rates) -> dict:
+        summary = {}
+        for method, o in outcomes.items():
+            per_task = {}
+            for task in self.cfg.tasks:
+                vals = [rates[keys[(method, "final", r.robot_id, task)]] for r in self.robots if task in r.tasks]
+                per_task[task] = float(np.mean(vals)) if vals else None
+            few = [rates[keys[(method, "final", r.robot_id, t)]] for r in self.robots if r.few_demo for t in r.tasks]
+            curve = []
+            for rnd in range(len(o.curve)):
+                vals = []
+                for task in self.cfg.tasks:
+                    k = (method, rnd, None, None)
+                    tv = [rates[keys[(method, rnd, r.robot_id, task)] if rnd < len(o.curve) - 1 else keys[(method, "final", r.robot_id, task)]]
+                          for r in self.robots if task in r.tasks]
+                    del k
+                    if tv:
+                        vals.append(float(np.mean(tv)))
+                curve.append(float(np.mean(vals)))
+            per_robot = {f"{r.robot_id}:{t}": rates[keys[(method, "final", r.robot_id, t)]] for r in self.robots for t in r.tasks}
+            summary[method] = {"tasks": per_task, "few": float(np.mean(few)) if few else None, "curve": curve, "per_robot": per_robot}
+        return summary
+
+    def _assemble(self, per_seed, accounting, utilisation, routing_info, checks, timings, base, runtime, curve_eps, evaluator) -> dict:
+        import scfl_nodes.core.vla as vla
+
+        cfg = self.cfg
+        base_params = None
+        try:
+            base_params = int(base.num_parameters()) if hasattr(base, "num_parameters") else _count_params(base.net)
+        except Exception:  # noqa: BLE001 - accounting must not kill a finished run
+            base_params = None
+        text_encoder_params = 22_713_216  # all-MiniLM-L6-v2 (frozen, embeds the instruction)
+        methods = {}
+        for m in self.methods:
+            success = {t: mean_std([s[m]["tasks"][t] for s in per_seed]) for t in cfg.tasks}
+            avg = mean_std([float(np.mean([v for v in s[m]["tasks"].values() if v is not None])) for s in per_seed])
+            entry = {"label": m, "success": success, "avg": avg,
+                     "few_demo_success": mean_std([s[m]["few"] for s in per_seed]),
+                     "per_robot": {k: mean_std([s[m]["per_robot"][k] for s in per_seed]) for k in per_seed[0][m]["per_robot"]}}
+            curves = [s[m]["curve"] for s in per_seed if s[m]["curve"]]
+            if curves:
+                entry["curve"] = [{"round": i + 1, **{k: v for k, v in mean_std([c[i] for c in curves]).items() if k != "per_seed"}}
+                                  for i in range(len(curves[0]))]
+            acc = {k: (float(np.mean(v)) if isinstance(v, list) else v) for k, v in accounting[m].items()}
+            if base_params:
+                acc["base_params"] = base_params
+                acc["base_params_with_text_encoder"] = base_params + text_encoder_params
+                if acc.get("trainable_params"):
+                    acc["trainable_vs_base"] = acc["trainable_params"] / base_params
+                    acc["trainable_vs_base_with_text_encoder"] = acc["trainable_params"] / (base_params + text_encoder_params)
+            entry["accounting"] = acc
+            if m in utilisation:
+                entry["utilisation"] = utilisation[m]
+            methods[m] = entry
+        if "fedavg_enc_vs_plain_max_abs_weight_diff" in checks:
+            checks["fedavg_enc_vs_plain_max_abs_weight_diff"] = max(checks["fedavg_enc_vs_plain_max_abs_weight_diff"])
+        import scfl_nodes
+
+        return {
+            "meta": {
+                "preset": self.preset,
+                "preset_note": self.preset_note,
+                "tasks": list(cfg.tasks),
+                "num_seeds": cfg.seeds,
+                "eval_episodes": cfg.eval_episodes,
+                "curve_episodes": curve_eps,
+                "max_path_length": cfg.max_path_length,
+                "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()},
+                "robots": [dataclasses.asdict(r) for r in self.robots],
+                "base_policy": BASE_POLICY_NAME,
+                "runtime_s": runtime,
+                "timings_s": timings,
+                "eval_episodes_run": evaluator.episodes_run,
+                "eval_env_steps": evaluator.steps_run,
+                "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": __import__("os").cpu_count()},
+                "scfl_version": getattr(scfl_nodes, "__version__", "0.1.0"),
+                "vla_module": getattr(vla, "__name__", ""),
+            },
+            "methods": methods,
+            "routing": routing_info,
+            "checks": checks,
+        }
+
+
+def run_fleet(cfg, out_dir, **kwargs) -> dict:
+    """Run the fleet experiment described by ``cfg`` (a FleetConfig); writes results.json + PNGs."""
+    return FleetRun(cfg, out_dir, **kwargs).run()
