@@ -96,6 +96,8 @@ def eda_weights(
     missing = [r for r in ids if r not in stats]
     if missing:
         raise ValueError(f"no expert-activation statistics for robot(s) {', '.join(missing)}")
+    for r in ids:
+        _as_layers(stats[r], r)  # validate every robot's counts, even in a one-robot round
     if reference is not None:
         ref = _as_layers(reference, "reference")
         scores = np.array([np.mean(_cosine_rows(_as_layers(stats[r], r), ref)) for r in ids])
