@@ -57,11 +57,11 @@ class CloudServer:
             raise RuntimeError("server already running")
         self.port = free_port()
         cmd = [sys.executable, "-m", "scfl_cloud.server", "--db", self.db_url, "--storage", str(self.storage_dir),
-               "--host", "127.0.0.1", "--port", str(self.port), "--admin-token", self.admin_token,
-               "--log-level", self.log_level, *self.extra_args]
+               "--host", "127.0.0.1", "--port", str(self.port), "--log-level", self.log_level, *self.extra_args]
         if self.max_upload_bytes is not None:
             cmd += ["--max-upload-mb", repr(self.max_upload_bytes / 2**20)]
-        env = {**os.environ, **self.extra_env}
+        # the token travels in the environment, not argv (argv is world-readable in ps)
+        env = {**os.environ, **self.extra_env, "SCFL_CLOUD_ADMIN_TOKEN": self.admin_token}
         repo = str(Path(__file__).resolve().parents[1])
         env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         log = open(self.log_path, "ab")
