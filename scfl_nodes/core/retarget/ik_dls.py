@@ -49,7 +49,26 @@ def _lm_step(jac, err, mu, q, lower, upper):
     return dq, jac, gram
 
 
-def _attempt(robot: RobotModel, target: pin.SE3, q0: np.ndarray, lower, upper, settings: IKSettings, q_prior, tol_pos, tol_rot):
+def _regularised_step(jac, err, mu, lam_p, q, q_prior, lower, upper):
+    """Step of min ||J dq + e||² + lam_p||q + dq − q_GMR||² + mu||dq||² (the paper's objective,
+    linearised), with the same active-set treatment of joints pinned at a limit."""
+    hess = jac.T @ jac
+    hess[np.diag_indices_from(hess)] += mu + lam_p
+    grad = jac.T @ err + lam_p * (q - q_prior)
+    dq = -np.linalg.solve(hess, grad)
+    blocked = ((q <= lower + 1e-9) & (dq < 0)) | ((q >= upper - 1e-9) & (dq > 0))
+    if blocked.any():
+        hess[blocked, :] = 0.0
+        hess[:, blocked] = 0.0
+        hess[blocked, blocked] = 1.0
+        grad = grad.copy()
+        grad[blocked] = 0.0
+        dq = -np.linalg.solve(hess, grad)
+    return dq
+
+
+def _attempt(robot: RobotModel, target: pin.SE3, q0: np.ndarray, lower, upper, settings: IKSettings, q_prior, tol_pos, tol_rot,
+             regularise: bool = True):
     """One Levenberg-Marquardt descent from ``q0`` (steps that increase the error are rejected
     and the damping raised); returns (q, pos_err, rot_err, iterations)."""
     eye_n = np.eye(robot.nq)
@@ -73,7 +92,13 @@ def _attempt(robot: RobotModel, target: pin.SE3, q0: np.ndarray, lower, upper, s
             dq, jac_active, gram = _lm_step(jac, err, settings.damping, q, lower, upper)
             pinv = jac_active.T @ np.linalg.inv(gram)
             dq = dq + (eye_n - pinv @ jac_active) @ (-settings.posture_weight * (q - q_prior))
+        elif use_prior and regularise:
+            # the posture pull fades with the pose error, so the descent converges to an exact
+            # pose (e = 0) while the prior steers which of the arm's IK branches it lands on
+            lam_p = settings.posture_weight * min(1.0, float(np.sqrt(cost)))
+            dq = _regularised_step(jac, err, mu, lam_p, q, q_prior, lower, upper)
         else:
+            lam_p = 0.0
             dq, _, _ = _lm_step(jac, err, mu, q, lower, upper)
         step = float(np.abs(dq).max())
         if step > settings.max_step:
@@ -89,7 +114,11 @@ def _attempt(robot: RobotModel, target: pin.SE3, q0: np.ndarray, lower, upper, s
                 break  # the posture step would cost accuracy: keep the pose-exact q
             q, (err, pos_err, rot_err, jac) = q_new, new
             continue
-        if new_cost < cost:
+        if lam_p:
+            accept = new_cost + lam_p * float(np.sum((q_new - q_prior) ** 2)) < cost + lam_p * float(np.sum((q - q_prior) ** 2))
+        else:
+            accept = new_cost < cost
+        if accept:
             q, cost, (err, pos_err, rot_err, jac) = q_new, new_cost, new
             lam = max(lam * 0.3, 1e-9)
             reached = new_reached
@@ -129,7 +158,10 @@ def solve_dls(
     total_iters = 0
     for attempt in range(settings.restarts + 1):
         q0 = np.asarray(first, dtype=float) if attempt == 0 else rng.uniform(lower, upper)
-        q, pos_err, rot_err, iters = _attempt(robot, target, q0, lower, upper, settings, q_prior, tol_pos, tol_rot)
+        # every third restart descends without the posture pull (the prior only acts in the
+        # nullspace there): a prior that points at an infeasible branch cannot block success
+        q, pos_err, rot_err, iters = _attempt(robot, target, q0, lower, upper, settings, q_prior, tol_pos, tol_rot,
+                                              regularise=attempt % 3 != 2)
         total_iters += iters
         ok = pos_err <= tol_pos and rot_err <= tol_rot
         if best is None or ok or pos_err + 0.1 * rot_err < best[1] + 0.1 * best[2]:

@@ -4,7 +4,9 @@ Each waypoint starts from the previous solution (fast, and keeps the arm on the 
 branch) and is solved inside the box ``q_prev ± v_max·dt`` intersected with the joint limits,
 so the returned joint trajectory never exceeds the velocity limit. A waypoint that cannot be
 reached within tolerance under these limits is flagged in ``reachable`` with its residual error:
-callers decide what to do with it (the CLI refuses to write such a demo unless told to).
+callers decide what to do with it (the CLI refuses to write such a demo unless told to). At an
+unreachable waypoint (after the first) the arm holds its previous posture, so one bad target
+neither drags the arm into a strained pose nor breaks the following waypoints.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from .ik_types import IKSettings
 from .posture_prior import PosturePrior
 from .robot import RobotModel
 from .solve import solve_ik
-from .transforms import validate_poses
+from .transforms import pose_errors, validate_poses
 
 
 @dataclasses.dataclass
@@ -110,9 +112,12 @@ def solve_trajectory(
         res = solve_ik(robot, targets[t], solver=solver, q_init=q_init, q_prior=q_prior,
                        settings=settings if q_prev is None else warm_settings, rng=rng, lower=lower, upper=upper)
         times[t] = time.perf_counter() - start
-        q_out[t] = res.q
+        q_t = res.q
+        if not res.success and q_prev is not None:
+            q_t = q_prev  # hold still rather than strain toward a target that cannot be reached
+        achieved[t] = robot.fk_matrix(q_t)
+        pos_err[t], rot_err[t] = pose_errors(achieved[t], targets[t])
+        q_out[t] = q_t
         ok[t] = res.success
-        pos_err[t], rot_err[t] = res.position_error, res.orientation_error
-        achieved[t] = robot.fk_matrix(res.q)
-        q_prev = res.q
+        q_prev = q_t
     return TrajectoryResult(q_out, targets, achieved, pos_err, rot_err, ok, q_prior_all, timestamps, times)

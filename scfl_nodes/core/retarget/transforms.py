@@ -137,5 +137,7 @@ def pose_errors(actual: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.
     """Position error (m) and rotation angle error (rad) between pose arrays (..., 4, 4)."""
     pos = np.linalg.norm(actual[..., :3, 3] - target[..., :3, 3], axis=-1)
     rel = np.einsum("...ji,...jk->...ik", actual[..., :3, :3], target[..., :3, :3])
-    cos = np.clip((np.trace(rel, axis1=-2, axis2=-1) - 1.0) / 2.0, -1.0, 1.0)
-    return pos, np.arccos(cos)
+    cos = (np.trace(rel, axis1=-2, axis2=-1) - 1.0) / 2.0
+    skew = np.stack([rel[..., 2, 1] - rel[..., 1, 2], rel[..., 0, 2] - rel[..., 2, 0], rel[..., 1, 0] - rel[..., 0, 1]], -1)
+    sin = np.linalg.norm(skew, axis=-1) / 2.0
+    return pos, np.arctan2(sin, cos)  # accurate for small angles too (arccos is not)
