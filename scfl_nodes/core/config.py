@@ -357,6 +357,33 @@ class RosConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class CloudConfig:
+    """Cloud skill library / aggregator (``scfl cloud serve``, docs/cloud.md)."""
+
+    db_url: str = ""  # empty: sqlite:///<storage_dir>/scfl.db ; or postgresql://user@host/db
+    storage_dir: str = "${SCFL_HOME}/cloud"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_upload_mb: float = 32.0
+    prune_deltas: bool = False
+    public_status: bool = True
+    worker_poll_s: float = 0.5
+    fold_batch: int = 32
+
+    def __post_init__(self) -> None:
+        _check(self.db_url == "" or "://" in self.db_url, "cloud.db_url",
+               f"must be empty or a URL like sqlite:///path or postgresql://user@host/db, got {self.db_url!r}")
+        _check(1 <= self.port <= 65535, "cloud.port", f"must be in 1..65535, got {self.port}")
+        _check(self.max_upload_mb > 0, "cloud.max_upload_mb", "must be > 0")
+        _check(self.worker_poll_s > 0, "cloud.worker_poll_s", "must be > 0")
+        _check(self.fold_batch >= 1, "cloud.fold_batch", "must be >= 1")
+
+    @property
+    def storage_path(self) -> Path:
+        return expand_path(self.storage_dir)
+
+
+@dataclasses.dataclass(frozen=True)
 class ScflConfig:
     system: SystemConfig = dataclasses.field(default_factory=SystemConfig)
     tflops_budget: TflopsBudget = dataclasses.field(default_factory=TflopsBudget)
@@ -369,6 +396,7 @@ class ScflConfig:
     crypto: CryptoConfig = dataclasses.field(default_factory=CryptoConfig)
     federation: FederationConfig = dataclasses.field(default_factory=FederationConfig)
     ros: RosConfig = dataclasses.field(default_factory=RosConfig)
+    cloud: CloudConfig = dataclasses.field(default_factory=CloudConfig)
 
 
 def _build(cls: type, data: Any, key: str) -> Any:
