@@ -132,9 +132,9 @@ def run_fleet_cmd(args) -> int:
     elapsed = time.perf_counter() - start
     print()
     print(format_table(results))
-    diff = results.get("checks", {}).get("fedavg_enc_vs_plain_max_abs_weight_diff")
+    diff = results.get("checks", {}).get("encrypted_aggregate_max_abs_error")
     if diff is not None:
-        print(f"encrypted vs plaintext FedAvg: max |weight difference| = {diff:.2e} (fixed-point quantization only)")
+        print(f"encrypted vs plaintext aggregation of the same deltas: max |difference| = {diff:.2e} (fixed-point quantization)")
     print(f"\nfinished in {elapsed / 60:.1f} min")
     print(f"results: {out / 'results.json'}")
     for p in results.get("plots", []):

@@ -80,6 +80,9 @@ class EncryptedCloudTransport:
         self.bytes_up: dict[str, int] = defaultdict(int)
         self.crypto_seconds: dict[str, float] = defaultdict(float)
         self.cloud_seconds = 0.0
+        # Largest |encrypted sum - plaintext sum| / count seen (same clipped uploads): the
+        # "encryption changes nothing but quantization" check, per round, per tensor.
+        self.max_abs_error = 0.0
 
     def sum_round(self, tag: str, round_index: int, uploads: dict[str, dict[str, np.ndarray]]):
         from scfl_nodes.core.crypto import encrypt_delta
@@ -114,7 +117,10 @@ class EncryptedCloudTransport:
         self.cloud_seconds += time.perf_counter() - t0
         if count != len(uploads):
             raise RuntimeError(f"cloud aggregated {count} deltas for {skill_id} round {round_index}, expected {len(uploads)}")
-        return total, count
+        for k, v in total.items():
+            plain = sum(np.clip(np.asarray(u[k], dtype=np.float64), -self.clip, self.clip) for u in uploads.values())
+            self.max_abs_error = max(self.max_abs_error, float(np.max(np.abs(np.asarray(v, dtype=np.float64) - plain))) / count)
+        return {k: np.asarray(v, dtype=np.float32) for k, v in total.items()}, count
 
 
 def fedavg_per_skill(
