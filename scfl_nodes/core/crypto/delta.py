@@ -168,7 +168,7 @@ class EncryptedAggregate:
 
     def __init__(self, header: dict, state: Any):
         self.header = header
-        self._state = state  # rlwe: (a_sum, b_sum); tenseal: list[bytes] or list[BFVVector]
+        self._state = state  # rlwe: rlwe.RlweSum; tenseal: list[bytes] or list[BFVVector]
 
     count = property(lambda self: self.header["count"])
     robot_ids = property(lambda self: list(self.header["robot_ids"]))
@@ -186,8 +186,7 @@ class EncryptedAggregate:
 
     def _payload(self) -> bytes:
         if self.header["backend"] == "rlwe":
-            a_sum, b_sum = self._state
-            return rlwe.pack_coeffs(a_sum) + rlwe.pack_coeffs(b_sum)
+            return self._state.to_bytes()
         chunks = [c if isinstance(c, bytes) else c.serialize() for c in self._state]
         return tenseal_backend.pack_chunks(chunks)
 
@@ -208,7 +207,7 @@ class EncryptedAggregate:
                 raise TamperedError("encrypted aggregate: payload size does not match its shapes")
             a_sum = rlwe.unpack_coeffs(payload[: count * 6], count).reshape(-1, params.n)
             b_sum = rlwe.unpack_coeffs(payload[count * 6 :], count).reshape(-1, params.n)
-            return cls(header, (a_sum, b_sum))
+            return cls(header, rlwe.RlweSum.from_sums(params, a_sum, b_sum))
         if header["backend"] == "tenseal":
             return cls(header, tenseal_backend.unpack_chunks(payload))
         raise WrongBackendError(f"encrypted aggregate: unknown backend {header['backend']!r}")

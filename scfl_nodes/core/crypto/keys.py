@@ -149,7 +149,9 @@ class CloudContext:
         bound = quantized_bound(float(h["clip"]), params.scale)
         if aggregate is None:
             if params.backend == "rlwe":
-                state = self._rlwe_parts(delta)
+                seed, k = self._rlwe_check(delta)
+                state = rlwe.RlweSum(params, k)
+                state.add_ciphertext(seed, delta.payload)
             else:
                 state = tenseal_backend.load_vectors(self._tenseal_context(), tenseal_backend.unpack_chunks(delta.payload))
             header = {
@@ -195,10 +197,10 @@ class CloudContext:
                     f"t/2 = {params.max_abs_sum}; the round holds at most {ah['count']} uploads at this clip"
                 )
             if params.backend == "rlwe":
-                a, b = self._rlwe_parts(delta)
-                a_sum, b_sum = aggregate._state
-                log_q = int(params.log_q)
-                aggregate._state = (rlwe.add_mod_q(a_sum, a, log_q), rlwe.add_mod_q(b_sum, b, log_q))
+                seed, k = self._rlwe_check(delta)
+                if aggregate._state.shape[0] != k:
+                    raise TamperedError("encrypted aggregate and delta hold different numbers of polynomials")
+                aggregate._state.add_ciphertext(seed, delta.payload)
             else:
                 ctx = self._tenseal_context()
                 current = aggregate._state
@@ -230,7 +232,8 @@ class CloudContext:
         delta.verify(public_key_bytes)
         return self.add(aggregate, delta)
 
-    def _rlwe_parts(self, delta: EncryptedDelta) -> tuple[np.ndarray, np.ndarray]:
+    def _rlwe_check(self, delta: EncryptedDelta) -> tuple[bytes, int]:
+        """The seed of ``a`` and the polynomial count, after size checks."""
         params = self.params
         k = rlwe.num_polys(int(delta.header["num_values"]), params)
         try:
@@ -241,8 +244,7 @@ class CloudContext:
             raise TamperedError("encrypted delta: nonce must be 16 bytes")
         if len(delta.payload) != k * params.n * 6:
             raise TamperedError("encrypted delta: payload size does not match its shapes")
-        b = rlwe.unpack_coeffs(delta.payload, k * params.n).reshape(k, params.n)
-        return rlwe.expand_a(seed, k, params), b
+        return seed, k
 
     def __repr__(self) -> str:
         return f"CloudContext(backend={self.backend}, params={self.params_id}, key_id={self.key_id})"
@@ -324,8 +326,7 @@ class FleetSecretKey:
             raise IncompleteMaskError(f"masked round is missing robot(s) {', '.join(missing)}: masks do not cancel")
         n_values = int(h["num_values"])
         if self.backend == "rlwe":
-            a_sum, b_sum = aggregate._state
-            return self._secret.decrypt(a_sum, b_sum, n_values)
+            return self._secret.decrypt(aggregate._state.a_sum(), aggregate._state.b_sum(), n_values)
         state = aggregate._state
         if state and isinstance(state[0], bytes):
             state = tenseal_backend.load_vectors(self._secret, state)

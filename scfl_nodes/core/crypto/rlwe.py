@@ -188,6 +188,66 @@ class RlweSecret:
         return m
 
 
+class RlweSum:
+    """Running sum of RLWE ciphertexts, kept in split form so each add is one cheap pass.
+
+    Why: the cloud's per-upload cost is dominated by expanding ``a`` (SHAKE-128) and by
+    converting bytes to 48-bit integers. Instead of assembling each ``a`` and ``b`` and
+    reducing mod q, the three 16-bit words of ``a`` and the 32/16-bit halves of ``b``
+    are added straight from the byte buffers into uint64 accumulators (no overflow
+    before 2^32 uploads); reduction mod q happens once, when the sum is read.
+    """
+
+    def __init__(self, params: ParamSet, num_polys: int):
+        self.params = params
+        self.shape = (num_polys, params.n)
+        count = num_polys * params.n
+        self.a_words = np.zeros((count, 3), dtype=np.uint64)
+        self.b_low = np.zeros(count, dtype=np.uint64)
+        self.b_high = np.zeros(count, dtype=np.uint64)
+
+    @property
+    def count(self) -> int:
+        return self.b_low.size
+
+    def add_ciphertext(self, seed: bytes, payload: bytes) -> None:
+        count = self.count
+        if len(payload) != count * _BYTES_PER_COEFF:
+            raise ValueError(f"expected {count * _BYTES_PER_COEFF} payload bytes, got {len(payload)}")
+        raw_a = hashlib.shake_128(b"scfl-rlwe-a|" + seed).digest(count * _BYTES_PER_COEFF)
+        np.add(self.a_words, np.frombuffer(raw_a, dtype="<u2").reshape(count, 3), out=self.a_words)
+        np.add(self.b_low, np.frombuffer(payload, dtype="<u4", count=count), out=self.b_low)
+        np.add(self.b_high, np.frombuffer(payload, dtype="<u2", offset=4 * count), out=self.b_high)
+
+    def add_sum(self, other: RlweSum) -> None:
+        self.a_words += other.a_words
+        self.b_low += other.b_low
+        self.b_high += other.b_high
+
+    def a_sum(self) -> np.ndarray:
+        w = self.a_words
+        a = w[:, 0] + (w[:, 1] << np.uint64(16)) + (w[:, 2] << np.uint64(32))
+        return (a & np.uint64((1 << int(self.params.log_q)) - 1)).reshape(self.shape)
+
+    def b_sum(self) -> np.ndarray:
+        b = self.b_low + (self.b_high << np.uint64(32))
+        return (b & np.uint64((1 << int(self.params.log_q)) - 1)).reshape(self.shape)
+
+    def to_bytes(self) -> bytes:
+        return pack_coeffs(self.a_sum()) + pack_coeffs(self.b_sum())
+
+    @classmethod
+    def from_sums(cls, params: ParamSet, a_sum: np.ndarray, b_sum: np.ndarray) -> RlweSum:
+        out = cls(params, a_sum.size // params.n)
+        a = a_sum.reshape(-1)
+        for i in range(3):
+            out.a_words[:, i] = (a >> np.uint64(16 * i)) & np.uint64(0xFFFF)
+        b = b_sum.reshape(-1)
+        out.b_low[:] = b & np.uint64(0xFFFFFFFF)
+        out.b_high[:] = b >> np.uint64(32)
+        return out
+
+
 def add_mod_q(x: np.ndarray, y: np.ndarray, log_q: int) -> np.ndarray:
     out = x + y
     out &= np.uint64((1 << log_q) - 1)

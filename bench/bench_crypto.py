@@ -1,0 +1,245 @@
+"""Benchmark of encrypted skill deltas: robot-side encrypt+sign, upload size, cloud
+verify+add per robot, robot-side decrypt, and cloud aggregation throughput.
+
+Writes bench/results/crypto.json (+ crypto.png). Run: ``python bench/bench_crypto.py``
+(``--quick`` for a smoke run). Targets (ISSUE 3, this 2-core CPU): encrypt+sign < 0.1 s,
+upload <= 3.1 MB, cloud verify+add < 15 ms per robot, for a 0.5M-parameter delta.
+
+Throughput method: a pool of P distinct real uploads (distinct robots, each a fresh
+encryption of its own random delta, signed by its own Ed25519 key) is fed to the cloud
+N times in a cycle (N = 10, 100, 1000). Every add is the full cloud step: parse bytes
+(digest check), verify the signature, homomorphic add. Repeating a pool upload within
+one aggregate is a replay the cloud correctly rejects, so the bench resets only the
+aggregate's duplicate bookkeeping (robot ids, nonces) between cycles; the ciphertext
+sum itself keeps growing and is decrypted at the end and checked against the exact
+plaintext sum (each pool delta counted as often as it was added).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scfl_nodes.core.crypto import (  # noqa: E402
+    EncryptedAggregate,
+    EncryptedDelta,
+    encrypt_delta,
+    generate_fleet_keys,
+    generate_signing_key,
+    quantize,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SKILL_SHAPES = {  # a 0.5M-parameter residual skill: (512 obs + 7 action) -> 640 -> 256 -> 7
+    "net.0.weight": (640, 519),
+    "net.0.bias": (640,),
+    "net.2.weight": (256, 640),
+    "net.2.bias": (256,),
+    "net.4.weight": (7, 256),
+    "net.4.bias": (7,),
+}
+TARGETS = {"encrypt_sign_s": 0.1, "upload_bytes": 3.1e6, "cloud_verify_add_ms": 15.0}
+
+
+def random_delta(seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {k: (rng.standard_normal(s) * 0.02).astype(np.float32) for k, s in SKILL_SHAPES.items()}
+
+
+def timed(fn, repeats: int) -> tuple[list[float], object]:
+    times, out = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return times, out
+
+
+def summary(times: list[float], unit: float = 1.0) -> dict:
+    return {
+        "median": statistics.median(times) * unit,
+        "min": min(times) * unit,
+        "max": max(times) * unit,
+        "n": len(times),
+    }
+
+
+def bench_backend(backend: str, pool_size: int, sizes: list[int], repeats: int, progress: bool) -> dict:
+    from tqdm import tqdm
+
+    key = generate_fleet_keys(backend)
+    ctx = key.cloud_context()
+    clip, max_n = 1.0, max(sizes)
+    num_clients = min(max_n, key.max_clients(clip))
+    robots = [(f"robot-{i:03d}", generate_signing_key()) for i in range(pool_size)]
+    deltas = [random_delta(i) for i in range(pool_size)]
+    n_values = sum(int(np.prod(s)) for s in SKILL_SHAPES.values())
+
+    def encrypt(i: int) -> bytes:
+        robot_id, signer = robots[i]
+        return encrypt_delta(
+            key, deltas[i], skill_id="bench-skill", base_version=1, round_id=1, robot_id=robot_id,
+            signing_key=signer, clip=clip, num_clients=num_clients,
+        ).to_bytes()
+
+    # robot side: encrypt + sign + serialize (the pool upload i=0 repeatedly; fresh randomness each time)
+    encrypt(0)  # warm-up (FFT plans, SEAL pools)
+    enc_times, _ = timed(lambda: encrypt(0), repeats)
+    pool = []
+    for i in tqdm(range(pool_size), desc=f"{backend}: encrypting pool", disable=not progress):
+        pool.append(encrypt(i))
+    upload_bytes = len(pool[0])
+
+    def cloud_step(agg, blob, robot_index):
+        delta = EncryptedDelta.from_bytes(blob)
+        return ctx.verify_and_add(agg, delta, robots[robot_index][1].public_bytes(), round_id=1)
+
+    # cloud verify+add of one upload into a running sum (several distinct uploads)
+    agg = cloud_step(None, pool[0], 0)
+    add_times = []
+    for i in range(1, min(pool_size, repeats + 1)):
+        t0 = time.perf_counter()
+        agg = cloud_step(agg, pool[i], i)
+        add_times.append(time.perf_counter() - t0)
+    dec_times, _ = timed(lambda: key.decrypt_aggregate(agg), max(3, repeats // 2))
+
+    quantized = [quantize(d, clip, key.params.scale) for d in deltas]
+    throughput = {}
+    for n in sizes:
+        agg, expected = None, np.zeros(n_values, dtype=np.int64)
+        t0 = time.perf_counter()
+        for j in tqdm(range(n), desc=f"{backend}: cloud adds N={n}", disable=not progress, leave=False):
+            i = j % pool_size
+            if agg is not None and i == 0:  # next cycle: forget duplicates (see module docstring)
+                agg.header["robot_ids"].clear()
+                agg.header["nonces"].clear()
+            agg = cloud_step(agg, pool[i], i)
+            expected += quantized[i]
+        elapsed = time.perf_counter() - t0
+        agg_bytes = agg.to_bytes()
+        t1 = time.perf_counter()
+        total = key.decrypt_aggregate_quantized(EncryptedAggregate.from_bytes(agg_bytes))
+        dec = time.perf_counter() - t1
+        throughput[str(n)] = {
+            "robots": n,
+            "total_s": elapsed,
+            "per_robot_ms": elapsed / n * 1e3,
+            "robots_per_s": n / elapsed,
+            "aggregate_bytes": len(agg_bytes),
+            "decrypt_s": dec,
+            "exact": bool(np.array_equal(total, expected)),
+        }
+    enc = summary(enc_times)
+    add = summary(add_times, 1e3)
+    return {
+        "backend": backend,
+        "params_id": key.params_id,
+        "security_bits_estimate": round(key.params.security_bits, 1),
+        "values": n_values,
+        "encrypt_sign_s": enc,
+        "upload_bytes": upload_bytes,
+        "bytes_per_value": upload_bytes / n_values,
+        "cloud_verify_add_ms": add,
+        "decrypt_s": summary(dec_times),
+        "throughput": throughput,
+        "pool_size": pool_size,
+        "meets_targets": {
+            "encrypt_sign": enc["median"] < TARGETS["encrypt_sign_s"],
+            "upload": upload_bytes <= TARGETS["upload_bytes"],
+            "cloud_verify_add": add["median"] < TARGETS["cloud_verify_add_ms"],
+        },
+    }
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for name, r in results["backends"].items():
+        sizes = [v["robots"] for v in r["throughput"].values()]
+        axes[0].plot(sizes, [v["per_robot_ms"] for v in r["throughput"].values()], "o-", label=name)
+    axes[0].axhline(TARGETS["cloud_verify_add_ms"], color="gray", ls="--", label="target 15 ms")
+    axes[0].set(xscale="log", xlabel="robots in the round", ylabel="cloud verify+add per robot [ms]")
+    axes[0].legend()
+    names = list(results["backends"])
+    enc = [results["backends"][n]["encrypt_sign_s"]["median"] * 1e3 for n in names]
+    up = [results["backends"][n]["upload_bytes"] / 1e6 for n in names]
+    x = np.arange(len(names))
+    axes[1].bar(x - 0.2, enc, 0.4, label="encrypt+sign [ms]")
+    axes[1].bar(x + 0.2, up, 0.4, label="upload [MB]")
+    axes[1].set_xticks(x, names)
+    axes[1].set_title("0.5M-parameter delta, robot side")
+    axes[1].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small smoke run (N up to 100, few repeats)")
+    parser.add_argument("--backends", default="rlwe,tenseal")
+    parser.add_argument("--out", default=str(RESULTS / "crypto.json"))
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    sizes = [10, 100] if args.quick else [10, 100, 1000]
+    load_before = os.getloadavg()
+    results = {
+        "bench": "crypto",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {
+            "cpu": _cpu_model(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "loadavg_before": load_before,
+        },
+        "delta": {"shapes": {k: list(v) for k, v in SKILL_SHAPES.items()}},
+        "targets": TARGETS,
+        "method": __doc__.split("\n\n")[2].replace("\n", " "),
+        "paper_naive_lwe_upload_bytes": sum(int(np.prod(s)) for s in SKILL_SHAPES.values()) * (1024 + 1) * 4,
+        "backends": {},
+    }
+    for backend in args.backends.split(","):
+        repeats = 3 if args.quick else (9 if backend == "rlwe" else 5)
+        pool = 10 if args.quick else 20
+        results["backends"][backend] = bench_backend(backend, pool, sizes, repeats, not args.no_progress)
+    results["machine"]["loadavg_after"] = os.getloadavg()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, out.with_suffix(".png"))
+    for name, r in results["backends"].items():
+        print(
+            f"{name:8s} encrypt+sign {r['encrypt_sign_s']['median'] * 1e3:6.1f} ms  upload {r['upload_bytes'] / 1e6:5.2f} MB  "
+            f"verify+add {r['cloud_verify_add_ms']['median']:5.1f} ms  decrypt {r['decrypt_s']['median'] * 1e3:6.1f} ms  "
+            + "  ".join(f"N={k}: {v['per_robot_ms']:.1f} ms/robot exact={v['exact']}" for k, v in r["throughput"].items())
+        )
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+    return 0
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
