@@ -70,9 +70,13 @@ class PinkIK:
         pos, rot = self._errors(target)
         history = []
         it = 0
+        polished = False
         for it in range(1, settings.max_iterations + 1):
             if pos <= tol_pos and rot <= tol_rot:
-                break
+                if polished or (pos <= 0.1 * tol_pos and rot <= 0.1 * tol_rot):
+                    break
+                polished = True  # one more step: a margin below the tolerance costs ~0.1 ms
+                q_reached, pos_reached, rot_reached = q, pos, rot
             cost = pos + 0.1 * rot
             history.append(cost)
             crawling = len(history) > 12 and cost > 0.25 * history[-12]
@@ -93,6 +97,8 @@ class PinkIK:
             q = np.minimum(np.maximum(q + dq, lower), upper)
             conf.update(q)
             pos, rot = self._errors(target)
+        if polished and not (pos <= tol_pos and rot <= tol_rot):
+            return q_reached, pos_reached, rot_reached, it  # the polishing step made it worse
         return q, pos, rot, it
 
     def solve(self, target, q_init=None, *, q_prior=None, settings: IKSettings = IKSettings(),
