@@ -202,10 +202,14 @@ class Diagnostics:
             self._level, self._message = level, message
             self._values.update({k: str(v) for k, v in values.items()})
         if changed:
-            log = {self.OK: self._node.get_logger().info, self.WARN: self._node.get_logger().warning}.get(
-                level, self._node.get_logger().error
-            )
-            log(f"status {self._NAMES[level]}: {message}")
+            # one call site per severity: rclpy refuses a severity change at the same call site
+            text = f"status {self._NAMES[level]}: {message}"
+            if level == self.OK:
+                self._node.get_logger().info(text)
+            elif level == self.WARN:
+                self._node.get_logger().warning(text)
+            else:
+                self._node.get_logger().error(text)
             self.publish()
 
     def update(self, **values: Any) -> None:
@@ -296,8 +300,12 @@ def run_node(node_factory: Callable[[], Any], name: str, args: list[str] | None 
     argv = list(sys.argv if args is None else args)
     if "--params-file" not in argv:
         params = default_params_file()
-        if params is not None:
-            argv = argv + (["--ros-args"] if "--ros-args" not in argv else []) + ["--params-file", str(params)]
+        if params is not None:  # first, so that later -p / --params-file arguments override it
+            if "--ros-args" in argv:
+                i = argv.index("--ros-args") + 1
+                argv = argv[:i] + ["--params-file", str(params)] + argv[i:]
+            else:
+                argv = argv + ["--ros-args", "--params-file", str(params)]
     try:
         ensure_interfaces()
     except InterfacesNotBuiltError as exc:

@@ -1,0 +1,210 @@
+"""vla_node: frozen base VLA inference on camera frames -> ``scfl_interfaces/BaseAction``.
+
+Inference runs on its own thread, never in an executor callback: the image callback only
+stores the newest frame (older unprocessed frames are dropped and counted), so a slow model
+lowers the base-action rate but never blocks the control loop in skill_node, which always
+uses the latest base action and knows its age (``BaseAction.age_ms`` and header stamp =
+image stamp). The low-dimensional state that goes with a frame (``Observation``, same stamp)
+is paired by stamp; the instruction comes from a parameter or the latched ``/scfl/instruction``.
+"""
+
+from __future__ import annotations
+
+import collections
+import inspect
+import threading
+import time
+
+import numpy as np
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+
+from scfl_nodes.nodes.common import (
+    Diagnostics,
+    NodeConfigError,
+    Param,
+    declare_params,
+    image_to_numpy,
+    latched_qos,
+    run_node,
+    sensor_qos,
+)
+
+PARAMS = [
+    Param("model", "scfl-metaworld-base", "base VLA name in the scfl_nodes.core.vla registry"),
+    Param("backend", "torch", "inference backend of the base VLA (e.g. torch, onnxruntime)"),
+    Param("device", "cpu", "torch device for torch backends"),
+    Param("image_topic", "/camera/camera/color/image_raw", "camera image input (sensor_msgs/Image)"),
+    Param("observation_topic", "/scfl/observation_state", "state input paired with images by stamp (scfl_interfaces/Observation)"),
+    Param("use_observation", True, "the model needs the low-dimensional state (False: image-only models)"),
+    Param("instruction", "", "task instruction; empty = take it from instruction_topic"),
+    Param("instruction_topic", "/scfl/instruction", "latched std_msgs/String with the current task instruction"),
+    Param("output_topic", "/scfl/base_action", "published base actions (scfl_interfaces/BaseAction)"),
+    Param("pairing_wait_ms", 200.0, "how long to wait for the state with the image's stamp before using the latest one", min=0.0, max=5000.0),
+    Param("image_timeout_s", 2.0, "diagnostics WARN when no image arrived for this long", min=0.1, max=600.0),
+    Param("torch_threads", 1, "torch intra-op threads (keep small next to the control loop)", min=1, max=64),
+]
+
+
+def load_policy(model: str, backend: str, device: str):
+    """The base policy from the ISSUE 7 registry (``act(obs, instruction) -> (action, embedding)``)."""
+    try:
+        from scfl_nodes.core import vla
+    except ImportError as exc:
+        raise NodeConfigError(f"the VLA registry scfl_nodes.core.vla is not available ({exc})") from None
+    loader = getattr(vla, "load_base_policy", None)
+    if loader is None:
+        raise NodeConfigError("scfl_nodes.core.vla has no load_base_policy() (VLA registry not installed)")
+    kwargs = {}
+    sig = inspect.signature(loader)
+    if "backend" in sig.parameters:
+        kwargs["backend"] = backend
+    elif backend not in ("torch", ""):
+        raise NodeConfigError(f"parameter 'backend': this VLA registry only offers torch, got {backend!r}")
+    if "device" in sig.parameters:
+        kwargs["device"] = device
+    try:
+        return loader(model, **kwargs)
+    except (KeyError, ValueError, FileNotFoundError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        raise NodeConfigError(f"cannot load base VLA {model!r} with backend {backend!r}: {msg}") from None
+
+
+class VlaNode(Node):
+    def __init__(self):
+        super().__init__("vla_node")
+        from std_msgs.msg import String
+        from sensor_msgs.msg import Image
+
+        from scfl_interfaces.msg import BaseAction, Observation
+
+        self.p = declare_params(self, PARAMS)
+        import torch
+
+        torch.set_num_threads(self.p["torch_threads"])
+        self.diag = Diagnostics(self, f"vla:{self.p['model']}")
+        t0 = time.monotonic()
+        self.policy = load_policy(self.p["model"], self.p["backend"], self.p["device"])
+        self.get_logger().info(f"loaded base VLA {self.p['model']} ({self.p['backend']}) in {time.monotonic() - t0:.1f} s")
+        self._BaseAction = BaseAction
+        self._cv = threading.Condition()
+        self._latest_image = None  # (stamp_ns, header, image)
+        self._states: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
+        self._instruction = self.p["instruction"] or None
+        self.frames_in = self.frames_dropped = self.actions_out = 0
+        self._last_image_wall = None
+        self._sequence = 0
+        self._stop = threading.Event()
+        group = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(Image, self.p["image_topic"], self._on_image, sensor_qos(), callback_group=group)
+        if self.p["use_observation"]:
+            self.create_subscription(Observation, self.p["observation_topic"], self._on_state, 50, callback_group=group)
+        if not self.p["instruction"]:
+            self.create_subscription(String, self.p["instruction_topic"], self._on_instruction, latched_qos(), callback_group=group)
+        self.pub = self.create_publisher(BaseAction, self.p["output_topic"], 10)
+        self.create_timer(0.5, self._check_health, callback_group=MutuallyExclusiveCallbackGroup())
+        self._worker = threading.Thread(target=self._infer_loop, name="vla-inference", daemon=True)
+        self._worker.start()
+        self.diag.set(Diagnostics.WARN, f"waiting for images on {self.p['image_topic']}")
+
+    # ------------------------------------------------------------------ callbacks (cheap)
+    def _on_image(self, msg) -> None:
+        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        with self._cv:
+            if self._latest_image is not None:
+                self.frames_dropped += 1
+            self._latest_image = (stamp_ns, msg.header, msg)
+            self.frames_in += 1
+            self._last_image_wall = time.monotonic()
+            self._cv.notify_all()
+
+    def _on_state(self, msg) -> None:
+        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        with self._cv:
+            self._states[stamp_ns] = np.asarray(msg.state, dtype=np.float32)
+            while len(self._states) > 100:
+                self._states.popitem(last=False)
+            self._cv.notify_all()
+
+    def _on_instruction(self, msg) -> None:
+        if msg.data != self._instruction:
+            self.get_logger().info(f"instruction: {msg.data!r}")
+        self._instruction = msg.data
+
+    # ------------------------------------------------------------------ inference thread
+    def _state_for(self, stamp_ns: int):
+        """The state stamped like the image; waits briefly for it, else the newest one."""
+        deadline = time.monotonic() + self.p["pairing_wait_ms"] / 1000.0
+        with self._cv:
+            while stamp_ns not in self._states and not self._stop.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cv.wait(left)
+            if stamp_ns in self._states:
+                return self._states[stamp_ns], True
+            return (next(reversed(self._states.values())) if self._states else None), False
+
+    def _infer_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._cv:
+                while self._latest_image is None and not self._stop.is_set():
+                    self._cv.wait(0.2)
+                if self._stop.is_set():
+                    return
+                stamp_ns, header, msg = self._latest_image
+                self._latest_image = None
+            instruction = self._instruction
+            if instruction is None:
+                self.diag.set(Diagnostics.WARN, f"no instruction yet (parameter or {self.p['instruction_topic']})")
+                continue
+            try:
+                if self.p["use_observation"]:
+                    state, exact = self._state_for(stamp_ns)
+                    if state is None:
+                        self.diag.set(Diagnostics.WARN, f"no state on {self.p['observation_topic']} yet")
+                        continue
+                    obs = state
+                else:
+                    obs, exact = image_to_numpy(msg), True
+                t0 = time.perf_counter()
+                action, embedding = self.policy.act(obs[None], [instruction])
+                infer_ms = (time.perf_counter() - t0) * 1000.0
+            except Exception as exc:  # a bad frame must not kill the node
+                self.diag.set(Diagnostics.ERROR, f"inference failed: {type(exc).__name__}: {exc}")
+                continue
+            out = self._BaseAction()
+            out.header = header
+            out.instruction = instruction
+            out.action = np.asarray(action, dtype=np.float32).reshape(-1).tolist()
+            out.observation_embedding = np.asarray(embedding, dtype=np.float32).reshape(-1).tolist()
+            out.inference_time_ms = float(infer_ms)
+            now_ns = self.get_clock().now().nanoseconds
+            out.age_ms = float((now_ns - stamp_ns) / 1e6)
+            out.sequence = self._sequence
+            out.backend = self.p["backend"]
+            self._sequence += 1
+            self.pub.publish(out)
+            self.actions_out += 1
+            self.diag.update(actions=self.actions_out, frames=self.frames_in, dropped=self.frames_dropped,
+                             inference_ms=f"{infer_ms:.2f}", state_paired_exactly=exact)
+            if self.diag.level != Diagnostics.OK:
+                self.diag.set(Diagnostics.OK, "running")
+
+    def _check_health(self) -> None:
+        last = self._last_image_wall
+        if last is not None and time.monotonic() - last > self.p["image_timeout_s"]:
+            self.diag.set(Diagnostics.WARN, f"no images on {self.p['image_topic']} for {time.monotonic() - last:.1f} s")
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        with self._cv:
+            self._cv.notify_all()
+
+
+def main(args=None) -> int:
+    return run_node(VlaNode, "vla_node", args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
