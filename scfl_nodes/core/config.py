@@ -198,6 +198,7 @@ class FleetConfig:
     methods: tuple[str, ...] = FLEET_METHODS
     workers: int = 2
     output_dir: str = "${SCFL_HOME}/fleet"
+    base_policy: str = "scfl-metaworld-base"  # registry name or directory of a frozen base policy
 
     def __post_init__(self) -> None:
         _check(len(self.tasks) >= 1, "fleet.tasks", "must name at least one task")
@@ -229,6 +230,7 @@ class FleetConfig:
         unknown = [m for m in self.methods if m not in FLEET_METHODS]
         _check(not unknown, "fleet.methods", f"unknown method(s) {unknown}; known: {', '.join(FLEET_METHODS)}")
         _check(len(self.methods) >= 1, "fleet.methods", "must name at least one method")
+        _check(bool(self.base_policy), "fleet.base_policy", "must name a base policy")
 
     @property
     def path(self) -> Path:

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import federation as fed
 from .bank import SkillBank, train_bank, train_bc
-from .policy import BASE_POLICY_NAME, EvalJob, Evaluator, PolicySpec, skills_spec
+from .policy import EvalJob, Evaluator, PolicySpec, skills_spec
 from .results import make_plots, mean_std, write_json
 from .robots import RobotSpec, build_fleet, demo_seed, eval_seed
 
@@ -100,7 +100,10 @@ class FleetRun:
         return v
 
     def _skill_specs(self, state_of: Callable[[str], dict], routing, dims) -> dict:
-        return {(r.robot_id, t): skills_spec(state_of(r.robot_id), dims, *routing[t]) for r in self.robots for t in r.tasks}
+        return {(r.robot_id, t): self._spec(state_of(r.robot_id), dims, routing[t]) for r in self.robots for t in r.tasks}
+
+    def _spec(self, state, dims, route) -> PolicySpec:
+        return skills_spec(state, dims, route[0], route[1], base_name=self.cfg.base_policy)
 
     # ------------------------------------------------------------------ methods
     def _run_local(self, seed, demos, routing, dims, init_state) -> MethodOutcome:
@@ -114,7 +117,7 @@ class FleetRun:
                 out.train_seconds[robot.robot_id] += m["train_seconds"]
                 state = bank.state()
                 for t in robot.tasks:
-                    out.curve[r][(robot.robot_id, t)] = skills_spec(state, dims, *routing[t])
+                    out.curve[r][(robot.robot_id, t)] = self._spec(state, dims, routing[t])
             out.policies.update({k: v for k, v in out.curve[-1].items() if k[0] == robot.robot_id})
             out.bytes_up[robot.robot_id] = 0
         return out
@@ -196,7 +199,7 @@ class FleetRun:
         t_start = time.perf_counter()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         torch.set_num_threads(1)
-        base = load_base_policy(BASE_POLICY_NAME)
+        base = load_base_policy(cfg.base_policy)
         need_cloud = any(m in ENCRYPTED for m in self.methods)
         per_seed: list[dict] = []
         accounting: dict[str, dict] = {m: {} for m in self.methods}
@@ -240,7 +243,7 @@ class FleetRun:
                     for method in self.methods:
                         routing = routings[ROUTER_OF.get(method, "learned")]
                         if method == "base":
-                            outcomes[method] = MethodOutcome({(r.robot_id, t): PolicySpec("base") for r in self.robots for t in r.tasks})
+                            outcomes[method] = MethodOutcome({(r.robot_id, t): PolicySpec("base", base_name=cfg.base_policy) for r in self.robots for t in r.tasks})
                         elif method == "local":
                             outcomes[method] = self._run_local(seed, demos, routing, dims, init_state)
                         elif method == "centralized":
@@ -395,7 +398,7 @@ class FleetRun:
                 "max_path_length": cfg.max_path_length,
                 "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()},
                 "robots": [dataclasses.asdict(r) for r in self.robots],
-                "base_policy": BASE_POLICY_NAME,
+                "base_policy": cfg.base_policy,
                 "runtime_s": runtime,
                 "timings_s": timings,
                 "eval_episodes_run": evaluator.episodes_run,
