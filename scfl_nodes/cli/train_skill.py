@@ -46,9 +46,7 @@ def _positive(name: str, value, minimum=1):
 def run(args: argparse.Namespace) -> int:
     from . import CliError
     from ..core.config import ConfigError, load_config
-    from ..core.skills import SkillLibrary, SkillPackage, SkillPackageError
-    from ..core.training import (DemonstrationError, episodes_task_descriptions, load_demonstrations,
-                                 train_residual_skill)
+    from ..core.training import DemonstrationError, episodes_task_descriptions, load_demonstrations
 
     if not args.skill_name.strip():
         raise CliError("--skill-name must not be empty")
@@ -70,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
         episodes = load_demonstrations(args.demonstrations)
     except DemonstrationError as exc:
         raise CliError(str(exc)) from None
+
+    from ..core.skills import SkillLibrary, SkillPackage, SkillPackageError  # torch: after input checks
+    from ..core.training import train_residual_skill
 
     library = SkillLibrary(args.library or cfg.skill_library.path, max_skills=cfg.skill_library.max_skills)
     try:

@@ -313,6 +313,14 @@ class MoESkillRouter(_RouterBase):
     def _losses(self, logits, labels):
         return F.cross_entropy(logits, labels), self.load_balance_loss(logits)
 
+    def dispatch(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Differentiable ``(dense weights, dispatch mask, probabilities)`` for joint training."""
+        probs = torch.softmax(logits, dim=-1)
+        values, indices = probs.topk(self.top_k, dim=-1)
+        dense = torch.zeros_like(probs).scatter(1, indices, values / values.sum(-1, keepdim=True))
+        mask = torch.zeros_like(probs).scatter(1, indices, 1.0)
+        return dense, mask, probs
+
     @torch.no_grad()
     def route(self, task_embedding, top_k: int | None = None, use_fallback: bool = True
               ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -409,6 +417,13 @@ class DualGatingRouter(_RouterBase):
         expert_side = F.binary_cross_entropy_with_logits((s - self.thresholds()) / self.THRESHOLD_TEMPERATURE, target)
         task = F.cross_entropy(logits, labels) + expert_side
         return task, load_balance_loss(s, self.active_mask(s.detach()).to(s.dtype))
+
+    def dispatch(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Differentiable ``(dense weights, activation mask, scores)`` for joint training."""
+        s = torch.softmax(logits, dim=-1)
+        mask = self.active_mask(s.detach()).to(s.dtype)
+        gated = s * mask
+        return gated / gated.sum(-1, keepdim=True), mask, s
 
     @torch.no_grad()
     def route(self, task_embedding, use_fallback: bool = True, prev_scores=None):
