@@ -8,33 +8,52 @@ import os
 import sys
 from pathlib import Path
 
-from .settings import DEFAULT_MAX_UPLOAD_BYTES, CloudSettings, default_cloud_home, load_or_create_admin_token
+from .settings import CloudSettings, default_cloud_home, load_or_create_admin_token
 
 
-def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+def add_serve_arguments(p: argparse.ArgumentParser, default_config: str | None = None) -> None:
+    """Flags override the ``cloud:`` section of the config file, which overrides the built-in defaults."""
     home = default_cloud_home()
+    p.add_argument("--config", default=default_config,
+                   help="scfl.yaml whose `cloud:` section gives the defaults" + (
+                       f" (default {default_config})" if default_config else " (default: built-in defaults)"))
     p.add_argument("--db", default=None,
                    help=f"SQLAlchemy URL: sqlite:///path or postgresql://user@host/db (default sqlite:///{home}/scfl.db)")
     p.add_argument("--storage", default=None, help=f"directory for ciphertext blobs (default {home})")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: loopback only)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default=None, help="bind address (default 127.0.0.1: loopback only)")
+    p.add_argument("--port", type=int, default=None, help="TCP port (default 8000)")
     p.add_argument("--admin-token", default=None,
                    help="admin bearer token (default: $SCFL_CLOUD_ADMIN_TOKEN, else created in <storage>/admin_token)")
-    p.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_BYTES / 2**20,
-                   help="largest accepted upload in MiB (default 32)")
-    p.add_argument("--prune-deltas", action="store_true", help="delete delta ciphertexts once their round is published")
-    p.add_argument("--private-status", action="store_true", help="require a token for / and /cloud/status")
+    p.add_argument("--max-upload-mb", type=float, default=None, help="largest accepted upload in MiB (default 32)")
+    p.add_argument("--prune-deltas", action="store_true", default=None,
+                   help="delete delta ciphertexts once their round is published")
+    p.add_argument("--private-status", action="store_true", default=None, help="require a token for / and /cloud/status")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
 
+def _cloud_config(args: argparse.Namespace):
+    from scfl_nodes.core.config import CloudConfig, load_config
+
+    return load_config(args.config).cloud if args.config else CloudConfig()
+
+
 def settings_from_args(args: argparse.Namespace) -> CloudSettings:
-    storage = Path(os.path.expanduser(args.storage)) if args.storage else default_cloud_home()
+    """Merge flags over the config file; raises ValueError (incl. ConfigError) with one line."""
+    cfg = _cloud_config(args)
+    storage = Path(os.path.expanduser(args.storage)) if args.storage else cfg.storage_path
     storage.mkdir(parents=True, exist_ok=True)
-    db = args.db or f"sqlite:///{storage / 'scfl.db'}"
+    db = args.db or cfg.db_url or f"sqlite:///{storage / 'scfl.db'}"
     token = args.admin_token or os.environ.get("SCFL_CLOUD_ADMIN_TOKEN") or load_or_create_admin_token(storage)
+    max_mb = args.max_upload_mb if args.max_upload_mb is not None else cfg.max_upload_mb
+    if args.host is None:
+        args.host = cfg.host
+    if args.port is None:
+        args.port = cfg.port
     return CloudSettings(db_url=db, storage_dir=storage, admin_token=token,
-                         max_upload_bytes=int(round(args.max_upload_mb * 2**20)), prune_deltas_after_publish=args.prune_deltas,
-                         public_status=not args.private_status)
+                         max_upload_bytes=int(round(max_mb * 2**20)),
+                         prune_deltas_after_publish=bool(args.prune_deltas) or cfg.prune_deltas,
+                         public_status=not args.private_status and cfg.public_status,
+                         worker_poll_s=cfg.worker_poll_s, fold_batch=cfg.fold_batch)
 
 
 def serve(settings: CloudSettings, host: str, port: int, log_level: str = "info") -> None:
@@ -43,7 +62,11 @@ def serve(settings: CloudSettings, host: str, port: int, log_level: str = "info"
     from .app import create_app
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     app = create_app(settings)  # migrates before the port opens
+    db = settings.db_url.split("@")[-1]  # never print a password from the URL
+    print(f"scfl cloud: serving on http://{host}:{port} (db {db}, storage {settings.storage_dir})",
+          file=sys.stderr, flush=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
 
 def register(subparsers) -> None:
@@ -15,8 +14,9 @@ def register(subparsers) -> None:
 
     serve = sub.add_parser("serve", help="run the server (migrates the database first)")
     from scfl_cloud.server import add_serve_arguments
+    from scfl_nodes.core.config import default_config_path
 
-    add_serve_arguments(serve)
+    add_serve_arguments(serve, default_config=str(default_config_path()))
     serve.set_defaults(func=_serve)
 
     admin = sub.add_parser("admin", help="fleet management through the HTTP API (needs the admin token)")
@@ -47,16 +47,17 @@ def _serve(args: argparse.Namespace) -> int:
     from scfl_nodes.cli import CliError
     from scfl_cloud.server import serve, settings_from_args
 
+    if args.config and not os.path.isfile(args.config):
+        raise CliError(f"config file {args.config} does not exist")
     try:
         settings = settings_from_args(args)
     except (ValueError, OSError) as exc:
-        raise CliError(str(exc)) from None
-    print(f"scfl cloud: serving on http://{args.host}:{args.port} (db {settings.db_url.split('@')[-1]}, "
-          f"storage {settings.storage_dir})", file=sys.stderr)
+        raise CliError(str(exc).strip().splitlines()[0]) from None
     try:
         serve(settings, args.host, args.port, args.log_level)
     except Exception as exc:  # e.g. database unreachable: one line, not a traceback
-        raise CliError(f"{type(exc).__name__}: {exc}") from None
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise CliError(f"cannot start the cloud: {type(exc).__name__}: {first}") from None
     return 0
 
 
