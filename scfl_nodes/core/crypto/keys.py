@@ -45,15 +45,14 @@ def quantize(tensors: dict[str, np.ndarray], clip: float, scale: int) -> np.ndar
     """Flatten, clip to [-clip, clip] and round to integers of ``scale`` (int64)."""
     if not tensors:
         raise InvalidDeltaError("delta has no tensors")
-    parts = []
-    for name, value in tensors.items():
-        arr = np.asarray(value, dtype=np.float64).reshape(-1)
-        if not np.all(np.isfinite(arr)):
-            raise InvalidDeltaError(f"tensor {name!r} contains NaN or inf")
-        parts.append(arr)
-    flat = np.concatenate(parts)
+    flat = np.concatenate([np.ravel(np.asarray(v)) for v in tensors.values()]).astype(np.float64)
+    if not np.isfinite(flat).all():
+        bad = [k for k, v in tensors.items() if not np.all(np.isfinite(np.asarray(v, dtype=np.float64)))]
+        raise InvalidDeltaError(f"tensor(s) {', '.join(map(repr, bad))} contain NaN or inf")
     np.clip(flat, -clip, clip, out=flat)
-    return np.rint(flat * scale).astype(np.int64)
+    flat *= scale
+    np.rint(flat, out=flat)
+    return flat.astype(np.int64)
 
 
 def dequantize(values: np.ndarray, shapes: list, scale: int) -> dict[str, np.ndarray]:
@@ -413,7 +412,10 @@ def encrypt_delta(
         tensors = {k: np.asarray(v, dtype=np.float64) * weight for k, v in tensors.items()}
     quantized = quantize(tensors, clip, params.scale)
     t = params.plain_modulus
-    plain = np.mod(quantized, t).astype(np.uint64)
+    if t & (t - 1) == 0:  # power of two: two's complement bits are already the residue mod t
+        plain = quantized.view(np.uint64) & np.uint64(t - 1)
+    else:
+        plain = np.mod(quantized, t).astype(np.uint64)
     if mask is not None:
         mask = np.asarray(mask, dtype=np.uint64).reshape(-1)
         if mask.size != plain.size:

@@ -33,6 +33,8 @@ from .rng import RandomSource
 
 _BYTES_PER_COEFF = 6  # 48-bit coefficients on the wire
 _LIMB_BITS = 24
+_ROUND_MAGIC = 1.5 * 2.0**52
+_ROUND_MAGIC_BITS = np.array([_ROUND_MAGIC]).view(np.int64)[0]
 
 
 def _fft():
@@ -78,8 +80,12 @@ class NegacyclicMultiplier:
         spectrum *= self.s_hat
         y = self._inverse(spectrum)
         y *= self.untwist
-        low = np.rint(y.real).astype(np.int64)
-        high = np.rint(y.imag).astype(np.int64)
+        # round-to-nearest via the 1.5*2^52 trick: adding it leaves the integer in the
+        # low mantissa bits (valid for |x| < 2^51; limb products are < 2^35)
+        low = (y.real + _ROUND_MAGIC).view(np.int64)
+        low -= _ROUND_MAGIC_BITS
+        high = (y.imag + _ROUND_MAGIC).view(np.int64)
+        high -= _ROUND_MAGIC_BITS
         low += high << _LIMB_BITS
         low &= self.mask
         return low.view(np.uint64)
@@ -165,16 +171,12 @@ class RlweSecret:
         """Encrypt values already reduced mod t (uint64, any length); returns ``b`` uint64 (k, n)."""
         p = self.params
         k = num_polys(plain_mod_t.size, p)
-        m = np.zeros(k * p.n, dtype=np.uint64)
-        m[: plain_mod_t.size] = plain_mod_t
-        a = expand_a(seed, k, p)
-        b = self._mul.multiply(a)
-        e = rng.gaussian(k * p.n, p.sigma).reshape(k, p.n)
-        delta_shift = np.uint64(int(p.log_q) - p.plain_modulus.bit_length() + 1)  # q/t = 2^(logq - logt)
-        b += e.view(np.uint64)  # two's complement add, reduced by the mask below
-        b += m.reshape(k, p.n) << delta_shift
+        b = self._mul.multiply(expand_a(seed, k, p)).reshape(-1)
+        b += rng.gaussian(k * p.n, p.sigma).view(np.uint64)  # two's complement; reduced below
+        shift = np.uint64(int(p.log_q) - (p.plain_modulus.bit_length() - 1))  # q/t = 2^shift
+        b[: plain_mod_t.size] += plain_mod_t.astype(np.uint64, copy=False) << shift
         b &= np.uint64(self.q - 1)
-        return b
+        return b.reshape(k, p.n)
 
     def decrypt(self, a_sum: np.ndarray, b_sum: np.ndarray, num_values: int) -> np.ndarray:
         """Centered plaintext sum (int64) of the first ``num_values`` coefficients."""
