@@ -197,7 +197,7 @@ class SkillPackage:
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous().clone() for k, v in self.module.state_dict().items()}
         weights_path = directory / WEIGHTS_FILE
-        save_file(tensors, str(weights_path), metadata={"skill_id": self.skill_id, "version": str(self.version)})
+        save_file(tensors, str(weights_path))  # no header metadata: keeps the file (and its hash) deterministic
         manifest = dataclasses.replace(self.manifest, weights_sha256=_sha256_file(weights_path))
         data = manifest.to_dict()
         data["manifest_sha256"] = hashlib.sha256(_canonical(data)).hexdigest()
