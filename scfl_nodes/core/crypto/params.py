@@ -101,7 +101,7 @@ PARAM_SETS: dict[str, ParamSet] = {
             log_q=48,
             plain_modulus=1 << 32,
             scale_bits=15,
-            note="default: ~150-bit (log q 48 <= 54 at n=2048), exact sums of up to 65536 clients at clip 1.0",
+            note="default: ~150-bit (log q 48 <= 54 at n=2048), exact sums of up to 65535 clients at clip 1.0",
         ),
         ParamSet(
             "rlwe-n1024-q32-t16-paper",
@@ -129,7 +129,7 @@ PARAM_SETS: dict[str, ParamSet] = {
             plain_modulus=67084289,  # prime, = 1 mod 8192 (batching), ~2^26
             scale_bits=15,
             coeff_mod_bit_sizes=(40, 40),
-            note="default TenSEAL: BFV N=4096 [40,40], t~2^26: 1024 clients at clip 1.0",
+            note="default TenSEAL: BFV N=4096 [40,40], t~2^26: 1023 clients at clip 1.0",
         ),
         ParamSet(
             "bfv-n4096-q80-t786433",
