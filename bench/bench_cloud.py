@@ -1,0 +1,225 @@
+"""Load test of the cloud aggregator on loopback: N robots upload 3 MB encrypted deltas.
+
+For each N a fresh server (uvicorn subprocess, SQLite, blobs on disk) is started; N robots
+are registered with their own Ed25519 keys; one round with quorum N is opened; the robots
+upload concurrently (at most ``--concurrency`` requests in flight). Reported per N:
+uploads/s, client-side p50/p99 latency, server peak RSS (VmHWM), the aggregation worker's
+compute time (sum of per-delta folds), per-delta fold p50, and the wall time from the last
+upload to the published aggregate.
+
+Deltas are 500,000 float values (a 0.5M-parameter skill, paper 6.2) under the default
+ring-LWE parameters (~3 MB each). For N <= ``--real-max`` every robot encrypts its own delta
+and the published sum is decrypted and checked to be exact. Above it (N=1000) encrypting
+1,000 deltas would take minutes of shared CPU, so one real ciphertext payload is re-used
+with a fresh 16-byte nonce, robot id and Ed25519 signature per robot: the cloud does
+exactly the same work (parse, verify, expand ``a`` from the nonce, add), but that sum is
+not decryptable, so it is not checked. Everything is bounded: N, in-flight requests and a
+wall-clock budget per N.
+
+    python bench/bench_cloud.py                 # N = 10, 100, 1000
+    python bench/bench_cloud.py --n 10 100      # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+SHAPES = [("skill.w", (500, 999)), ("skill.b", (500,))]  # 500,000 values
+CLIP = 0.05  # 1000 clients x 0.05 x 2^15 < t/2 = 2^31
+
+
+def _vm_kb(pid: int, field: str) -> int | None:
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _pct(values: list[float], p: float) -> float:
+    return float(np.percentile(np.asarray(values), p)) if values else float("nan")
+
+
+class DeltaFactory:
+    """Signed ciphertexts for the robots: real encryptions, or re-signed copies of one."""
+
+    def __init__(self, fleet_key, real: bool, workdir: Path, skill_id: str, round_id: int, n: int) -> None:
+        self.fleet_key, self.real, self.workdir = fleet_key, real, workdir
+        self.skill_id, self.round_id, self.n = skill_id, round_id, n
+        self.plain_sum = None
+        self._template = None
+        self.encrypt_s: list[float] = []
+
+    def prepare(self, robots) -> None:
+        from tqdm import tqdm
+
+        from scfl_nodes.core.crypto import encrypt_delta, quantize
+
+        rng = np.random.default_rng(0)
+        todo = robots if self.real else robots[:1]
+        for robot_id, key, _token in tqdm(todo, desc=f"encrypt N={self.n}", leave=False):
+            tensors = {name: rng.normal(0, 0.01, shape).astype(np.float32) for name, shape in SHAPES}
+            t0 = time.perf_counter()
+            enc = encrypt_delta(self.fleet_key, tensors, skill_id=self.skill_id, base_version=0,
+                                round_id=self.round_id, robot_id=robot_id, signing_key=key, clip=CLIP,
+                                num_clients=self.n)
+            blob = enc.to_bytes()
+            self.encrypt_s.append(time.perf_counter() - t0)
+            if self.real:
+                (self.workdir / f"{robot_id}.bin").write_bytes(blob)
+                q = quantize(tensors, CLIP, self.fleet_key.params.scale)
+                self.plain_sum = q if self.plain_sum is None else self.plain_sum + q
+            else:
+                self._template = enc
+
+    def blob(self, robot_id: str, key) -> bytes:
+        if self.real:
+            return (self.workdir / f"{robot_id}.bin").read_bytes()
+        from scfl_nodes.core.crypto.wire import MAGIC_DELTA, pack
+
+        header = dict(self._template.header, robot_id=robot_id, nonce=os.urandom(16).hex())
+        prefix, digest = pack(MAGIC_DELTA, header, self._template.payload)
+        return prefix + digest + key.sign(digest)
+
+
+def run_one(n: int, args, fleet_key, tmp: Path) -> dict:
+    from tqdm import tqdm
+
+    from scfl_cloud.client import CloudClient
+    from scfl_cloud.testing import CloudServer
+    from scfl_nodes.core.crypto import EncryptedAggregate, dequantize, generate_signing_key
+
+    storage = tmp / f"cloud-{n}"
+    server = CloudServer(storage, extra_args=["--prune-deltas"], max_upload_bytes=8 * 2**20).start()
+    result: dict = {"n": n}
+    try:
+        admin = server.admin_client(timeout=120)
+        admin.put_fleet_context(fleet_key.cloud_context())
+        skill = admin.create_skill("bench", ["benchmark skill"], skill_id="skill_bench")["skill_id"]
+        robots = []
+        for i in tqdm(range(n), desc=f"register N={n}", leave=False):
+            key = generate_signing_key()
+            robots.append((f"bench-{i:04d}", key, admin.register_robot(f"bench-{i:04d}", key.public_bytes())))
+        round_id = admin.open_round(skill, 0, quorum=n, deadline_s=3600)["round_id"]
+        real = n <= args.real_max
+        work = tmp / f"deltas-{n}"
+        work.mkdir()
+        factory = DeltaFactory(fleet_key, real, work, skill, round_id, n)
+        factory.prepare(robots)
+
+        rss_start = _vm_kb(server.proc.pid, "VmRSS")
+        latencies: list[float] = []
+        errors: list[str] = []
+        sizes: list[int] = []
+        local = threading.local()
+        budget_end = time.monotonic() + args.budget_s
+
+        def upload(robot) -> None:
+            robot_id, key, token = robot
+            if time.monotonic() > budget_end:
+                errors.append("budget exceeded")
+                return
+            blob = factory.blob(robot_id, key)
+            client = getattr(local, "client", None)
+            if client is None:
+                client = local.client = CloudClient(server.url, timeout=300)
+            t0 = time.perf_counter()
+            try:
+                client.upload_delta(token, blob)
+                latencies.append(time.perf_counter() - t0)
+                sizes.append(len(blob))
+            except Exception as exc:  # recorded, not fatal: the bench reports failures
+                errors.append(f"{type(exc).__name__}: {exc}")
+
+        concurrency = min(n, args.concurrency)
+        t_start = time.perf_counter()
+        with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+            list(tqdm(pool.map(upload, robots), total=n, desc=f"upload N={n}", leave=False))
+        upload_wall = time.perf_counter() - t_start
+        t_last = time.perf_counter()
+        info = admin.wait_for_round(round_id, timeout=args.budget_s, poll_s=0.05) if not errors else admin.round_status(round_id)
+        publish_wait = time.perf_counter() - t_last
+        status = admin.status()
+        result.update(
+            real_ciphertexts=real, concurrency=concurrency, delta_bytes=int(np.mean(sizes)) if sizes else None,
+            uploads_ok=len(latencies), upload_errors=len(errors), first_errors=errors[:3],
+            upload_wall_s=round(upload_wall, 3), uploads_per_s=round(len(latencies) / upload_wall, 2),
+            upload_mb_per_s=round(sum(sizes) / upload_wall / 1e6, 2),
+            latency_p50_ms=round(1000 * _pct(latencies, 50), 1), latency_p99_ms=round(1000 * _pct(latencies, 99), 1),
+            server_rss_start_mb=round((rss_start or 0) / 1024, 1),
+            server_peak_rss_mb=round((_vm_kb(server.proc.pid, "VmHWM") or 0) / 1024, 1),
+            round_state=info["state"], folded=info["folded"],
+            aggregation_compute_s=info["aggregation_seconds"],
+            fold_per_delta_p50_ms=status["latencies"]["fold_per_delta"]["p50_ms"],
+            last_upload_to_published_s=round(publish_wait, 3),
+            client_encrypt_sign_s_mean=round(float(np.mean(factory.encrypt_s)), 4) if factory.encrypt_s else None,
+        )
+        if real and info["state"] == "published":
+            agg = EncryptedAggregate.from_bytes(admin.download_aggregate(round_id))
+            t0 = time.perf_counter()
+            got = fleet_key.decrypt_aggregate(agg)
+            result["decrypt_s"] = round(time.perf_counter() - t0, 3)
+            want = dequantize(factory.plain_sum, [[k, list(s)] for k, s in SHAPES], fleet_key.params.scale)
+            result["sum_exact"] = bool(all(np.array_equal(got[k], want[k]) for k in want))
+        shutil.rmtree(work, ignore_errors=True)
+    finally:
+        server.stop()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, nargs="+", default=[10, 100, 1000], help="fleet sizes (each <= 2000)")
+    p.add_argument("--concurrency", type=int, default=16, help="max uploads in flight")
+    p.add_argument("--real-max", type=int, default=100, help="largest N that encrypts every delta for real")
+    p.add_argument("--budget-s", type=float, default=900, help="wall-clock budget per N")
+    p.add_argument("--out", default=str(REPO / "bench" / "results" / "cloud.json"))
+    args = p.parse_args(argv)
+    if any(n < 1 or n > 2000 for n in args.n):
+        p.error("each N must be in 1..2000")
+
+    from scfl_nodes.core.crypto import generate_fleet_keys
+
+    fleet_key = generate_fleet_keys("rlwe")
+    results = []
+    tmp = Path(tempfile.mkdtemp(prefix="scfl-bench-cloud-"))
+    try:
+        for n in args.n:
+            r = run_one(n, args, fleet_key, tmp)
+            print(json.dumps(r), flush=True)
+            results.append(r)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    out = {
+        "benchmark": "cloud aggregator load (loopback, uvicorn subprocess, SQLite, blobs on local disk)",
+        "delta_values": sum(int(np.prod(s)) for _, s in SHAPES), "backend": fleet_key.backend,
+        "params_id": fleet_key.params_id, "clip": CLIP,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "note": "client and server share the same CPUs; N above real_max re-signs one real ciphertext per robot",
+        "results": results,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
