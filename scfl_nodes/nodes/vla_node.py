@@ -63,8 +63,14 @@ def load_policy(model: str, backend: str, device: str):
         raise NodeConfigError(f"parameter 'backend': this VLA registry only offers torch, got {backend!r}")
     if "device" in sig.parameters:
         kwargs["device"] = device
+    backends = getattr(vla, "BACKENDS", None)
+    if backends and backend not in backends:
+        raise NodeConfigError(f"parameter 'backend' must be one of {', '.join(backends)}; got {backend!r}")
+    unavailable = getattr(vla, "BackendUnavailableError", ())
     try:
         return loader(model, **kwargs)
+    except unavailable as exc:
+        raise NodeConfigError(f"parameter 'backend': {exc}") from None
     except (KeyError, ValueError, FileNotFoundError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         raise NodeConfigError(f"cannot load base VLA {model!r} with backend {backend!r}: {msg}") from None
