@@ -135,3 +135,18 @@ def test_trajectory_rejects_bad_timestamps(robot):
     targets = np.tile(robot.fk_matrix(robot.home), (3, 1, 1))
     with pytest.raises(ValueError, match="strictly increasing"):
         solve_trajectory(robot, targets, timestamps=[0.0, 0.0, 0.1])
+
+
+def test_nullspace_posture_iterations_keep_the_pose(robot, prior):
+    """The optional nullspace phase moves toward q_GMR along the self-motion, pose unchanged."""
+    rng = np.random.default_rng(3)
+    closer = 0
+    for i in range(10):
+        target = robot.fk_matrix(robot.clamp(robot.home + rng.normal(0, 0.35, robot.nq)))
+        q_gmr = prior.predict(target[:3, 3])
+        start = solve_ik(robot, target, q_init=robot.random_configuration(rng), rng=np.random.default_rng(i))
+        res = solve_ik(robot, target, q_init=start.q, q_prior=q_gmr,
+                       settings=IKSettings(posture_iterations=30, restarts=0))
+        assert res.success and robot.within_limits(res.q)
+        closer += np.linalg.norm(res.q - q_gmr) < np.linalg.norm(start.q - q_gmr) - 1e-3
+    assert closer >= 7

@@ -1,12 +1,17 @@
 """Damped-least-squares IK on the SE(3) log error, with joint limits, restarts and a posture prior.
 
 Each iteration linearises e(q) = log6(FK(q)^-1 · T_target) with the exact Jacobian
-(-Jlog6 · J_frame, all Pinocchio C++ calls) and takes a Levenberg-Marquardt step whose damping
-grows with the error (large steps near the target, cautious ones far away). Joints are clamped
-to their limits after every step. The prior term λ||q - q_GMR||² of the paper's objective is
-applied in the nullspace of the pose task: it only uses the arm's redundancy, so it never
-trades away pose accuracy (this is the λ→0+ limit of the weighted objective: the pose is met
-and, among the postures that meet it, the one nearest q_GMR is preferred).
+(-Jlog6 · J_frame, all Pinocchio C++ calls) and takes a Levenberg-Marquardt step (steps that
+do not reduce the error are rejected and the damping raised). Joints are clamped to their
+limits; a joint pinned at a limit and pushed outward drops out of the step.
+
+The paper's objective ||FK(q) − T_ee||² + λ||q − q_GMR||² enters as a regularisation term of
+the linearised step, min ||J dq + e||² + λ_k||q + dq − q_GMR||², with λ_k = λ·min(1, ||e||²):
+far from the target the prior steers the descent (and so which IK branch the arm ends on);
+near it λ_k → 0, so the pose is met exactly instead of being traded against the posture.
+Optional nullspace iterations (``IKSettings.posture_iterations``) then slide along the arm's
+self-motion toward q_GMR without moving the end effector (a small effect on a 7-DOF arm with
+a 1-D self-motion, so it is off by default).
 """
 
 from __future__ import annotations
@@ -70,50 +75,39 @@ def _regularised_step(jac, err, mu, lam_p, q, q_prior, lower, upper):
 def _attempt(robot: RobotModel, target: pin.SE3, q0: np.ndarray, lower, upper, settings: IKSettings, q_prior, tol_pos, tol_rot,
              regularise: bool = True):
     """One Levenberg-Marquardt descent from ``q0`` (steps that increase the error are rejected
-    and the damping raised); returns (q, pos_err, rot_err, iterations)."""
-    eye_n = np.eye(robot.nq)
+    and the damping raised), then nullspace posture iterations; returns (q, pos_err, rot_err, iterations)."""
     q = np.minimum(np.maximum(q0, lower), upper)
     err, pos_err, rot_err, jac = _evaluate(robot, q, target)
     cost = float(err @ err)
     lam = 1e-3
     use_prior = q_prior is not None and settings.posture_weight > 0
-    posture_left = settings.posture_iterations if use_prior else 0
+    # stop the descent a decade below the tolerance: LM converges quadratically there, so the
+    # margin costs about one iteration and keeps trajectories well inside the tolerance
+    tight_pos, tight_rot = 0.1 * tol_pos, 0.1 * tol_rot
     it = 0
-    reached = pos_err <= tol_pos and rot_err <= tol_rot
     history = []  # cost per iteration, to abandon descents that crawl (restarts are cheaper)
-    while it < settings.max_iterations and not (reached and posture_left <= 0):
+    while it < settings.max_iterations and not (pos_err <= tight_pos and rot_err <= tight_rot):
         it += 1
         history.append(cost)
-        if not reached and it > 12 and cost > 0.25 * history[-12]:
+        if it > 12 and cost > 0.25 * history[-12]:
             break
         mu = settings.damping + lam
-        if reached:  # pose met: move toward q_GMR in the nullspace of the pose task only
-            posture_left -= 1
-            dq, jac_active, gram = _lm_step(jac, err, settings.damping, q, lower, upper)
-            pinv = jac_active.T @ np.linalg.inv(gram)
-            dq = dq + (eye_n - pinv @ jac_active) @ (-settings.posture_weight * (q - q_prior))
-        elif use_prior and regularise:
+        lam_p = 0.0
+        if use_prior and regularise:
             # the posture pull fades with the pose error, so the descent converges to an exact
             # pose (e = 0) while the prior steers which of the arm's IK branches it lands on
-            lam_p = settings.posture_weight * min(1.0, float(np.sqrt(cost)))
+            lam_p = settings.posture_weight * min(1.0, cost)
             dq = _regularised_step(jac, err, mu, lam_p, q, q_prior, lower, upper)
         else:
-            lam_p = 0.0
             dq, _, _ = _lm_step(jac, err, mu, q, lower, upper)
         step = float(np.abs(dq).max())
+        if step < 1e-12:
+            break
         if step > settings.max_step:
             dq *= settings.max_step / step
-        if step < (1e-4 if reached else 1e-9):
-            break  # converged (posture phase: q_GMR is as close as the pose allows)
         q_new = np.minimum(np.maximum(q + dq, lower), upper)
         new = _evaluate(robot, q_new, target)
         new_cost = float(new[0] @ new[0])
-        new_reached = new[1] <= tol_pos and new[2] <= tol_rot
-        if reached:
-            if not new_reached:
-                break  # the posture step would cost accuracy: keep the pose-exact q
-            q, (err, pos_err, rot_err, jac) = q_new, new
-            continue
         if lam_p:
             accept = new_cost + lam_p * float(np.sum((q_new - q_prior) ** 2)) < cost + lam_p * float(np.sum((q - q_prior) ** 2))
         else:
@@ -121,12 +115,38 @@ def _attempt(robot: RobotModel, target: pin.SE3, q0: np.ndarray, lower, upper, s
         if accept:
             q, cost, (err, pos_err, rot_err, jac) = q_new, new_cost, new
             lam = max(lam * 0.3, 1e-9)
-            reached = new_reached
         else:
             lam *= 8.0
             if lam > 1e3:
                 break  # no descent direction left: local minimum or limits
+    if use_prior and settings.posture_iterations > 0 and pos_err <= tol_pos and rot_err <= tol_rot:
+        q, pos_err, rot_err, extra = _nullspace_posture(robot, target, q, (err, pos_err, rot_err, jac), q_prior,
+                                                        lower, upper, settings, tol_pos, tol_rot)
+        it += extra
     return q, pos_err, rot_err, it
+
+
+def _nullspace_posture(robot, target, q, state, q_prior, lower, upper, settings, tol_pos, tol_rot, gain=0.5):
+    """Move toward q_GMR along the arm's self-motion (nullspace of the pose task) while
+    correcting the pose; returns the last posture that is within tolerance."""
+    eye_n = np.eye(robot.nq)
+    err, pos_err, rot_err, jac = state
+    best = (q, pos_err, rot_err)
+    it = 0
+    for it in range(1, settings.posture_iterations + 1):
+        dq, jac_active, gram = _lm_step(jac, err, settings.damping, q, lower, upper)
+        pinv = jac_active.T @ np.linalg.inv(gram)
+        dq = dq + (eye_n - pinv @ jac_active) @ (-gain * (q - q_prior))
+        step = float(np.abs(dq).max())
+        if step < 1e-4:
+            break  # q_GMR is as close as the pose allows
+        if step > 0.2:
+            dq *= 0.2 / step
+        q = np.minimum(np.maximum(q + dq, lower), upper)
+        err, pos_err, rot_err, jac = _evaluate(robot, q, target)
+        if pos_err <= tol_pos and rot_err <= tol_rot:
+            best = (q, pos_err, rot_err)
+    return best[0], best[1], best[2], it
 
 
 def solve_dls(

@@ -19,7 +19,7 @@ class IKSettings:
     position_tolerance: float = 1e-3  # m
     orientation_tolerance: float = math.radians(1.0)  # rad
     max_step: float = 1.0  # rad, largest joint change per iteration (keeps Gauss-Newton steps local)
-    posture_iterations: int = 10  # extra nullspace iterations toward q_GMR once the pose is reached
+    posture_iterations: int = 0  # optional nullspace iterations toward q_GMR after the pose is reached (DLS)
 
     def __post_init__(self) -> None:
         if self.damping < 0 or self.max_iterations < 1 or self.restarts < 0:
