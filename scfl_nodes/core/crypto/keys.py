@@ -152,7 +152,7 @@ class CloudContext:
                 state = rlwe.RlweSum(params, k)
                 state.add_ciphertext(seed, delta.payload)
             else:
-                state = tenseal_backend.load_vectors(self._tenseal_context(), tenseal_backend.unpack_chunks(delta.payload))
+                state = tenseal_backend.load_vectors(self._tenseal_context(), self._tenseal_chunks(delta))
             header = {
                 "version": FORMAT_VERSION,
                 "backend": params.backend,
@@ -205,7 +205,7 @@ class CloudContext:
                 current = aggregate._state
                 if current and isinstance(current[0], bytes):
                     current = tenseal_backend.load_vectors(ctx, current)
-                vectors = tenseal_backend.load_vectors(ctx, tenseal_backend.unpack_chunks(delta.payload))
+                vectors = tenseal_backend.load_vectors(ctx, self._tenseal_chunks(delta))
                 aggregate._state = tenseal_backend.add(current, vectors)
         ah = aggregate.header
         ah["count"] += 1
@@ -230,6 +230,13 @@ class CloudContext:
         check_expected(delta, context=self, round_id=round_id, skill_id=skill_id, base_version=base_version)
         delta.verify(public_key_bytes)
         return self.add(aggregate, delta)
+
+    def _tenseal_chunks(self, delta: EncryptedDelta) -> list[bytes]:
+        chunks = tenseal_backend.unpack_chunks(delta.payload)
+        expected = max(1, -(-int(delta.header["num_values"]) // self.params.slots))
+        if len(chunks) != expected:
+            raise TamperedError(f"encrypted delta: {len(chunks)} ciphertexts for {delta.header['num_values']} values")
+        return chunks
 
     def _rlwe_check(self, delta: EncryptedDelta) -> tuple[bytes, int]:
         """The seed of ``a`` and the polynomial count, after size checks."""
