@@ -79,7 +79,8 @@ class BagPlayer(Node):
             except (ImportError, AttributeError):
                 raise NodeConfigError(f"bag topic {topic}: message type {msgtype} is not available here") from None
             qos = latched_qos() if topic.endswith("/instruction") else 10
-            self._pubs[topic] = self.create_publisher(cls, topic, qos)
+            # relative name: under a launch namespace the replay lands in that namespace
+            self._pubs[topic] = self.create_publisher(cls, topic.lstrip("/"), qos)
             self._classes[topic] = cls
             self._has_header[topic] = "header" in cls.get_fields_and_field_types()
         self._clock_pub = None

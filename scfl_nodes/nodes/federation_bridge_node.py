@@ -45,10 +45,10 @@ PARAMS = [
     Param("retry_period_s", 5.0, "seconds between upload retries / round polls", min=0.05, max=3600.0),
     Param("poll_period_s", 5.0, "seconds between checks for published aggregates", min=0.05, max=3600.0),
     Param("request_timeout_s", 10.0, "HTTP timeout of one cloud request", min=0.1, max=600.0),
-    Param("update_topic", "/scfl/local_update", "input: SkillInstalled announcing a locally trained version"),
-    Param("delta_topic", "/scfl/encrypted_delta", "output: EncryptedDelta of every produced upload"),
-    Param("installed_topic", "/scfl/skill_installed", "output: SkillInstalled for every installed aggregate"),
-    Param("status_topic", "/scfl/federation_status", "output: FederationStatus once per second"),
+    Param("update_topic", "scfl/local_update", "input: SkillInstalled announcing a locally trained version"),
+    Param("delta_topic", "scfl/encrypted_delta", "output: EncryptedDelta of every produced upload"),
+    Param("installed_topic", "scfl/skill_installed", "output: SkillInstalled for every installed aggregate"),
+    Param("status_topic", "scfl/federation_status", "output: FederationStatus once per second"),
     Param("insecure_keys_for_testing", False, "accept test-only insecure key parameters (never on a robot)"),
 ]
 

@@ -115,7 +115,7 @@ class NodeProcess:
 
         tmpdir = tmpdir or tempfile.mkdtemp(prefix="scfl-node-")
         env = ros_subprocess_env(self.env, self.domain_id)
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        out = open(self.log_path, "ab") if self.log_path else None  # None: share our terminal
         try:
             self.proc = subprocess.Popen(self.command(tmpdir), stdout=out, stderr=subprocess.STDOUT,
                                          env=env, start_new_session=True)

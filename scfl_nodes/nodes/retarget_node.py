@@ -83,10 +83,10 @@ class RetargetNode(Node):
         self._lock = threading.Lock()
         self._play_index = 0
         if self.p["publish_robot_description"]:
-            self.description_pub = self.create_publisher(String, "/robot_description", latched_qos())
+            self.description_pub = self.create_publisher(String, "robot_description", latched_qos())
             self.description_pub.publish(String(data=urdf_path.read_text()))
-        self.joint_pub = self.create_publisher(JointState, "/joint_states", 10)
-        self.marker_pub = self.create_publisher(MarkerArray, "/scfl/retarget_markers", latched_qos())
+        self.joint_pub = self.create_publisher(JointState, "joint_states", 10)
+        self.marker_pub = self.create_publisher(MarkerArray, "scfl/retarget_markers", latched_qos())
         self.create_service(RetargetDemo, "~/retarget", self._on_retarget, callback_group=MutuallyExclusiveCallbackGroup())
         self.create_timer(1.0 / self.p["playback_rate_hz"], self._publish_joint_state,
                           callback_group=MutuallyExclusiveCallbackGroup())

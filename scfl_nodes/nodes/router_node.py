@@ -35,7 +35,7 @@ PARAMS = [
     Param("cloud_url", "http://127.0.0.1:8000", "scfl cloud base URL (mode cloud)"),
     Param("cloud_token", "", "robot bearer token for the cloud (read-only routing calls)"),
     Param("cloud_timeout_s", 2.0, "HTTP timeout of one cloud request", min=0.1, max=120.0),
-    Param("weights_topic", "/scfl/skill_weights", "where the chosen skills are published (latched)"),
+    Param("weights_topic", "scfl/skill_weights", "where the chosen skills are published (latched)"),
 ]
 
 

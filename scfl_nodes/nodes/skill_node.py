@@ -33,10 +33,10 @@ PARAMS = [
     Param("library_path", "", "skill library root; empty = skill_library.storage_path of config_file"),
     Param("config_file", "", "scfl.yaml to read skill_library from; empty = the default config"),
     Param("control_rate_hz", 50.0, "control loop rate", min=1.0, max=1000.0),
-    Param("base_action_topic", "/scfl/base_action", "input: scfl_interfaces/BaseAction from vla_node"),
-    Param("weights_topic", "/scfl/skill_weights", "input: scfl_interfaces/SkillWeights from router_node (latched)"),
-    Param("installed_topic", "/scfl/skill_installed", "input: scfl_interfaces/SkillInstalled (new skill versions)"),
-    Param("action_topic", "/scfl/action", "output: scfl_interfaces/ResidualAction, one per control cycle"),
+    Param("base_action_topic", "scfl/base_action", "input: scfl_interfaces/BaseAction from vla_node"),
+    Param("weights_topic", "scfl/skill_weights", "input: scfl_interfaces/SkillWeights from router_node (latched)"),
+    Param("installed_topic", "scfl/skill_installed", "input: scfl_interfaces/SkillInstalled (new skill versions)"),
+    Param("action_topic", "scfl/action", "output: scfl_interfaces/ResidualAction, one per control cycle"),
     Param("max_base_age_ms", 500.0, "diagnostics WARN when the newest base action is older than this", min=1.0, max=60000.0),
     Param("publish_markers", True, "publish /scfl/markers (visualization_msgs/MarkerArray) with active skills + weights"),
     Param("marker_frame", "world", "frame of the skill markers"),
@@ -101,7 +101,7 @@ class SkillNode(Node):
         if self.p["publish_markers"]:
             from visualization_msgs.msg import MarkerArray
 
-            self._marker_pub = self.create_publisher(MarkerArray, "/scfl/markers", 1)
+            self._marker_pub = self.create_publisher(MarkerArray, "scfl/markers", 1)
             self.create_timer(0.5, self._publish_markers, callback_group=MutuallyExclusiveCallbackGroup())
         self.get_logger().info(f"control loop at {self.p['control_rate_hz']:.0f} Hz, skill library {lib_path}")
         self.diag.set(Diagnostics.WARN, f"waiting for base actions on {self.p['base_action_topic']}")

@@ -1,0 +1,70 @@
+"""Launch the scfl node graph on a robot with ROS 2 installed.
+
+    ros2 launch scfl_nodes scfl.launch.py
+    ros2 launch scfl_nodes scfl.launch.py namespace:=robot1 camera_type:=realsense cloud_url:=https://fleet.example.org
+    ros2 launch scfl_nodes scfl.launch.py --show-args
+
+Argument defaults come from the ``ros`` section of config/scfl.yaml (the same file
+``scfl up --config config/scfl.yaml`` reads on a pip-only machine), the per-node
+ros__parameters from ``params_file`` (config/nodes.yaml). Which nodes start is
+``ros.nodes`` in scfl.yaml. The argument list and how each argument maps onto node
+parameters live in :mod:`scfl_nodes.nodes.graph`, shared with ``scfl up``.
+"""
+
+from __future__ import annotations
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from scfl_nodes.core.config import default_config_path, load_config
+from scfl_nodes.nodes.graph import LAUNCH_ARGUMENTS, node_overrides, resolve_params_file
+
+
+def _as_text(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _start_nodes(context, config_path: str):
+    """Resolve the arguments and create one Node action per entry of ros.nodes."""
+    import dataclasses
+
+    base = load_config(config_path).ros
+    values = {name: LaunchConfiguration(name).perform(context) for name in LAUNCH_ARGUMENTS}
+    ros = dataclasses.replace(
+        base,
+        params_file=values["params_file"],
+        namespace=values["namespace"],
+        use_sim_time=values["use_sim_time"].strip().lower() in ("true", "1", "yes"),
+        camera_type=values["camera_type"],
+        vla_backend=values["vla_backend"],
+        cloud_url=values["cloud_url"],
+    )
+    params_file = str(resolve_params_file(ros.params_file, config_path))
+    actions = [LogInfo(msg=f"scfl: starting {', '.join(ros.nodes)} (params {params_file}, namespace '{ros.namespace}')")]
+    for name, overrides in node_overrides(ros).items():
+        actions.append(
+            Node(
+                package="scfl_nodes",
+                executable=name,
+                name=name,
+                namespace=ros.namespace,
+                parameters=[params_file, overrides],
+                output="screen",
+                emulate_tty=True,
+            )
+        )
+    return actions
+
+
+def generate_launch_description() -> LaunchDescription:
+    config_path = str(default_config_path())
+    defaults = load_config(config_path).ros
+    arguments = [
+        DeclareLaunchArgument(name, default_value=_as_text(getattr(defaults, name)), description=description)
+        for name, (description, _targets) in LAUNCH_ARGUMENTS.items()
+    ]
+    return LaunchDescription([*arguments, OpaqueFunction(function=_start_nodes, args=[config_path])])
