@@ -335,3 +335,31 @@ def test_openapi_matches_models(cloud):
     assert r.status_code == 404 and r.json()["error"] == "not_found"
     health = admin.healthz()
     assert health["status"] == "ok" and health["worker_alive"] and health["schema_revision"] == "0001"
+
+
+def test_tenseal_fleet_round_with_public_only_context(cloud, fleet_key):
+    """The BFV backend goes through the same service: the cloud holds a SEAL context without secret key."""
+    from scfl_nodes.core.crypto import EncryptedAggregate, generate_fleet_keys
+
+    server, admin, engine = cloud
+    bfv_key = generate_fleet_keys("tenseal")
+    ctx = admin.put_fleet_context(bfv_key.cloud_context())
+    assert ctx["backend"] == "tenseal"
+    skill = admin.create_skill("bfv", ["encrypted with bfv"], skill_id="skill_bfv")["skill_id"]
+    bots = [RobotHelper(f"bfv-{i}", admin, bfv_key, seed=400 + i) for i in range(2)]
+    rid = admin.open_round(skill, 0, quorum=2, deadline_s=120, key_id=ctx["key_id"])["round_id"]
+    plain = []
+    for bot in bots:
+        t, blob = bot.delta(skill, rid, shapes=[["w", [16, 8]]])
+        server.client(bot.token).upload_delta(bot.token, blob)
+        plain.append(t)
+    info = admin.wait_for_round(rid, timeout=60)
+    assert info["backend"] == "tenseal" and info["state"] == "published"
+    got = bfv_key.decrypt_aggregate(EncryptedAggregate.from_bytes(admin.download_aggregate(rid)))
+    want = expected_sum(bfv_key, plain, shapes=[["w", [16, 8]]])
+    assert np.array_equal(got["w"], want["w"])
+    # a delta made under the other (rlwe) fleet key is refused by the BFV round
+    rid2 = admin.open_round(skill, 1, quorum=2, deadline_s=120, key_id=ctx["key_id"])["round_id"]
+    intruder = RobotHelper("bfv-intruder", admin, fleet_key, seed=1)
+    _, wrong = intruder.delta(skill, rid2, base_version=1, shapes=[["w", [16, 8]]])
+    expect_error(422, "wrong_key_id", server.client(intruder.token).upload_delta, intruder.token, wrong)
