@@ -138,8 +138,9 @@ class BagPlayer(Node):
         for msg in rosbag_io.read_bag(self.path, self._topics):
             if self._stop.is_set():
                 return
-            if t_first is None:
+            if t_first is None:  # wall clock and ROS clock anchored at the same instant
                 t_first = msg.timestamp_ns
+                wall_start = time.monotonic()
                 stamp_offset_ns = self.get_clock().now().nanoseconds - t_first
             due = wall_start + (msg.timestamp_ns - t_first) * 1e-9 / rate
             delay = due - time.monotonic()
