@@ -84,3 +84,32 @@ def test_robot_models(robot, tmp_path):
         load_robot("ur5e")
     with pytest.raises(RobotModelError, match="does not exist"):
         load_robot(str(tmp_path / "none.urdf"), ee_frame="x")
+
+
+def test_retargeter_from_config(tmp_path):
+    from scfl_nodes.core.config import ConfigError, config_from_dict
+    from scfl_nodes.core.retarget import Retargeter, synthetic_pick_demo
+    from scfl_nodes.core.retarget.transforms import pose_from_xyz_rpy, retarget_poses
+
+    cfg = config_from_dict({"retarget": {"hand_to_gripper": [0.0, 0.0, 0.02, 0.0, 0.0, 0.3], "posture_weight": 0.0,
+                                         "solver": "qp", "max_joint_velocity": 2.0}}).retarget
+    retargeter = Retargeter.from_config(cfg)
+    assert retargeter.prior is None and retargeter.solver == "qp"
+    offset = pose_from_xyz_rpy([0.0, 0.0, 0.02, 0.0, 0.0, 0.3])
+    np.testing.assert_allclose(retargeter.hand_to_gripper, offset)
+    demo = synthetic_pick_demo(n=12)
+    obj = pose_from_xyz_rpy([0.5, 0.0, 0.1])
+    result, arrays = retargeter.retarget_demo(demo, obj)
+    np.testing.assert_allclose(result.targets, retarget_poses(demo.hand_poses, demo.object_pose, obj, offset), atol=1e-12)
+    assert result.all_reachable and "q_gmr" not in arrays
+    # a fitted prior file is used when configured
+    prior_path = tmp_path / "prior.npz"
+    robot = retargeter.robot
+    ctx, q = sample_natural_postures(robot, 200, seed=4)
+    PosturePrior.fit(ctx, q, n_components=3, robot=robot).save(prior_path)
+    with_prior = Retargeter.from_config(config_from_dict({"retarget": {"posture_prior": str(prior_path)}}).retarget)
+    assert with_prior.prior is not None and with_prior.prior.gmm.n_components == 3
+    for bad in ({"solver": "newton"}, {"hand_to_gripper": [0, 0, 0, 1]}, {"max_joint_velocity": 0},
+                {"position_tolerance": -1}, {"unknown_key": 1}):
+        with pytest.raises(ConfigError, match="retarget"):
+            config_from_dict({"retarget": bad})

@@ -127,12 +127,9 @@ class PinkIK:
         return IKResult(q, pos <= tol_pos and rot <= tol_rot, pos, rot, total, attempt + 1)
 
 
-_CACHE: dict[int, PinkIK] = {}
-
-
 def solve_qp(robot: RobotModel, target, q_init=None, **kwargs) -> IKResult:
-    """Functional front end of :class:`PinkIK` (one cached pink problem per robot model)."""
-    solver = _CACHE.get(id(robot))
-    if solver is None or solver.robot is not robot:
-        solver = _CACHE[id(robot)] = PinkIK(robot)
+    """Functional front end of :class:`PinkIK` (one pink problem per robot, kept on the robot)."""
+    solver = getattr(robot, "_pink_ik", None)
+    if solver is None:
+        solver = robot._pink_ik = PinkIK(robot)
     return solver.solve(target, q_init, **kwargs)
