@@ -70,9 +70,7 @@ def prepare_router(library, router_cfg, encoder, seed: int = 0, retrain: bool = 
 
 def run(args: argparse.Namespace) -> int:
     from . import CliError
-    from ..core.config import ConfigError, load_config
-    from ..core.routing import TextEncoderError, get_text_encoder
-    from ..core.skills import SkillLibrary, SkillPackageError
+    from ..core.config import ConfigError, expand_path, load_config
 
     if not args.task.strip():
         raise CliError("the task description must not be empty")
@@ -85,9 +83,13 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, overrides={"moe_router": overrides} if overrides else None)
     except ConfigError as exc:
         raise CliError(str(exc)) from None
-    library = SkillLibrary(args.library or cfg.skill_library.path)
-    if not library.root.is_dir():
-        raise CliError(f"skill library {library.root} does not exist; train a skill with `scfl train-skill` first")
+    root = expand_path(args.library) if args.library else cfg.skill_library.path
+    if not root.is_dir():
+        raise CliError(f"skill library {root} does not exist; train a skill with `scfl train-skill` first")
+    from ..core.routing import TextEncoderError, get_text_encoder  # torch: after input checks
+    from ..core.skills import SkillLibrary, SkillPackageError
+
+    library = SkillLibrary(root)
     try:
         encoder = get_text_encoder(cfg.moe_router.text_encoder)
         router, manifests = prepare_router(library, cfg.moe_router, encoder, seed=cfg.system.seed,

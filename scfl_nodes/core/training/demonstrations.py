@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import zipfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -117,7 +118,7 @@ def read_npz_episode(path: str | os.PathLike) -> Episode:
             task = str(data["task"]) if "task" in data.files else None
     except DemonstrationError:
         raise
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
         raise DemonstrationError(f"{path}: not a readable NPZ episode ({exc.__class__.__name__}: {exc})") from None
     return validate_episode(Episode(**fields, timestamp=timestamp, task=task, source=str(path)))
 
