@@ -342,6 +342,7 @@ def run_node(node_factory: Callable[[], Any], name: str, args: list[str] | None 
         if getattr(node, "fatal_error", None):
             print(f"{name}: error: {node.fatal_error}", file=sys.stderr)
             code = 1
+        spin.join(timeout=5.0)  # the executor must be idle before nodes are destroyed
         if hasattr(node, "shutdown"):
             node.shutdown()
         executor.shutdown(timeout_sec=2.0)
