@@ -77,7 +77,7 @@ def test_cli_writes_robot_demo_and_plot_accepted_by_train_skill(tmp_path):
 
 
 @pytest.mark.timeout(300)
-def test_cli_user_errors_are_one_line_and_never_overwrite(tmp_path):
+def test_cli_user_errors_are_one_line_and_never_overwrite(tmp_path, capsys):
     out = tmp_path / "robot.npz"
     out.write_bytes(b"precious")
     cases = [
@@ -96,11 +96,23 @@ def test_cli_user_errors_are_one_line_and_never_overwrite(tmp_path):
     np.savez(bad, hand_poses=hands, object_pose=np.eye(4))
     cases.append((["--demo", str(bad), "--object-pose", "0.5,0,0", "--out", str(tmp_path / "c.npz")],
                   "hand_poses[2]: rotation is not orthonormal"))
+    from scfl_nodes.cli import main
+
+    # one real subprocess (what a user sees), the rest through the same entry point in-process
+    res = scfl("retarget", *cases[0][0])
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().count("\n") == 0 and cases[0][1] in res.stderr
     for args, message in cases:
-        res = scfl("retarget", *args)
-        assert res.returncode == 2, (args, res.stdout, res.stderr)
-        assert "Traceback" not in res.stderr
-        lines = [line for line in res.stderr.splitlines() if line.startswith("scfl retarget: error:")]
-        assert len(lines) == 1 and message in lines[0], (message, res.stderr)
+        assert main(["retarget", *args]) == 2, args
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        lines = [line for line in err.splitlines() if line.startswith("scfl retarget: error:")]
+        assert len(lines) == 1 and message in lines[0], (message, err)
     assert out.read_bytes() == b"precious"
     assert not (tmp_path / "far.npz").exists()  # unreachable demos are not written by default
+    # ... unless asked: then every waypoint is flagged in the episode
+    far = tmp_path / "far.npz"
+    assert main(["retarget", "--demo", HUMAN_DEMO, "--object-pose", "1.6,0,0.05", "--out", str(far),
+                 "--allow-unreachable", "--no-progress"]) == 0
+    with np.load(far) as z:
+        assert not z["reachable"].any() and (z["position_error"] > 0.1).all()
