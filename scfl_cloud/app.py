@@ -83,6 +83,12 @@ def create_app(settings: CloudSettings) -> FastAPI:
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         return err(422, "invalid_request", f"{where}: {first.get('msg', 'invalid request')}".strip(": "))
 
+    @app.exception_handler(Exception)
+    async def _unexpected(_req, exc: Exception):
+        # still JSON and one line for the client; the traceback goes to the server log
+        log.error("unhandled error", exc_info=exc)
+        return err(500, "internal_error", f"{type(exc).__name__} (see the server log)")
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(_req, exc: StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
@@ -102,8 +108,10 @@ def create_app(settings: CloudSettings) -> FastAPI:
     # ------------------------------------------------------------------ health + status
     @app.get("/healthz", response_model=schemas.Health, tags=["status"])
     def healthz():
+        from sqlalchemy import text
+
         with service.read() as s:
-            s.execute(__import__("sqlalchemy").text("SELECT 1"))
+            s.execute(text("SELECT 1"))
         return {"status": "ok", "db": service.engine.dialect.name, "schema_revision": service.schema_revision,
                 "worker_alive": worker.alive}
 

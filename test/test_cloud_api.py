@@ -114,6 +114,11 @@ def test_five_robot_round_decrypts_to_exact_sum(cloud, fleet_key):
     v2 = robot_client.get_skill(skill)["versions"][-1]
     assert (info2["published_version"], v2["version"], v2["parent_version"], v2["num_contributors"]) == (2, 2, 1, 2)
 
+    # only token hashes are stored
+    with engine.connect() as conn:
+        stored = conn.execute(select(Robot.token_hash).where(Robot.robot_id == "e2e-0")).scalar_one()
+    assert stored == hashlib.sha256(robots[0].token.encode()).hexdigest() and robots[0].token not in stored
+
     status = robot_client.status()
     assert status["latencies"]["fold_per_delta"]["count"] >= 7
     assert any(r["robot_id"] == "e2e-0" and r["last_seen_at"] for r in status["robot_list"])
@@ -173,6 +178,16 @@ def test_rejected_requests_change_nothing(cloud, fleet_key):
     other_fleet.__dict__.update(b.__dict__, fleet_key=generate_fleet_keys("rlwe"))
     _, foreign = other_fleet.delta(skill, rid)
     expect_error(422, "wrong_key_id", up_b.upload_delta, b.token, foreign)
+    # a header naming another backend / parameter set under the fleet's key id (signed by b itself)
+    from scfl_nodes.core.crypto import EncryptedDelta
+    from scfl_nodes.core.crypto.wire import MAGIC_DELTA, pack
+
+    template = EncryptedDelta.from_bytes(good_b)
+    for field, value, code in (("params_id", "rlwe-n1024-q32-t16", "wrong_parameters"),
+                               ("backend", "tenseal", "wrong_backend")):
+        prefix, digest = pack(MAGIC_DELTA, dict(template.header, **{field: value}), template.payload)
+        resigned = prefix + digest + b.signing_key.sign(digest)
+        expect_error(422, code, up_b.upload_delta, b.token, resigned)
     # overflow risk: a clip so large that quorum x clip could wrap the plaintext modulus
     from scfl_nodes.core.crypto import encrypt_delta
 
