@@ -47,10 +47,25 @@ def _encrypt(key, tensors, robot, signer, num_clients=10, clip=1.0):
 
 def test_parameters_are_bfv_4096_and_128_bit():
     params = get_params(None, "tenseal")
-    assert params.n == 4096 and params.coeff_mod_bit_sizes == (40, 40)
+    assert params.n == 4096 and params.coeff_mod_bit_sizes == (50, 50)
     assert params.plain_modulus % (2 * 4096) == 1  # batching needs t = 1 mod 2N
     assert params.security_bits >= 128
     assert get_params("bfv-n4096-q80-t786433").plain_modulus == 786433
+    assert get_params("bfv-n4096-q80-t26").max_clients(1.0) == 128  # noise-limited with [40, 40]
+
+
+@pytest.mark.parametrize("params_id", ["bfv-n4096-q100-t26", "bfv-n4096-q80-t26"])
+def test_noise_capacity_of_the_parameters(params_id):
+    """The claimed noise capacity holds in the worst case: one ciphertext added to itself
+    (perfectly correlated noise) 2^k times still decrypts exactly."""
+    params = get_params(params_id)
+    ctx = tenseal_backend.new_context(params)
+    values = np.random.default_rng(0).integers(-1, 2, params.slots)
+    vector = ts.bfv_vector(ctx, values.tolist())
+    doublings = params.noise_capacity.bit_length() - 1
+    for _ in range(doublings):
+        vector = vector + vector
+    assert np.array_equal(np.asarray(vector.decrypt()), values * params.noise_capacity)
 
 
 @pytest.mark.timeout(300)

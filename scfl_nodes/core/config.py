@@ -289,7 +289,7 @@ class CryptoConfig:
         _check(self.backend in ("rlwe", "tenseal"), "crypto.backend", f"must be rlwe or tenseal, got {self.backend!r}")
         _check(self.clip > 0, "crypto.clip", f"must be > 0, got {self.clip}")
         _check(self.max_clients >= 1, "crypto.max_clients", f"must be >= 1, got {self.max_clients}")
-        from scfl_nodes.core.crypto.params import PARAM_SETS, check_security, get_params, quantized_bound
+        from scfl_nodes.core.crypto.params import PARAM_SETS, get_params
 
         _check(
             not self.params_id or self.params_id in PARAM_SETS,
@@ -301,9 +301,8 @@ class CryptoConfig:
         ) else None
         _check(params is not None, "crypto.params_id", f"{self.params_id!r} is not a {self.backend} parameter set")
         _check(params.security_bits >= 128, "crypto.params_id", f"{params.params_id!r} is below 128-bit security")
-        worst = self.max_clients * quantized_bound(self.clip, params.scale)
         _check(
-            worst <= params.max_abs_sum,
+            self.max_clients <= params.max_clients(self.clip),
             "crypto.max_clients",
             f"{self.max_clients} clients x clip {self.clip} could overflow {params.params_id!r} "
             f"(at most {params.max_clients(self.clip)} at this clip)",

@@ -190,6 +190,10 @@ class CloudContext:
                 h["mask_cohort"] is not None and sorted(h["mask_cohort"]) != sorted(ah["mask_cohort"])
             ):
                 raise RoundMismatchError("masked and unmasked (or differently masked) uploads cannot be mixed")
+            if ah["count"] + 1 > params.max_noise_clients:
+                raise OverflowRiskError(
+                    f"round already holds {ah['count']} uploads, the noise budget of {params.params_id!r}"
+                )
             if ah["bound_sum"] + bound > params.max_abs_sum:
                 raise OverflowRiskError(
                     f"adding robot {h['robot_id']!r} would make the worst-case sum {ah['bound_sum'] + bound} exceed "

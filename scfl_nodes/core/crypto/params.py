@@ -66,6 +66,11 @@ class ParamSet:
     sigma: float = 3.2
     coeff_mod_bit_sizes: tuple[int, ...] = ()  # tenseal only
     note: str = ""
+    # Worst-case number of ciphertexts whose noise still sums below the decryption bound.
+    # rlwe: analytic (below). tenseal: measured with coherent doublings (the same
+    # ciphertext added to itself, so noises add linearly, the worst case); see
+    # test_crypto_tenseal.py::test_noise_capacity_of_the_default_parameters.
+    noise_capacity: int = 0
 
     @property
     def scale(self) -> int:
@@ -85,10 +90,25 @@ class ParamSet:
         """Largest |sum| of quantized values that decodes exactly (centered mod t)."""
         return (self.plain_modulus - 1) // 2
 
+    @property
+    def max_noise_clients(self) -> int:
+        """Uploads whose summed noise stays decryptable.
+
+        rlwe: each error coefficient is a discrete Gaussian cut at 12 sigma, so even
+        perfectly correlated errors decode while N * 12 sigma < q/(2t) (840 at the
+        default set); independent errors (every real upload: fresh seed and noise) sum
+        to sigma * sqrt(N), and N is allowed while 12 sigma sqrt(N) < q/(2t) (~728k).
+        """
+        if self.backend == "rlwe":
+            half_gap = 2.0 ** (self.log_q - math.log2(self.plain_modulus) - 1)
+            return int((half_gap / (12 * self.sigma)) ** 2)
+        return self.noise_capacity
+
     def max_clients(self, clip: float) -> int:
-        """How many clients clipped to ``clip`` can be summed without risking overflow."""
+        """How many clients clipped to ``clip`` can be summed exactly (t/2 and noise budget)."""
         per_client = quantized_bound(clip, self.scale)
-        return self.max_abs_sum // per_client if per_client else 0
+        by_modulus = self.max_abs_sum // per_client if per_client else 0
+        return min(by_modulus, self.max_noise_clients)
 
 
 PARAM_SETS: dict[str, ParamSet] = {
@@ -122,14 +142,28 @@ PARAM_SETS: dict[str, ParamSet] = {
             note="small ring for fast tests only: ~72-bit",
         ),
         ParamSet(
+            "bfv-n4096-q100-t26",
+            "tenseal",
+            n=4096,
+            log_q=100,
+            plain_modulus=67084289,  # prime, = 1 mod 8192 (batching), ~2^26
+            scale_bits=15,
+            coeff_mod_bit_sizes=(50, 50),
+            noise_capacity=1 << 17,
+            note="default TenSEAL: BFV N=4096 [50,50], t~2^26: 1023 clients at clip 1.0, exact even for "
+            "worst-case (correlated) noise",
+        ),
+        ParamSet(
             "bfv-n4096-q80-t26",
             "tenseal",
             n=4096,
             log_q=80,
-            plain_modulus=67084289,  # prime, = 1 mod 8192 (batching), ~2^26
+            plain_modulus=67084289,
             scale_bits=15,
             coeff_mod_bit_sizes=(40, 40),
-            note="default TenSEAL: BFV N=4096 [40,40], t~2^26: 1023 clients at clip 1.0",
+            noise_capacity=1 << 7,
+            note="BFV N=4096 [40,40], t~2^26: 18% smaller uploads, but the 40-bit data modulus leaves "
+            "noise room for only 128 worst-case uploads",
         ),
         ParamSet(
             "bfv-n4096-q80-t786433",
@@ -139,12 +173,13 @@ PARAM_SETS: dict[str, ParamSet] = {
             plain_modulus=786433,
             scale_bits=15,
             coeff_mod_bit_sizes=(40, 40),
+            noise_capacity=1 << 13,
             note="BFV N=4096 [40,40], t=786433 as in the issue: only 12 clients at clip 1.0",
         ),
     )
 }
 
-DEFAULT_PARAMS = {"rlwe": "rlwe-n2048-q48-t32", "tenseal": "bfv-n4096-q80-t26"}
+DEFAULT_PARAMS = {"rlwe": "rlwe-n2048-q48-t32", "tenseal": "bfv-n4096-q100-t26"}
 BACKENDS = ("rlwe", "tenseal")
 
 
@@ -202,5 +237,10 @@ def check_overflow(params: ParamSet, clip: float, num_clients: int) -> int:
             f"{num_clients} clients x clip {clip:g} x scale 2^{params.scale_bits} = {bound} exceeds "
             f"t/2 = {params.max_abs_sum} of {params.params_id!r}: the sum could wrap around; "
             f"at most {params.max_clients(clip)} clients at this clip (lower clip or use a larger t)"
+        )
+    if num_clients > params.max_noise_clients:
+        raise OverflowRiskError(
+            f"{num_clients} clients exceed the noise budget of {params.params_id!r} "
+            f"({params.max_noise_clients} uploads); use a parameter set with a larger ciphertext modulus"
         )
     return bound
