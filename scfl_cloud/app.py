@@ -229,7 +229,8 @@ def create_app(settings: CloudSettings) -> FastAPI:
     @app.post("/api/v1/rounds", response_model=schemas.RoundInfo, status_code=201, responses=ERRORS,
               dependencies=[Depends(admin)], tags=["rounds"], summary="Open a federated round")
     def open_round(body: schemas.RoundOpen):
-        round_id = service.open_round(body.skill_id, body.base_version, body.quorum, body.deadline_s, body.key_id)
+        round_id = service.open_round(body.skill_id, body.base_version, body.quorum, body.deadline_s, body.key_id,
+                                      body.min_participants)
         return service.round_info(round_id)
 
     @app.get("/api/v1/rounds", response_model=list[schemas.RoundInfo], responses=ERRORS,

@@ -160,9 +160,11 @@ class CloudClient:
 
     # ------------------------------------------------------------------ rounds
     def open_round(self, skill_id: str, base_version: int, quorum: int, deadline_s: float,
-                   key_id: Optional[str] = None) -> dict:
+                   key_id: Optional[str] = None, min_participants: int = 1) -> dict:
+        """Admin: open a round; it closes at ``quorum`` deltas or at the deadline (published only
+        if at least ``min_participants`` deltas arrived, else ``expired``)."""
         body = {"skill_id": skill_id, "base_version": base_version, "quorum": quorum, "deadline_s": deadline_s,
-                **({"key_id": key_id} if key_id else {})}
+                "min_participants": min_participants, **({"key_id": key_id} if key_id else {})}
         return self._json("POST", "/api/v1/rounds", json=body, token=self.admin_token)
 
     def round_status(self, round_id: int) -> dict:

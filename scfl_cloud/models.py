@@ -101,6 +101,9 @@ class Round(Base):
     base_version: Mapped[int] = mapped_column(Integer)
     key_id: Mapped[str] = mapped_column(ForeignKey("fleet_contexts.key_id"))
     quorum: Mapped[int] = mapped_column(Integer)
+    # fewer accepted deltas than this at the deadline: the round expires unpublished, so a
+    # sum of one or two robots (which would reveal their deltas to key holders) is never released
+    min_participants: Mapped[int] = mapped_column(Integer, server_default="1", default=1)
     deadline_at: Mapped[float] = mapped_column(Float)
     # open -> closed (quorum | deadline) -> published ; open -> expired (deadline, no delta)
     state: Mapped[str] = mapped_column(String(16), index=True)

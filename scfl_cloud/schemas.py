@@ -118,6 +118,8 @@ class RoundOpen(BaseModel):
     skill_id: str
     base_version: int = Field(ge=0, description="0 = train from the shared initialisation")
     quorum: int = Field(ge=1, le=100000)
+    min_participants: int = Field(default=1, ge=1, le=100000,
+                                  description="deltas needed to publish at the deadline (<= quorum)")
     deadline_s: float = Field(gt=0, le=30 * 24 * 3600)
     key_id: Optional[str] = Field(default=None, description="fleet key; default: the newest registered context")
 
@@ -130,6 +132,7 @@ class RoundInfo(BaseModel):
     backend: str
     params_id: str
     quorum: int
+    min_participants: int
     state: Literal["open", "closed", "published", "expired"]
     close_reason: Optional[str]
     opened_at: float

@@ -299,7 +299,9 @@ class CloudService:
 
     # ------------------------------------------------------------------ rounds
     def open_round(self, skill_id: str, base_version: int, quorum: int, deadline_s: float,
-                   key_id: Optional[str]) -> int:
+                   key_id: Optional[str], min_participants: int = 1) -> int:
+        if min_participants > quorum:
+            raise ApiError(422, "invalid_request", f"min_participants ({min_participants}) must be <= quorum ({quorum})")
         with self.write() as s:
             self.get_skill(s, skill_id)
             if base_version != 0 and s.scalars(select(SkillVersion).where(
@@ -318,6 +320,7 @@ class CloudService:
                 raise ApiError(409, "round_already_open", f"round {busy.round_id} is still open for skill {skill_id!r}")
             now = time.time()
             rnd = Round(skill_id=skill_id, base_version=base_version, key_id=ctx.key_id, quorum=quorum,
+                        min_participants=min_participants,
                         deadline_at=now + deadline_s, state="open", close_reason=None, opened_at=now,
                         accepted_count=0, folded_count=0, aggregation_seconds=0.0)
             s.add(rnd)
@@ -338,6 +341,7 @@ class CloudService:
         contributors = list(s.scalars(select(Delta.robot_id).where(Delta.round_id == rnd.round_id).order_by(Delta.id)))
         return dict(round_id=rnd.round_id, skill_id=rnd.skill_id, base_version=rnd.base_version, key_id=rnd.key_id,
                     backend=ctx.backend if ctx else "", params_id=ctx.params_id if ctx else "", quorum=rnd.quorum,
+                    min_participants=rnd.min_participants,
                     state=rnd.state, close_reason=rnd.close_reason, opened_at=rnd.opened_at,
                     deadline_at=rnd.deadline_at, closed_at=rnd.closed_at, published_at=rnd.published_at,
                     accepted=rnd.accepted_count, folded=rnd.folded_count, published_version=rnd.published_version,

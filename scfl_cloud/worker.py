@@ -92,7 +92,7 @@ class AggregationWorker:
                 rnd = svc._round_for_update(s, round_id)
                 if rnd is None or rnd.state != "open":
                     continue
-                if rnd.accepted_count > 0:
+                if rnd.accepted_count >= max(1, rnd.min_participants):
                     rnd.state, rnd.close_reason = "closed", "deadline"
                 else:
                     rnd.state, rnd.close_reason = "expired", "deadline"

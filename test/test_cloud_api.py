@@ -281,6 +281,13 @@ def test_deadline_closes_partial_round_and_expires_empty_one(cloud, fleet_key):
     empty = admin.open_round(skill, 1, quorum=3, deadline_s=0.5)["round_id"]
     assert admin.wait_for_round(empty, timeout=30)["state"] == "expired"
     expect_error(409, "round_not_published", admin.download_aggregate, empty)
+    # below min_participants at the deadline: expired, nothing published (a lone delta stays private)
+    lonely = admin.open_round(skill, 1, quorum=3, deadline_s=1.5, min_participants=2)["round_id"]
+    server.client(bots[0].token).upload_delta(bots[0].token, bots[0].delta(skill, lonely, base_version=1)[1])
+    info = admin.wait_for_round(lonely, timeout=30)
+    assert (info["state"], info["accepted"], info["published_version"]) == ("expired", 1, None)
+    assert [v["version"] for v in admin.get_skill(skill)["versions"]] == [1]
+    expect_error(422, "invalid_request", admin.open_round, skill, 1, 2, 60, min_participants=3)
 
 
 def test_skill_catalog_upload_and_download(cloud, fleet_key):
@@ -349,7 +356,7 @@ def test_openapi_matches_models(cloud):
     r = httpx.get(server.url + "/api/v1/nowhere")
     assert r.status_code == 404 and r.json()["error"] == "not_found"
     health = admin.healthz()
-    assert health["status"] == "ok" and health["worker_alive"] and health["schema_revision"] == "0001"
+    assert health["status"] == "ok" and health["worker_alive"] and health["schema_revision"] == "0002"
 
 
 def test_tenseal_fleet_round_with_public_only_context(cloud, fleet_key):

@@ -32,7 +32,7 @@ def test_migrations_match_models_and_round_trip(request, tmp_path, db_kind):
     try:
         assert current_revision(engine) is None
         migrate(engine)
-        assert current_revision(engine) == "0001"
+        assert current_revision(engine) == "0002"
         with engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         assert diff == [], f"models and migrations disagree: {diff}"
@@ -42,8 +42,18 @@ def test_migrations_match_models_and_round_trip(request, tmp_path, db_kind):
             cfg.attributes["connection"] = conn
             command.downgrade(cfg, "base")
         assert current_revision(engine) is None
+        migrate(engine, "0001")  # an old database is upgraded in place, rows kept, new column defaulted
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO skills (skill_id, name, description, task_descriptions, extra, created_at)"
+                                 " VALUES ('s', 'n', '', '[]', '{}', 0)")
+            conn.exec_driver_sql("INSERT INTO fleet_contexts VALUES ('k', 'rlwe', 'p', 'h', 0)")
+            conn.exec_driver_sql("INSERT INTO rounds (skill_id, base_version, key_id, quorum, deadline_at, state,"
+                                 " opened_at, accepted_count, folded_count, aggregation_seconds)"
+                                 " VALUES ('s', 0, 'k', 3, 1, 'open', 0, 0, 0, 0)")
         migrate(engine)
-        assert current_revision(engine) == "0001"
+        assert current_revision(engine) == "0002"
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT quorum, min_participants FROM rounds").all() == [(3, 1)]
     finally:
         engine.dispose()
 
