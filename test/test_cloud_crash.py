@@ -3,6 +3,8 @@ storage, finish the round, and check that nothing accepted was lost or counted t
 
 from __future__ import annotations
 
+import time
+
 
 import numpy as np
 import pytest
@@ -33,7 +35,7 @@ def _decrypt(admin, fleet_key, round_id):
 def test_sigkill_mid_round_then_finish(tmp_path, db_url, fleet_key):
     from scfl_cloud.testing import CloudServer
 
-    server = CloudServer(tmp_path / "cloud", db_url).start()
+    server = CloudServer(tmp_path / "cloud", db_url, extra_args=["--prune-deltas"]).start()
     try:
         admin = server.admin_client()
         admin.put_fleet_context(fleet_key.cloud_context())
@@ -66,6 +68,11 @@ def test_sigkill_mid_round_then_finish(tmp_path, db_url, fleet_key):
         assert agg.count == 5 and sorted(agg.robot_ids) == sorted(b.robot_id for b in bots)
         want = expected_sum(fleet_key, plain)
         assert all(np.array_equal(got[k], want[k]) for k in want)
+        # --prune-deltas: per-robot ciphertexts are gone once published; context + sum remain
+        deadline = time.monotonic() + 30  # pruning runs in the worker right after publishing
+        while len(blob_files(server.storage_dir)) != 2:
+            assert time.monotonic() < deadline, sorted(blob_files(server.storage_dir))
+            time.sleep(0.05)
     finally:
         server.stop()
 
