@@ -40,7 +40,7 @@ def test_load_balance_loss_equals_hand_computed_value():
     logits = FIXED_PROBS.log().requires_grad_(True)
     assert float(router.load_balance_loss(logits.detach(), top_k=1)) == pytest.approx(1.06875, abs=1e-6)
     loss = router.load_balance_loss(logits)  # the router's own top_k = 2
-    assert float(loss) == pytest.approx(1.125, abs=1e-6)
+    assert float(loss.detach()) == pytest.approx(1.125, abs=1e-6)
     loss.backward()  # differentiable through P (f is a count)
     assert logits.grad is not None and torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
     uniform = torch.full((6, 3), 1 / 3)
@@ -68,6 +68,30 @@ def test_topk_weights_sum_to_one_and_respect_top_k():
         router.route(torch.randn(31))
     with pytest.raises(RouterError, match="top_k must be"):
         MoESkillRouter(num_experts=2, embedding_dim=4, top_k=3)
+
+
+@pytest.mark.parametrize("cls", [MoESkillRouter, DualGatingRouter])
+def test_single_task_fast_path_matches_batched_torch_path(cls):
+    """route() of one numpy embedding uses cached numpy weights; it must agree with torch."""
+    rng = np.random.default_rng(0)
+    router = cls(num_experts=8, embedding_dim=24, hidden=16, seed=0)
+    x = rng.normal(size=(30, 24)).astype(np.float32)
+    router.train_router((x, np.arange(30) % 8), epochs=3)
+    router.set_expert_descriptions([x[i:i + 1] for i in range(8)])
+    probes = np.concatenate([x[:5], rng.normal(size=(5, 24)).astype(np.float32)])  # seen + cold start
+    assert router.is_unseen(probes).any() and not router.is_unseen(probes).all()
+
+    def check():
+        batch_i, batch_w = router.route(torch.from_numpy(probes))
+        for n, e in enumerate(probes):
+            i, w = router.route(e)
+            assert i.tolist() == batch_i[n].tolist()
+            torch.testing.assert_close(w, batch_w[n], rtol=1e-5, atol=1e-6)
+
+    check()
+    with torch.no_grad():  # an in-place update must invalidate the cached numpy weights
+        router.gating_network[2].bias += torch.arange(8.0)
+    check()
 
 
 def _clusters(num, dim, per, seed=0, noise=0.05):

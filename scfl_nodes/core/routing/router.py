@@ -121,6 +121,8 @@ class _RouterBase(nn.Module):
 
     # ----------------------------------------------------------------- helpers
     def _batch(self, task_embedding) -> tuple[torch.Tensor, bool]:
+        if isinstance(task_embedding, np.ndarray) and not task_embedding.flags.writeable:
+            task_embedding = np.array(task_embedding)  # cached embeddings are read-only
         e = torch.as_tensor(task_embedding, dtype=torch.float32)
         single = e.dim() == 1
         if single:
@@ -129,6 +131,56 @@ class _RouterBase(nn.Module):
             raise RouterError(f"task embedding must be ({self.embedding_dim},) or (B, {self.embedding_dim}), "
                               f"got {tuple(e.shape)}")
         return e, single
+
+    # ------------------------------------------------ numpy fast path (batch 1)
+    def _numpy_state(self) -> dict:
+        """Numpy copies of the gate and cold-start state, rebuilt whenever any of them changes.
+
+        Routing one task through torch costs ~0.1 ms of per-op overhead; the same maths
+        in numpy on cached weights is several times faster. Parameter ``_version``
+        counters catch in-place optimiser updates.
+        """
+        params = self.__dict__.get("_np_params")
+        if params is None:
+            params = self.__dict__["_np_params"] = list(self.parameters())
+        key = [p._version for p in params]
+        key += [id(p) for p in params]
+        key += [id(self.train_embeddings), id(self.expert_embeddings), id(self.expert_has_description)]
+        if self.__dict__.get("_np_key") != key:
+            lin1, lin2 = self.gating_network[0], self.gating_network[2]
+            train = self.train_embeddings.detach().numpy()
+            self._np = {
+                "w1": lin1.weight.detach().numpy().T.copy(), "b1": lin1.bias.detach().numpy().copy(),
+                "w2": lin2.weight.detach().numpy().T.copy(), "b2": lin2.bias.detach().numpy().copy(),
+                "train": train.copy() if len(train) else None,
+                "experts": self.expert_embeddings.numpy().copy(),
+                "has": self.expert_has_description.numpy().copy(),
+                "any_desc": bool(self.expert_has_description.any()),
+            }
+            self._extra_numpy_state(self._np)
+            self.__dict__["_np_key"] = key
+        return self._np
+
+    def _extra_numpy_state(self, state: dict) -> None:
+        pass
+
+    def _numpy_probabilities(self, e: np.ndarray, use_fallback: bool) -> tuple[np.ndarray, bool]:
+        """(N,) routing distribution for one embedding and whether the cold-start rule fired."""
+        st = self._numpy_state()
+        h = e @ st["w1"]
+        h += st["b1"]
+        np.maximum(h, 0.0, out=h)
+        logits = h @ st["w2"]
+        logits += st["b2"]
+        if use_fallback and st["any_desc"]:
+            norm = e / max(float(np.sqrt(e @ e)), 1e-12)
+            best = float((st["train"] @ norm).max()) if st["train"] is not None else -1.0
+            if best < self.cold_start_threshold:
+                sims = np.where(st["has"], (st["experts"] @ norm) / COLD_START_TEMPERATURE, -np.inf)
+                sims = np.exp(sims - sims.max())
+                return (sims / sims.sum()).astype(np.float32), True
+        logits = np.exp(logits - logits.max())
+        return logits / logits.sum(), False
 
     def logits(self, task_embedding) -> torch.Tensor:
         e, _ = self._batch(task_embedding)
@@ -321,16 +373,22 @@ class MoESkillRouter(_RouterBase):
         mask = torch.zeros_like(probs).scatter(1, indices, 1.0)
         return dense, mask, probs
 
-    @torch.no_grad()
     def route(self, task_embedding, top_k: int | None = None, use_fallback: bool = True
               ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(indices, weights)``: top-k experts and their renormalised weights (sum to 1).
 
         A 1-D embedding gives ``(k,)`` tensors, a ``(B, D)`` batch ``(B, k)`` tensors.
         """
-        e, single = self._batch(task_embedding)
         k = min(top_k or self.top_k, self.num_experts)
-        probs = self.probabilities(e, use_fallback=use_fallback)
+        if isinstance(task_embedding, np.ndarray) and task_embedding.ndim == 1 \
+                and task_embedding.shape[0] == self.embedding_dim:
+            probs, _ = self._numpy_probabilities(task_embedding.astype(np.float32, copy=False), use_fallback)
+            order = np.argsort(-probs, kind="stable")[:k]
+            values = probs[order]
+            return torch.from_numpy(order.astype(np.int64)), torch.from_numpy((values / values.sum()).astype(np.float32))
+        e, single = self._batch(task_embedding)
+        with torch.no_grad():
+            probs = self.probabilities(e, use_fallback=use_fallback)
         values, indices = torch.topk(probs, k, dim=-1)
         weights = values / values.sum(-1, keepdim=True)
         return (indices[0], weights[0]) if single else (indices, weights)
@@ -372,6 +430,9 @@ class DualGatingRouter(_RouterBase):
 
     def routing_config(self) -> dict:
         return {**super().routing_config(), "lam": self.lam, "max_experts": self.max_experts}
+
+    def _extra_numpy_state(self, state: dict) -> None:
+        state["thresholds"] = self.thresholds().detach().numpy().copy()
 
     def thresholds(self) -> torch.Tensor:
         """``lambda * W_e`` per expert."""
@@ -425,12 +486,22 @@ class DualGatingRouter(_RouterBase):
         gated = s * mask
         return gated / gated.sum(-1, keepdim=True), mask, s
 
-    @torch.no_grad()
     def route(self, task_embedding, use_fallback: bool = True, prev_scores=None):
         """``(indices, weights)`` of the active experts, best first, weights summing to 1.
 
         A 1-D embedding gives two 1-D tensors of variable length; a batch gives two lists.
         """
+        if prev_scores is None and isinstance(task_embedding, np.ndarray) and task_embedding.ndim == 1 \
+                and task_embedding.shape[0] == self.embedding_dim:
+            s, _ = self._numpy_probabilities(task_embedding.astype(np.float32, copy=False), use_fallback)
+            active = s > self._np["thresholds"]
+            active[int(np.argmax(s))] = True
+            idx = np.flatnonzero(active)
+            if self.max_experts is not None and len(idx) > self.max_experts:
+                idx = idx[np.argsort(-s[idx], kind="stable")[:self.max_experts]]
+            idx = idx[np.argsort(-s[idx], kind="stable")]
+            w = s[idx] / s[idx].sum()
+            return torch.from_numpy(idx.astype(np.int64)), torch.from_numpy(w.astype(np.float32))
         e, single = self._batch(task_embedding)
         dense = self.dense_weights(e, use_fallback=use_fallback, prev_scores=prev_scores)
         out_i, out_w = [], []
