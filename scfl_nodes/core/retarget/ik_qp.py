@@ -10,6 +10,8 @@ hard QP constraint and q is clamped after each step (pink's linearisation can ov
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pinocchio as pin
 from pink import Configuration, solve_ik as pink_solve_ik
@@ -49,9 +51,9 @@ class PinkIK:
 
     def _errors(self, target: pin.SE3) -> tuple[float, float]:
         current = self.data.oMf[self.robot.ee_frame_id]
-        pos = float(np.linalg.norm(current.translation - target.translation))
-        rot = float(np.linalg.norm(pin.log3(current.rotation.T @ target.rotation)))
-        return pos, rot
+        dpos = current.translation - target.translation
+        rot = pin.log3(current.rotation.T @ target.rotation)
+        return math.sqrt(float(dpos @ dpos)), math.sqrt(float(rot @ rot))
 
     def _attempt(self, target, q0, lower, upper, settings: IKSettings, q_prior):
         conf = self.configuration

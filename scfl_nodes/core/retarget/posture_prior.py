@@ -127,7 +127,15 @@ def sample_natural_postures(robot: RobotModel, n: int, *, spread: float = 0.35, 
     return ctx, q
 
 
+_DEFAULT_PRIORS: dict[tuple, PosturePrior] = {}
+
+
 def default_prior(robot: RobotModel, *, n_samples: int = 600, n_components: int = 5, seed: int = 0) -> PosturePrior:
-    """A prior fitted on :func:`sample_natural_postures` (takes ~0.1 s)."""
-    ctx, q = sample_natural_postures(robot, n_samples, seed=seed)
-    return PosturePrior.fit(ctx, q, n_components=n_components, seed=seed, robot=robot)
+    """A prior fitted on :func:`sample_natural_postures` (~0.5 s; deterministic, so cached per
+    robot and settings for the process: predict() never changes it)."""
+    key = (robot.name, robot.ee_frame, tuple(robot.joint_names), tuple(robot.home), n_samples, n_components, seed)
+    prior = _DEFAULT_PRIORS.get(key)
+    if prior is None:
+        ctx, q = sample_natural_postures(robot, n_samples, seed=seed)
+        prior = _DEFAULT_PRIORS[key] = PosturePrior.fit(ctx, q, n_components=n_components, seed=seed, robot=robot)
+    return prior

@@ -83,9 +83,11 @@ def solve_trajectory(
     if max_joint_velocity is not None:
         vmax = np.minimum(vmax, float(max_joint_velocity))
     q_prior_all = prior.predict(targets[:, :3, 3]) if prior is not None else None
-    # warm-started waypoints need only a few posture iterations each: the pull toward q_GMR
-    # accumulates along the trajectory
-    warm_settings = dataclasses.replace(settings, posture_iterations=min(settings.posture_iterations, 3))
+    # warm-started waypoints need only a few posture iterations each (the pull toward q_GMR
+    # accumulates along the trajectory); random restarts inside the small velocity box rarely
+    # help, so a warm waypoint gets at most 2 before it is flagged
+    warm_settings = dataclasses.replace(settings, posture_iterations=min(settings.posture_iterations, 3),
+                                        restarts=min(settings.restarts, 2))
     rng = np.random.default_rng(seed)
     q_out = np.zeros((n_way, robot.nq))
     achieved = np.zeros_like(targets)
