@@ -15,7 +15,7 @@ class IKSettings:
     damping: float = 1e-4  # Levenberg-Marquardt damping of the pose task (DLS) / Tikhonov (QP)
     max_iterations: int = 50  # per attempt (failing descents are abandoned early)
     restarts: int = 15  # extra attempts from random configurations after the first one fails
-    posture_weight: float = 0.1  # λ of ||q - q_GMR||² (DLS: nullspace gain; QP: PostureTask cost)
+    posture_weight: float = 0.1  # λ of ||q - q_GMR||² (DLS: fading regularisation weight; QP: PostureTask cost)
     position_tolerance: float = 1e-3  # m
     orientation_tolerance: float = math.radians(1.0)  # rad
     max_step: float = 1.0  # rad, largest joint change per iteration (keeps Gauss-Newton steps local)
