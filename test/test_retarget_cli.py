@@ -69,6 +69,19 @@ def test_cli_writes_robot_demo_and_plot_accepted_by_train_skill(tmp_path):
     rel_human = np.linalg.inv(human.object_pose) @ human.hand_poses
     assert np.abs(rel_robot[:, :3, 3] - rel_human[:, :3, 3]).max() <= 1e-3
 
+    # a GMR prior fitted on these robot demos is written and used by a further retargeting run
+    from scfl_nodes.cli import main
+    from scfl_nodes.core.retarget import PosturePrior
+
+    prior_path = tmp_path / "prior.npz"
+    assert main(["retarget", "--fit-prior", str(demos), "--out", str(prior_path), "--components", "3"]) == 0
+    prior = PosturePrior.load(prior_path, robot)
+    assert prior.gmm.n_components == 3
+    # the prior learned these demos' postures: its prediction at a demo waypoint is near the demo's q
+    assert np.abs(prior.predict(achieved[20, :3, 3]) - q[20]).mean() < 0.3
+    assert main(["retarget", "--demo", HUMAN_DEMO, "--object-pose", pose, "--prior", str(prior_path),
+                 "--out", str(tmp_path / "with_prior.npz"), "--no-progress"]) == 0
+
     # and `scfl train-skill` trains a skill on the retargeted demos
     res = scfl("train-skill", "--demonstrations", str(demos), "--skill-name", "pick-block", "--epochs", "2",
                "--library", str(tmp_path / "lib"), "--no-progress")

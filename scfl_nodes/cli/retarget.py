@@ -29,6 +29,10 @@ def register(subparsers) -> None:
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     p.add_argument("--write-example-demo", metavar="FILE",
                    help="write a small synthetic human pick demo to FILE and exit (to try the command)")
+    p.add_argument("--fit-prior", nargs="+", metavar="DEMO",
+                   help="instead of retargeting: fit a GMR posture prior on robot demos (.npz files or "
+                        "directories of them, from earlier runs) and write it to --out (use it with --prior)")
+    p.add_argument("--components", type=int, default=None, help="Gaussians for --fit-prior (default: config)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -72,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         save_human_demo(path, synthetic_pick_demo())
         print(f"wrote example human demo {path} (try: scfl retarget --demo {path} --object-pose 0.5,0,0.05 --out robot_demo.npz)")
         return 0
+    if args.fit_prior:
+        return _fit_prior(args)
     for flag in ("demo", "object_pose", "out"):
         if not getattr(args, flag):
             raise CliError(f"--{flag.replace('_', '-')} is required")
@@ -97,4 +103,41 @@ def run(args: argparse.Namespace) -> int:
                        "nothing written (move --object-pose closer to the robot, or pass --allow-unreachable)")
     save_robot_demo(out, arrays, overwrite=args.force)
     print(f"wrote robot demo {out} (observation {arrays['observation'].shape}, expert_action {arrays['expert_action'].shape})")
+    return 0
+
+
+def _fit_prior(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from scfl_nodes.core.config import ConfigError, load_config
+    from scfl_nodes.core.retarget import PosturePriorError, RobotModelError, load_robot
+    from scfl_nodes.core.retarget.posture_prior import fit_prior_from_robot_demos
+
+    if not args.out:
+        raise CliError("--out is required (where to write the prior .npz)")
+    out = Path(args.out)
+    if out.suffix != ".npz":
+        raise CliError(f"--out must end in .npz, got {out}")
+    if out.exists() and not args.force:
+        raise CliError(f"{out} already exists (pass --force to overwrite)")
+    files = []
+    for item in args.fit_prior:
+        path = Path(item)
+        if path.is_dir():
+            files.extend(sorted(path.glob("*.npz")))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise CliError(f"{path} does not exist")
+    if not files:
+        raise CliError("no .npz robot demos found in " + ", ".join(args.fit_prior))
+    try:
+        cfg = load_config(args.config).retarget
+        robot = load_robot(args.robot or cfg.robot, cfg.ee_frame or None)
+        prior = fit_prior_from_robot_demos(files, robot, n_components=args.components or cfg.prior_components,
+                                           seed=cfg.seed)
+    except (ConfigError, RobotModelError, PosturePriorError) as exc:
+        raise CliError(str(exc)) from None
+    prior.save(out)
+    print(f"fitted a {prior.gmm.n_components}-component GMR posture prior on {len(files)} demo(s); wrote {out}")
     return 0

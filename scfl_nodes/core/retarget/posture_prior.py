@@ -139,3 +139,31 @@ def default_prior(robot: RobotModel, *, n_samples: int = 600, n_components: int 
         ctx, q = sample_natural_postures(robot, n_samples, seed=seed)
         prior = _DEFAULT_PRIORS[key] = PosturePrior.fit(ctx, q, n_components=n_components, seed=seed, robot=robot)
     return prior
+
+
+def fit_prior_from_robot_demos(paths, robot: RobotModel, *, n_components: int = 5, seed: int = 0) -> PosturePrior:
+    """Fit a prior on robot demonstrations written by ``scfl retarget`` (or any episode ``.npz``
+    with ``joint_positions`` (T, n)): contexts are the end-effector positions FK(q), so the prior
+    learns which postures these demos used where."""
+    postures = []
+    for path in paths:
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files if k in ("joint_positions", "reachable")}
+        except (OSError, ValueError) as exc:
+            raise PosturePriorError(f"{path}: not a readable .npz ({exc})") from None
+        if "joint_positions" not in arrays:
+            raise PosturePriorError(f"{path}: no 'joint_positions' array (not a robot demo from scfl retarget)")
+        q = np.asarray(arrays["joint_positions"], dtype=float)
+        reachable = arrays.get("reachable")
+        if q.ndim != 2 or q.shape[1] != robot.nq:
+            raise PosturePriorError(f"{path}: joint_positions has shape {q.shape}, robot {robot.name} has {robot.nq} joints")
+        if reachable is not None:
+            q = q[np.asarray(reachable, dtype=bool)]  # flagged waypoints are not postures to imitate
+        postures.append(q)
+    if not postures:
+        raise PosturePriorError("no robot demos given")
+    q = np.vstack(postures)
+    ctx = np.array([robot.fk(qi).translation for qi in q])
+    return PosturePrior.fit(ctx, q, n_components=n_components, seed=seed, robot=robot)
