@@ -197,3 +197,14 @@ def test_aggregate_roundtrip_and_corruption(fleet, signer):
     # the running sum continues after a store/load cycle
     back = ctx.add(back, make(fleet, signer, robot="r3"))
     np.testing.assert_allclose(fleet.decrypt_aggregate(back)["b"], np.full(7, 0.3), atol=1e-4)
+
+
+def test_signed_but_malformed_headers_are_rejected(fleet, signer):
+    """A robot with a valid key but a buggy/malicious encoder cannot crash the cloud."""
+    delta = make(fleet, signer)
+    for field, value in (("round_id", "5"), ("clip", float("nan")), ("weight", -1.0), ("shapes", [["w", [-1]]]),
+                         ("mask_cohort", "all"), ("num_values", 1), ("robot_id", None)):
+        header = dict(delta.header, **{field: value})
+        prefix, digest = pack(MAGIC_DELTA, header, delta.payload)
+        with pytest.raises(TamperedError):
+            EncryptedDelta.from_bytes(prefix + digest + signer.sign(digest))

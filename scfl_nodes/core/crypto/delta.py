@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -38,12 +39,45 @@ _DELTA_FIELDS = (
 )
 
 
+_HEADER_TYPES = {
+    "version": int,
+    "backend": str,
+    "params_id": str,
+    "key_id": str,
+    "skill_id": str,
+    "base_version": int,
+    "round_id": int,
+    "robot_id": str,
+    "num_values": int,
+    "nonce": str,
+    "clip": (int, float),
+    "num_clients": int,
+    "weight": (int, float),
+}
+
+
 def _check_header(header: dict, fields: tuple[str, ...], what: str) -> None:
+    """Presence and types of header fields: a signed but malformed header (a buggy or
+    malicious robot) must fail here with TamperedError, not deep inside the cloud."""
     missing = [f for f in fields if f not in header]
     if missing:
         raise TamperedError(f"{what}: header lacks field(s) {', '.join(missing)}")
+    for field, kind in _HEADER_TYPES.items():
+        value = header.get(field)
+        if field in fields and (not isinstance(value, kind) or isinstance(value, bool)):
+            raise TamperedError(f"{what}: header field {field!r} has the wrong type ({type(value).__name__})")
+    for field in ("clip", "weight"):
+        if field in fields and not (math.isfinite(header[field]) and header[field] >= 0):
+            raise TamperedError(f"{what}: header field {field!r} must be a finite number >= 0")
+    cohort = header.get("mask_cohort")
+    if cohort is not None and not (isinstance(cohort, list) and all(isinstance(r, str) for r in cohort)):
+        raise TamperedError(f"{what}: mask_cohort must be null or a list of robot ids")
+    if not isinstance(header.get("shapes"), list):
+        raise TamperedError(f"{what}: shapes must be a list of [name, shape] pairs")
     try:
         shapes = header["shapes"]
+        if not all(isinstance(n, str) and all(isinstance(d, int) and d >= 0 for d in shape) for n, shape in shapes):
+            raise ValueError("bad shape entry")
         total = sum(int(np.prod(shape, dtype=np.int64)) for _, shape in shapes)
     except (TypeError, ValueError):
         raise TamperedError(f"{what}: malformed tensor shapes in header") from None
