@@ -22,6 +22,7 @@ from scfl_nodes.core.federation import (
     make_strategy,
     personalized_weights,
     similarity_matrix,
+    strategy_from_config,
 )
 
 SCALE = 2**15
@@ -176,8 +177,10 @@ def test_masks_with_tenseal_prime_modulus():
 
 def test_strategy_factory_and_config_sections():
     cfg = config_from_dict({"crypto": {"backend": "tenseal", "clip": 0.5, "max_clients": 100}, "federation": {"strategy": "eda", "secure_masks": True}})
-    strategy = make_strategy(cfg.federation.strategy, clip=cfg.crypto.clip, secure_masks=cfg.federation.secure_masks)
+    strategy = strategy_from_config(cfg)
     assert isinstance(strategy, ExpertDrivenAggregation) and strategy.secure_masks and strategy.clip == 0.5
+    assert strategy.floor == cfg.federation.eda_floor
+    assert isinstance(strategy_from_config(config_from_dict({})), FedAvg)
     with pytest.raises(ValueError, match="unknown strategy"):
         make_strategy("fedprox")
     with pytest.raises(ConfigError, match="crypto.max_clients"):

@@ -231,9 +231,15 @@ class EncryptedAggregate:
     @classmethod
     def from_bytes(cls, blob: bytes) -> EncryptedAggregate:
         header, payload, _digest, _ = unpack(blob, MAGIC_AGGREGATE, 0)
-        for field in ("backend", "params_id", "key_id", "count", "robot_ids", "nonces", "shapes", "num_values"):
-            if field not in header:
-                raise TamperedError(f"encrypted aggregate: header lacks {field}")
+        _check_header(
+            header,
+            ("version", "backend", "params_id", "key_id", "skill_id", "base_version", "round_id", "shapes", "num_values"),
+            "encrypted aggregate",
+        )
+        for field, kind in (("count", int), ("robot_ids", list), ("nonces", list), ("weights", list),
+                            ("total_weight", (int, float)), ("bound_sum", int)):
+            if not isinstance(header.get(field), kind) or isinstance(header.get(field), bool):
+                raise TamperedError(f"encrypted aggregate: header field {field!r} missing or of the wrong type")
         if header["backend"] == "rlwe":
             params = get_params(header["params_id"], "rlwe")
             count = rlwe.num_polys(header["num_values"], params) * params.n

@@ -2,7 +2,7 @@
 
 from .eda import ExpertDrivenAggregation, eda_weights, personalized_weights, similarity_matrix
 from .masks import MaskKey, PairwiseMasker
-from .strategy import FedAvg, RoundPlan, Strategy, make_strategy
+from .strategy import FedAvg, RoundPlan, Strategy, make_strategy, strategy_from_config
 
 __all__ = [
     "ExpertDrivenAggregation",
@@ -15,4 +15,5 @@ __all__ = [
     "make_strategy",
     "personalized_weights",
     "similarity_matrix",
+    "strategy_from_config",
 ]

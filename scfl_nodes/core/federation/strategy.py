@@ -159,3 +159,10 @@ def make_strategy(name: str, clip: float = 1.0, secure_masks: bool = False, **kw
     if name not in table:
         raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(table)}")
     return table[name](clip=clip, secure_masks=secure_masks, **kwargs)
+
+
+def strategy_from_config(config) -> Strategy:
+    """The strategy a :class:`~scfl_nodes.core.config.ScflConfig` asks for (federation + crypto sections)."""
+    fed, crypto_cfg = config.federation, config.crypto
+    extra = {"floor": fed.eda_floor} if fed.strategy == "eda" else {}
+    return make_strategy(fed.strategy, clip=crypto_cfg.clip, secure_masks=fed.secure_masks, **extra)
