@@ -20,6 +20,18 @@ from gmr import GMM
 from .robot import RobotModel
 
 FORMAT_VERSION = 1
+_BLAS = None
+
+
+def _single_thread_blas():
+    """GMR works on tiny matrices: multi-threaded BLAS only adds thread hand-offs, which on a busy
+    machine made ``predict`` 10x slower (48 ms vs 4.5 ms for 40 contexts). Limit it to 1 thread."""
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS = ThreadpoolController()
+    return _BLAS.limit(limits=1, user_api="blas")
 
 
 class PosturePriorError(ValueError):
@@ -63,7 +75,8 @@ class PosturePrior:
         y_mean, y_std = y.mean(0), y.std(0) + 1e-9
         samples = np.hstack([(x - x_mean) / x_std, (y - y_mean) / y_std])
         gmm = GMM(n_components=n_components, random_state=np.random.RandomState(seed))
-        gmm.from_samples(samples, init_params="kmeans++", n_iter=100)
+        with _single_thread_blas():
+            gmm.from_samples(samples, init_params="kmeans++", n_iter=100)
         return cls(gmm, x.shape[1], x_mean, x_std, y_mean, y_std,
                    robot.joint_names if robot is not None else None,
                    robot.lower if robot is not None else None, robot.upper if robot is not None else None)
@@ -75,7 +88,8 @@ class PosturePrior:
         x = x.reshape(1, -1) if single else x
         if x.shape[1] != self.context_dim or not np.isfinite(x).all():
             raise PosturePriorError(f"context must be finite with {self.context_dim} values per row, got shape {np.shape(context)}")
-        y = self.gmm.predict(self._inputs, (x - self.x_mean) / self.x_std) * self.y_std + self.y_mean
+        with _single_thread_blas():
+            y = self.gmm.predict(self._inputs, (x - self.x_mean) / self.x_std) * self.y_std + self.y_mean
         if self.lower is not None:
             y = np.minimum(np.maximum(y, self.lower), self.upper)
         return y[0] if single else y
