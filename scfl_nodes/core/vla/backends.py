@@ -77,11 +77,13 @@ def export_onnx(
     input_names: Sequence[str],
     output_names: Sequence[str],
     opset: int = 17,
+    dynamic_axes: dict | None = None,
 ) -> Path:
     """Export ``module`` with a dynamic batch dimension on every input and output."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     axes = {n: {0: "batch"} for n in [*input_names, *output_names]}
+    axes.update(dynamic_axes or {})
     module = module.eval()
     with torch.no_grad():
         torch.onnx.export(
@@ -117,9 +119,12 @@ class OnnxRuntimeRunner:
             providers.insert(0, "CUDAExecutionProvider")
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         self.input_names = [i.name for i in self.session.get_inputs()]
+        types = {"tensor(float)": np.float32, "tensor(int64)": np.int64, "tensor(int32)": np.int32,
+                 "tensor(bool)": np.bool_, "tensor(float16)": np.float16}
+        self._input_dtypes = {i.name: types.get(i.type, np.float32) for i in self.session.get_inputs()}
 
     def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-        feed = {n: np.ascontiguousarray(inputs[n], dtype=np.float32) for n in self.input_names}
+        feed = {n: np.ascontiguousarray(inputs[n], dtype=self._input_dtypes[n]) for n in self.input_names}
         return list(self.session.run(None, feed))
 
 
