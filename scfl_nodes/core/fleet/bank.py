@@ -69,7 +69,7 @@ def train_bank(
     epochs: int,
     seed: int,
     lr: float = 1e-3,
-    batch_size: int = 256,
+    batch_size: int = 64,
 ) -> dict:
     """Train the routed skills of ``bank`` in place on the demos of each task.
 
@@ -133,7 +133,7 @@ class BCPolicy(nn.Module):
         return self.net(state)
 
 
-def train_bc(episodes: list[dict], *, hidden: int, epochs: int, seed: int, lr: float = 1e-3, batch_size: int = 256):
+def train_bc(episodes: list[dict], *, hidden: int, epochs: int, seed: int, lr: float = 1e-3, batch_size: int = 64):
     """Behaviour cloning on the same demonstrations (state -> expert action); returns (policy, metrics)."""
     start = time.perf_counter()
     _, _, expert, state = _episode_arrays(episodes)

@@ -174,6 +174,7 @@ def make_plots(results: dict, out_dir: str | os.PathLike) -> list[Path]:
             if name in results["methods"] and results["methods"][name]["avg"].get("mean") is not None:
                 ax.axhline(100 * results["methods"][name]["avg"]["mean"], ls=style, color="gray", label=METHOD_LABELS[name])
         ax.set_xlabel("federated round (local: same number of local epochs)")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_ylabel("average success (%)")
         ax.set_ylim(0, 105)
         ax.set_title(f"Success vs round ({meta.get('curve_episodes', meta['eval_episodes'])} episodes/task/seed per point)")
@@ -191,7 +192,8 @@ def make_plots(results: dict, out_dir: str | os.PathLike) -> list[Path]:
         width = 0.8 / len(util)
         for i, (name, shares) in enumerate(util.items()):
             x = np.arange(k) + (i - (len(util) - 1) / 2) * width
-            ax.bar(x, 100 * np.asarray(shares), width, label=METHOD_LABELS.get(name, name), color=cmap(methods.index(name) if name in methods else i))
+            label = "learned top-k + load balancing (main methods)" if name == "fedavg_enc" else METHOD_LABELS.get(name, name)
+            ax.bar(x, 100 * np.asarray(shares), width, label=label, color=cmap(methods.index(name) if name in methods else i))
         ax.axhline(100 / k, ls=":", color="gray", label="uniform")
         ax.set_xticks(np.arange(k))
         ax.set_xlabel("skill (expert) index")

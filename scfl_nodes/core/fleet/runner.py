@@ -48,7 +48,7 @@ class FleetRun:
     """One fleet experiment (all seeds). ``log`` receives human-readable progress lines."""
 
     def __init__(self, cfg, out_dir: str | Path, *, preset: str = "custom", progress: bool = True,
-                 log: Callable[[str], None] = print, preset_note: str = ""):
+                 log: Callable[[str], None] = print, preset_note: str = "", curve_methods=None):
         from scfl_nodes.core.sim import check_task
 
         for t in cfg.tasks:
@@ -61,6 +61,10 @@ class FleetRun:
         self.preset_note = preset_note
         self.robots: list[RobotSpec] = build_fleet(cfg)
         self.methods = list(cfg.methods)
+        # Success-vs-round costs an evaluation per round: only for the curves worth plotting.
+        if curve_methods is None:
+            curve_methods = {"local", "fedavg_enc", "eda_enc"} if "fedavg_enc" in self.methods else {"local", "fedavg_plain", "eda_enc"}
+        self.curve_methods = set(curve_methods)
 
     # ------------------------------------------------------------------ helpers
     def _bar(self, total, desc):
@@ -281,7 +285,7 @@ class FleetRun:
                             key = f"{spec.fingerprint(task)}|{es}|{cfg.eval_episodes}"
                             keys[(method, "final", rid, task)] = key
                             jobs.append(EvalJob(key, spec, task, cfg.eval_episodes, es, cfg.max_path_length))
-                        for r, specs in enumerate(o.curve[:-1]):
+                        for r, specs in enumerate(o.curve[:-1] if method in self.curve_methods else []):
                             for (rid, task), spec in specs.items():
                                 key = f"{spec.fingerprint(task)}|{es}|{curve_eps}"
                                 keys[(method, r, rid, task)] = key
@@ -333,7 +337,7 @@ class FleetRun:
                 per_task[task] = float(np.mean(vals)) if vals else None
             few = [rates[keys[(method, "final", r.robot_id, t)]] for r in self.robots if r.few_demo for t in r.tasks]
             curve = []
-            for rnd in range(len(o.curve)):
+            for rnd in range(len(o.curve) if method in self.curve_methods else 0):
                 vals = []
                 for task in self.cfg.tasks:
                     k = (method, rnd, None, None)
