@@ -21,7 +21,9 @@ from scfl_nodes.core.federation import (
     eda_weights,
     make_strategy,
     personalized_weights,
+    combine_slots,
     similarity_matrix,
+    slot_weights,
     strategy_from_config,
 )
 
@@ -202,3 +204,35 @@ def test_encrypt_update_requires_a_masker_when_the_plan_masks(fleet, signers):
     with pytest.raises(Exception, match="mask_cohort"):
         encrypt_delta(fleet, {"w": np.zeros(3)}, skill_id="s", base_version=0, round_id=1, robot_id="robot-a",
                       signing_key=signers["robot-a"], clip=1.0, num_clients=4, mask=np.zeros(3, np.uint64))
+
+
+def test_personalized_eda_through_encrypted_expert_slots(fleet, signers):
+    """FedVLA's per-receiver weights (Eq. 9) with additions only: one aggregate per slot."""
+    stats = {
+        "robot-a": np.array([[9, 1, 0], [5, 5, 0]]),
+        "robot-b": np.array([[8, 2, 0], [4, 6, 0]]),
+        "robot-c": np.array([[1, 1, 8], [0, 5, 5]]),
+        "robot-d": np.array([[0, 0, 9], [0, 1, 9]]),
+    }
+    deltas = local_deltas(seed=11, n=1000)
+    ctx = fleet.cloud_context()
+    aggregates = {}
+    for robot in ROBOTS:
+        for slot, u in slot_weights(stats[robot], robot).items():
+            assert 0 < u <= 1
+            delta = encrypt_delta(
+                fleet, deltas[robot], skill_id=f"door#{slot}", base_version=0, round_id=1, robot_id=robot,
+                signing_key=signers[robot], clip=1.0, num_clients=4, weight=u,
+            )
+            aggregates[slot] = ctx.add(aggregates.get(slot), delta)
+    slot_sums = {slot: (fleet.decrypt_aggregate(agg), agg.total_weight) for slot, agg in aggregates.items()}
+    for receiver in ROBOTS:
+        got = combine_slots(stats[receiver], slot_sums, receiver)
+        weights = personalized_weights(stats, receiver)
+        for k in ("w", "b"):
+            plain = sum(weights[r] * np.clip(deltas[r][k], -1, 1).astype(np.float64) for r in ROBOTS)
+            err = np.abs(got[k] - plain).max()
+            assert err < 4 / SCALE, err  # a few quantization steps
+    # receivers see different mixes: a leans on b, d leans on c
+    wa, wd = personalized_weights(stats, "robot-a"), personalized_weights(stats, "robot-d")
+    assert wa["robot-b"] > wa["robot-d"] and wd["robot-c"] > wd["robot-a"]

@@ -1,6 +1,13 @@
 """Federated aggregation strategies over encrypted skill deltas (FedAvg, EDA, masks)."""
 
-from .eda import ExpertDrivenAggregation, eda_weights, personalized_weights, similarity_matrix
+from .eda import (
+    ExpertDrivenAggregation,
+    combine_slots,
+    eda_weights,
+    personalized_weights,
+    similarity_matrix,
+    slot_weights,
+)
 from .masks import MaskKey, PairwiseMasker
 from .strategy import FedAvg, RoundPlan, Strategy, make_strategy, strategy_from_config
 
@@ -10,6 +17,8 @@ __all__ = [
     "MaskKey",
     "PairwiseMasker",
     "RoundPlan",
+    "combine_slots",
+    "slot_weights",
     "Strategy",
     "eda_weights",
     "make_strategy",

@@ -24,9 +24,17 @@ Why not quantized plaintext-scalar multiplication on the ciphertexts:
 The cost: a weight is fixed when the robot encrypts, so one aggregate realizes one
 weight vector. The shared skill version uses consensus weights (each robot's mean
 similarity to the cohort, or similarity to a ``reference`` profile such as the
-receiving robot's or the skill's intended activation pattern). FedVLA's fully
-personalized per-receiver mixing would need one upload per receiver
-(:func:`personalized_weights` computes those weights for analysis and plaintext use).
+receiving robot's or the skill's intended activation pattern).
+
+FedVLA's fully personalized per-receiver mixing still works with additions only,
+through *expert slots* (the same decomposition ISSUE 8's fleet simulation uses): with
+unit-normalized activation rows u_i^l, s_ij = (1/L) sum_l sum_e u_ile u_jle, so robot j
+uploads u_jle * delta_j into one aggregate per (layer, expert) slot it activates
+(:func:`slot_weights`; every weight <= 1, so the clip bound is unchanged), and each
+receiver i combines the decrypted slot sums with its own u_i (:func:`combine_slots`):
+sum_le u_ile S_le / sum_le u_ile W_le = sum_j s_ij delta_j / sum_j s_ij, where W_le is
+the slot aggregate's recorded total weight. One upload per activated slot instead of
+one per receiver.
 """
 
 from __future__ import annotations
@@ -111,6 +119,37 @@ def eda_weights(
         return {r: 1.0 for r in ids}
     weights = np.maximum(scores / top, floor)
     return {r: float(w) for r, w in zip(ids, weights)}
+
+
+def slot_weights(stats: np.ndarray, name: str = "robot") -> dict[str, float]:
+    """Robot-side expert-slot weights u_le (unit-normalized per layer), non-zero slots only."""
+    mats = _as_layers(stats, name)
+    norms = np.linalg.norm(mats, axis=1, keepdims=True)
+    unit = np.divide(mats, norms, out=np.zeros_like(mats), where=norms > 0)
+    return {f"l{layer}.e{expert}": float(unit[layer, expert]) for layer, expert in zip(*np.nonzero(unit))}
+
+
+def combine_slots(
+    own_stats: np.ndarray, slot_sums: dict[str, tuple[dict[str, np.ndarray], float]], name: str = "robot"
+) -> dict[str, np.ndarray]:
+    """Personalized EDA update of one receiver from decrypted slot sums.
+
+    ``slot_sums`` maps slot id -> (decrypted weighted sum, the aggregate's total weight).
+    Returns sum_j s_ij delta_j / sum_j s_ij (FedVLA Eq. 9, the receiver itself included).
+    """
+    own = slot_weights(own_stats, name)
+    numerator: dict[str, np.ndarray] = {}
+    denominator = 0.0
+    for slot, u in own.items():
+        if slot not in slot_sums:
+            continue
+        total, weight = slot_sums[slot]
+        denominator += u * float(weight)
+        for k, v in total.items():
+            numerator[k] = numerator.get(k, 0.0) + u * np.asarray(v, dtype=np.float64)
+    if denominator <= 0:
+        raise ValueError(f"no slot aggregate overlaps the activations of {name!r}")
+    return {k: v / denominator for k, v in numerator.items()}
 
 
 class ExpertDrivenAggregation(Strategy):
