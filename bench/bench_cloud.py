@@ -108,7 +108,7 @@ def run_one(n: int, args, fleet_key, tmp: Path) -> dict:
 
     storage = tmp / f"cloud-{n}"
     server = CloudServer(storage, extra_args=["--prune-deltas"], max_upload_bytes=8 * 2**20).start()
-    result: dict = {"n": n}
+    result: dict = {"n": n, "load_avg_1m_before": round(os.getloadavg()[0], 2)}
     try:
         admin = server.admin_client(timeout=120)
         admin.put_fleet_context(fleet_key.cloud_context())
@@ -170,6 +170,7 @@ def run_one(n: int, args, fleet_key, tmp: Path) -> dict:
             fold_per_delta_p50_ms=status["latencies"]["fold_per_delta"]["p50_ms"],
             last_upload_to_published_s=round(publish_wait, 3),
             client_encrypt_sign_s_mean=round(float(np.mean(factory.encrypt_s)), 4) if factory.encrypt_s else None,
+            load_avg_1m_after=round(os.getloadavg()[0], 2),
         )
         if real and info["state"] == "published":
             agg = EncryptedAggregate.from_bytes(admin.download_aggregate(round_id))
@@ -212,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         "delta_values": sum(int(np.prod(s)) for _, s in SHAPES), "backend": fleet_key.backend,
         "params_id": fleet_key.params_id, "clip": CLIP,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "note": "client and server share the same CPUs; N above real_max re-signs one real ciphertext per robot",
+        "note": ("client and server share the same CPUs (and, where load_avg is high, other jobs); "
+                 "N above real_max re-signs one real ciphertext per robot (same cloud work, sum not decryptable)"),
         "results": results,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
