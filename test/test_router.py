@@ -242,6 +242,30 @@ def test_factory_from_config_and_save_load_round_trip(tmp_path, gating):
 
 
 @pytest.mark.timeout(300)
+def test_library_router_is_cached_and_retrained_when_skills_change(tmp_path, encoder):
+    from scfl_nodes.core.routing import library_router
+    from scfl_nodes.core.skills import SkillLibrary, SkillModule, SkillPackage
+
+    cfg = MoERouterConfig(hidden=16)
+    lib = SkillLibrary(tmp_path)
+    assert library_router(lib, cfg, encoder) == (None, [])
+    lib.add(SkillPackage.create(SkillModule(4, 2, 4), "Door lock", ["lock the door"]))
+    lib.add(SkillPackage.create(SkillModule(4, 2, 4), "Window open", ["open the window"]))
+    router, manifests = library_router(lib, cfg, encoder, epochs=30)
+    assert router.expert_ids == ["door_lock", "window_open"] == [m.skill_id for m in manifests]
+    stamp = (tmp_path / ".router" / "router.safetensors").stat().st_mtime_ns
+    again, _ = library_router(lib, cfg, encoder, epochs=30)  # cache hit: loaded, not retrained
+    assert (tmp_path / ".router" / "router.safetensors").stat().st_mtime_ns == stamp
+    probe = torch.randn(3, 384)
+    torch.testing.assert_close(again.dense_weights(probe), router.dense_weights(probe))
+    lib.add(SkillPackage.create(SkillModule(4, 2, 4), "Drawer close", ["close the drawer"]))
+    grown, _ = library_router(lib, cfg, encoder, epochs=30)
+    assert grown.num_experts == 3 and grown.expert_ids[0] == "door_lock"
+    assert int(grown.route(encoder.encode_one("close the drawer"))[0][0]) == 1  # drawer_close sorts second
+    assert set(lib.skill_ids()) == {"door_lock", "drawer_close", "window_open"}  # .router is not a skill
+
+
+@pytest.mark.timeout(300)
 def test_route_cli_on_a_local_library(tmp_path, repo_root):
     from scfl_nodes.core.skills import SkillLibrary, SkillModule, SkillPackage
 

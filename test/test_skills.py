@@ -73,6 +73,8 @@ def test_composer_rejects_mismatched_inputs():
         composer(torch.randn(2, 11), torch.randn(2, 4), [0.5, 0.5])
     with pytest.raises(ValueError, match="K=2"):
         composer(torch.randn(2, 12), torch.randn(2, 4), [0.2, 0.3, 0.5])
+    with pytest.raises(ValueError, match="K=2"):
+        composer.compose_numpy(np.zeros(12, np.float32), np.zeros(4, np.float32), [1.0])
     with pytest.raises(ValueError, match="share obs_dim"):
         SkillComposer([_module(), _module(obs=10)])
 

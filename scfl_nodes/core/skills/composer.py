@@ -34,6 +34,8 @@ def compose_actions(base_action, residuals, weights):
     if isinstance(base_action, np.ndarray):
         r = np.asarray(residuals, dtype=base_action.dtype) if not isinstance(residuals, np.ndarray) else residuals
         w = np.asarray(weights, dtype=base_action.dtype)
+        if w.ndim not in (1, 2) or w.shape[-1] != r.shape[0]:
+            raise ValueError(f"weights must have shape (K,) or (B, K) with K={r.shape[0]}, got {w.shape}")
         if w.ndim == 1:
             return base_action + np.tensordot(w, r, axes=1)
         return base_action + np.einsum("kba,bk->ba", r, w)
