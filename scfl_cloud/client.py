@@ -146,8 +146,17 @@ class CloudClient:
         return self._json("GET", f"/api/v1/skills/{skill_id}", token=self._reader_token())
 
     def download_skill_version(self, skill_id: str, version: int) -> bytes:
-        return self._request("GET", f"/api/v1/skills/{skill_id}/versions/{version}/ciphertext",
-                             token=self._reader_token()).content
+        return self._download(f"/api/v1/skills/{skill_id}/versions/{version}/ciphertext")
+
+    def _download(self, path: str) -> bytes:
+        """GET a ciphertext and check it against the server's X-Content-SHA256 (truncation, proxies)."""
+        import hashlib
+
+        resp = self._request("GET", path, token=self._reader_token())
+        want = resp.headers.get("x-content-sha256")
+        if want and hashlib.sha256(resp.content).hexdigest() != want:
+            raise CloudUnavailable(None, "corrupt_download", f"{path}: content does not match its SHA-256; retry")
+        return resp.content
 
     def request_skills(self, task_description: str, max_skills: int = 3) -> dict:
         """Paper A.2: returns ``{"skill_ids", "weights", "inference_time_ms"}``."""
@@ -192,7 +201,7 @@ class CloudClient:
 
     def download_aggregate(self, round_id: int) -> bytes:
         """The published encrypted SUM of a round (decrypt with the fleet key, divide by the count)."""
-        return self._request("GET", f"/api/v1/rounds/{round_id}/aggregate", token=self._reader_token()).content
+        return self._download(f"/api/v1/rounds/{round_id}/aggregate")
 
     def _upload(self, token: Optional[str], blob: bytes) -> dict:
         return self._json("POST", "/api/v1/skills/upload", content=bytes(blob), token=token or self.token,
