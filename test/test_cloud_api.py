@@ -265,7 +265,7 @@ def test_deadline_closes_partial_round_and_expires_empty_one(cloud, fleet_key):
     server, admin, engine = cloud
     skill = admin.create_skill("late", ["close at the deadline"], skill_id="skill_deadline")["skill_id"]
     bots = [RobotHelper(f"dl-{i}", admin, fleet_key, seed=200 + i) for i in range(2)]
-    rid = admin.open_round(skill, 0, quorum=5, deadline_s=2.0)["round_id"]
+    rid = admin.open_round(skill, 0, quorum=5, deadline_s=4.0)["round_id"]
     plain = []
     for bot in bots:
         t, blob = bot.delta(skill, rid)
@@ -282,7 +282,7 @@ def test_deadline_closes_partial_round_and_expires_empty_one(cloud, fleet_key):
     assert admin.wait_for_round(empty, timeout=30)["state"] == "expired"
     expect_error(409, "round_not_published", admin.download_aggregate, empty)
     # below min_participants at the deadline: expired, nothing published (a lone delta stays private)
-    lonely = admin.open_round(skill, 1, quorum=3, deadline_s=1.5, min_participants=2)["round_id"]
+    lonely = admin.open_round(skill, 1, quorum=3, deadline_s=3.0, min_participants=2)["round_id"]
     server.client(bots[0].token).upload_delta(bots[0].token, bots[0].delta(skill, lonely, base_version=1)[1])
     info = admin.wait_for_round(lonely, timeout=30)
     assert (info["state"], info["accepted"], info["published_version"]) == ("expired", 1, None)
