@@ -150,3 +150,21 @@ def test_nullspace_posture_iterations_keep_the_pose(robot, prior):
         assert res.success and robot.within_limits(res.q)
         closer += np.linalg.norm(res.q - q_gmr) < np.linalg.norm(start.q - q_gmr) - 1e-3
     assert closer >= 7
+
+
+@pytest.mark.parametrize("solver", ["dls", "qp"])
+def test_tightened_joint_boxes_always_hold(robot, prior, solver):
+    """Limits tightened around a posture (as velocity limits do) hold whether or not the target is met."""
+    rng = np.random.default_rng(9)
+    for i in range(25):
+        centre = robot.random_configuration(rng)
+        half = rng.uniform(0.01, 0.3)
+        lower, upper = centre - half, centre + half
+        target = robot.fk_matrix(robot.random_configuration(rng) if i % 2 else robot.clamp(centre + 0.5 * half))
+        res = solve_ik(robot, target, solver=solver, q_init=centre, q_prior=prior.predict(target[:3, 3]),
+                       lower=lower, upper=upper, settings=IKSettings(restarts=2), rng=rng)
+        assert robot.within_limits(res.q)
+        assert np.all(res.q >= np.maximum(lower, robot.lower) - 1e-12)
+        assert np.all(res.q <= np.minimum(upper, robot.upper) + 1e-12)
+        pos, rot = pose_errors(robot.fk_matrix(res.q), target)
+        assert res.success == bool(pos <= TOL_POS and rot <= TOL_ROT)
