@@ -304,3 +304,6 @@ def test_keys_cli_writes_0600_files_and_refuses_to_overwrite(tmp_path, capsys):
     assert stat.S_IMODE((tmp_path / "robot" / "robot.key").stat().st_mode) == 0o600
     assert main(["keys", "show", str(tmp_path / "fleet" / "cloud.ctx")]) == 0
     assert key.key_id in capsys.readouterr().out
+    assert main(["keys", "params"]) == 0
+    out = capsys.readouterr().out
+    assert "rlwe-n1024-q32-t16-paper" in out and "refused" in out and "65535" in out

@@ -26,7 +26,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.add_argument("path")
     show.set_defaults(func=_show)
 
+    table = sub.add_parser("params", help="list the parameter sets with estimated security and capacity")
+    table.add_argument("--clip", type=float, default=1.0, help="clip bound for the max-robots column")
+    table.set_defaults(func=_params)
+
     parser.set_defaults(func=lambda args: (parser.print_help(), 2)[1])
+
+
+def _params(args: argparse.Namespace) -> int:
+    from scfl_nodes.core import crypto
+
+    if not args.clip > 0:
+        raise CliError(f"--clip must be > 0, got {args.clip}")
+    print(f"{'params_id':30s} {'backend':8s} {'n':>5s} {'log2 q':>6s} {'t':>11s} {'bits':>5s} {'max robots':>10s}  default")
+    for p in crypto.PARAM_SETS.values():
+        default = "yes" if crypto.DEFAULT_PARAMS[p.backend] == p.params_id else ""
+        refused = "" if p.security_bits >= 128 else " (refused: < 128-bit)"
+        print(
+            f"{p.params_id:30s} {p.backend:8s} {p.n:5d} {p.log_q:6g} {p.plain_modulus:11d} {p.security_bits:5.0f} "
+            f"{p.max_clients(args.clip):10d}  {default}{refused}"
+        )
+    return 0
 
 
 def _refuse_existing(*paths: Path) -> None:
