@@ -17,7 +17,8 @@ def register(subparsers) -> None:
     )
     p.add_argument("--demo", help="human demo .npz (hand_poses (T,4,4), object_pose (4,4)|(T,4,4), ...)")
     p.add_argument("--object-pose", help="object pose in the robot scene (robot base frame): 'x,y,z', "
-                   "'x,y,z,roll,pitch,yaw' (rad), 'x,y,z,qw,qx,qy,qz', or a .npy file holding a 4x4 matrix")
+                   "'x,y,z,roll,pitch,yaw' (rad), 'x,y,z,qw,qx,qy,qz', or a .npy file holding a 4x4 matrix; write --object-pose=-0.1,... "
+                   "when the first number is negative")
     p.add_argument("--out", help="output robot demo .npz (the project's episode format)")
     p.add_argument("--plot", help="write a PNG of human and robot trajectories here")
     p.add_argument("--solver", choices=["dls", "qp"], help="IK solver (default: config retarget.solver)")
