@@ -147,6 +147,8 @@ class CloudContext:
         params = self.params
         bound = quantized_bound(float(h["clip"]), params.scale)
         if aggregate is None:
+            if bound > params.max_abs_sum:
+                raise OverflowRiskError(f"a single upload with clip {h['clip']} already exceeds t/2 = {params.max_abs_sum}")
             if params.backend == "rlwe":
                 seed, k = self._rlwe_check(delta)
                 state = rlwe.RlweSum(params, k)
@@ -171,8 +173,6 @@ class CloudContext:
                 "bound_sum": 0,
                 "mask_cohort": h["mask_cohort"],
             }
-            if bound > params.max_abs_sum:
-                raise OverflowRiskError(f"a single upload with clip {h['clip']} already exceeds t/2")
             aggregate = EncryptedAggregate(header, state)
         else:
             check_expected(
