@@ -236,3 +236,16 @@ def test_personalized_eda_through_encrypted_expert_slots(fleet, signers):
     # receivers see different mixes: a leans on b, d leans on c
     wa, wd = personalized_weights(stats, "robot-a"), personalized_weights(stats, "robot-d")
     assert wa["robot-b"] > wa["robot-d"] and wd["robot-c"] > wd["robot-a"]
+
+
+def test_eda_with_masks_equals_eda_without(fleet, signers):
+    deltas = local_deltas(seed=13, n=1000)
+    stats = {r: np.array([i + 1, 4 - i, 1]) for i, r in enumerate(ROBOTS)}
+    mask_keys = {r: MaskKey.generate() for r in ROBOTS}
+    publics = {r: k.public_bytes() for r, k in mask_keys.items()}
+    maskers = {r: PairwiseMasker(r, mask_keys[r], publics) for r in ROBOTS}
+    _, plain_agg = run_round(ExpertDrivenAggregation(), fleet, signers, deltas, stats=stats)
+    _, masked_agg = run_round(ExpertDrivenAggregation(secure_masks=True), fleet, signers, deltas, stats=stats, maskers=maskers)
+    assert masked_agg.header["mask_cohort"] == sorted(ROBOTS)
+    assert np.array_equal(fleet.decrypt_aggregate_quantized(masked_agg), fleet.decrypt_aggregate_quantized(plain_agg))
+    assert masked_agg.total_weight == plain_agg.total_weight
