@@ -372,7 +372,7 @@ def generate_fleet_keys(
     params = get_params(params_id, backend)
     check_security(params, insecure_for_testing)
     if params.backend == "rlwe":
-        rng = RandomSource(rng_seed_for_testing)
+        rng = RandomSource(rng_seed_for_testing, os_direct=True)  # secret straight from os.urandom
         secret = rlwe.RlweSecret.generate(params, rng)
         return FleetSecretKey(params, secret, _rlwe_key_id(params, secret), b"", insecure_for_testing)
     if rng_seed_for_testing is not None:

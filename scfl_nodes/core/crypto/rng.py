@@ -21,12 +21,17 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 class RandomSource:
     """Cryptographic byte stream: fresh OS-seeded AES-256-CTR, or seeded for tests."""
 
-    def __init__(self, seed_for_testing: bytes | None = None):
+    def __init__(self, seed_for_testing: bytes | None = None, os_direct: bool = False):
+        """``os_direct``: read every byte from ``os.urandom`` (key generation: few bytes,
+        no reason to go through a DRBG); ignored when seeded for testing."""
         self.deterministic = seed_for_testing is not None
+        self._os_direct = os_direct and seed_for_testing is None
         key = os.urandom(32) if seed_for_testing is None else hashlib.sha256(b"scfl-test-rng|" + bytes(seed_for_testing)).digest()
         self._stream = Cipher(algorithms.AES(key), modes.CTR(b"\x00" * 16)).encryptor()
 
     def bytes(self, n: int) -> bytes:
+        if self._os_direct:
+            return os.urandom(n)
         return self._stream.update(bytes(n))
 
     def uint32(self, count: int) -> np.ndarray:
