@@ -208,6 +208,18 @@ def test_training_is_seeded_and_stops_early_with_best_weights():
     assert residual_action_error(module, val)["skill_mse"] == pytest.approx(m["val_loss"], rel=1e-5)
 
 
+def test_episodes_may_be_plain_dicts_and_progress_is_shown(capsys):
+    eps = synthetic_episodes(3, steps=10, obs_dim=6, action_dim=2, task="t")
+    dicts = [{"observation": e.observation, "base_action": e.base_action, "expert_action": e.expert_action,
+              "task": np.array("t"), "state": np.zeros(3)} for e in eps]
+    a, _ = train_residual_skill(eps, hidden=8, epochs=2, progress=False)
+    b, m = train_residual_skill(dicts, hidden=8, epochs=2, progress=True)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert "train skill" in capsys.readouterr().err  # tqdm bar on stderr
+    with pytest.raises(DemonstrationError, match="missing array"):
+        train_residual_skill([{"observation": eps[0].observation}], epochs=1, progress=False)
+
+
 def test_fine_tuning_starts_from_init_module_without_modifying_it():
     eps = synthetic_episodes(3, steps=10, obs_dim=6, action_dim=2)
     torch.manual_seed(7)

@@ -17,7 +17,7 @@ import dataclasses
 import os
 import zipfile
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -61,9 +61,24 @@ class Episode:
     def residual_target(self) -> np.ndarray:
         return self.expert_action - self.base_action
 
+    @classmethod
+    def from_mapping(cls, data: Mapping, source: str = "") -> "Episode":
+        """An episode from a dict with the format's keys (as ``np.load`` or the simulator return)."""
+        missing = [name for name in ARRAY_FIELDS if name not in data]
+        if missing:
+            raise DemonstrationError(f"{source or 'episode'}: missing array(s) {', '.join(missing)}")
+        task = data.get("task")
+        return cls(data["observation"], data["base_action"], data["expert_action"], data.get("timestamp"),
+                   None if task is None else str(task), source or str(data.get("source", "")))
+
 
 def validate_episode(episode: Episode, obs_dim: int | None = None, action_dim: int | None = None) -> Episode:
-    """Check shapes, lengths, finiteness and expected dims; returns the episode (float32)."""
+    """Check shapes, lengths, finiteness and expected dims; returns the episode (float32).
+
+    Accepts an :class:`Episode` or a mapping with the format's keys.
+    """
+    if isinstance(episode, Mapping):
+        episode = Episode.from_mapping(episode)
     where = episode.source or "episode"
     arrays = {}
     for name in ARRAY_FIELDS:

@@ -89,7 +89,7 @@ def train_residual_skill(
 
 def _train(episodes, obs_dim, action_dim, hidden, epochs, lr, batch_size, val_fraction, patience, seed,
            weight_decay, loss, init_module, progress) -> tuple[SkillModule, dict]:
-    episodes = list(episodes)
+    episodes = [validate_episode(e) for e in episodes]  # also turns dicts into Episodes
     if not episodes:
         raise DemonstrationError("no demonstration episodes to train on")
     if epochs < 1 or batch_size < 1 or patience < 1 or lr <= 0 or not 0 <= val_fraction < 1:
