@@ -122,6 +122,7 @@ def bench_backend(backend: str, pool_size: int, sizes: list[int], repeats: int, 
         add_cpu.append(time.process_time() - c0)
     dec_times, _ = timed(lambda: key.decrypt_aggregate(agg), max(3, repeats // 2))
 
+    breakdown = cloud_breakdown(key, pool[1], robots[1][1].public_bytes(), repeats) if backend == "rlwe" else None
     quantized = [quantize(d, clip, key.params.scale) for d in deltas]
     throughput = {}
     for n in sizes:
@@ -166,6 +167,7 @@ def bench_backend(backend: str, pool_size: int, sizes: list[int], repeats: int, 
         "cloud_verify_add_cpu_ms": summary(add_cpu, 1e3),
         "decrypt_s": summary(dec_times),
         "throughput": throughput,
+        "cloud_breakdown_cpu_ms": breakdown,
         "pool_size": pool_size,
         "meets_targets": {
             "encrypt_sign": enc["median"] < TARGETS["encrypt_sign_s"],
@@ -173,6 +175,32 @@ def bench_backend(backend: str, pool_size: int, sizes: list[int], repeats: int, 
             "cloud_verify_add": add["median"] < TARGETS["cloud_verify_add_ms"],
         },
     }
+
+
+def cloud_breakdown(key, blob: bytes, public_key: bytes, repeats: int) -> dict:
+    """CPU ms of the pieces of one RLWE cloud step (median), to show where the time goes."""
+    import hashlib
+
+    from scfl_nodes.core.crypto import rlwe
+    from scfl_nodes.core.crypto.signing import verify_signature
+
+    delta = EncryptedDelta.from_bytes(blob)
+    count = len(delta.payload) // 6
+    seed = bytes.fromhex(delta.nonce)
+    acc = rlwe.RlweSum(key.params, count // key.params.n)
+    pieces = {
+        "parse_and_sha256_digest": lambda: EncryptedDelta.from_bytes(blob),
+        "ed25519_verify": lambda: verify_signature(public_key, delta.digest, delta.signature),
+        "shake128_expand_a": lambda: hashlib.shake_128(b"scfl-rlwe-a|" + seed).digest(6 * count),
+        "accumulate_a_and_b": lambda: acc.add_ciphertext(seed, delta.payload),
+    }
+    out = {}
+    for name, fn in pieces.items():
+        cpu: list[float] = []
+        timed(fn, repeats, cpu)
+        out[name] = statistics.median(cpu) * 1e3
+    out["accumulate_a_and_b"] -= out["shake128_expand_a"]  # add_ciphertext includes the expansion
+    return out
 
 
 def plot(results: dict, path: Path) -> None:

@@ -54,7 +54,7 @@ def pack(magic: bytes, header: dict, payload: bytes) -> tuple[bytes, bytes]:
 
 def unpack(blob: bytes, magic: bytes, trailer_len: int = 0) -> tuple[dict, bytes, bytes, bytes]:
     """Parse and integrity-check a container; returns (header, payload, digest, trailer)."""
-    blob = bytes(blob)
+    blob = blob if isinstance(blob, bytes) else bytes(blob)
     what = KIND_BY_MAGIC[magic]
     if len(blob) < _PRE.size:
         raise TruncatedError(f"{what}: only {len(blob)} bytes, shorter than the fixed header")
@@ -78,7 +78,7 @@ def unpack(blob: bytes, magic: bytes, trailer_len: int = 0) -> tuple[dict, bytes
     if len(blob) > expected_total:
         raise TamperedError(f"{what}: {len(blob) - expected_total} unexpected trailing bytes")
     digest = blob[end : end + DIGEST_LEN]
-    if hashlib.sha256(blob[:end]).digest() != digest:
+    if hashlib.sha256(memoryview(blob)[:end]).digest() != digest:  # no 3 MB slice copy
         raise TamperedError(f"{what}: SHA-256 digest mismatch (bytes were modified or corrupted)")
     try:
         header = json.loads(head.decode("utf-8"))
