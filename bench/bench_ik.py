@@ -125,7 +125,7 @@ def main(argv=None) -> int:
     repeats = 2 if args.quick else 10
     cfg = load_config().retarget
     settings = settings_from_config(cfg)
-    robot = load_robot(cfg.robot, cfg.ee_frame or None)
+    robot = load_robot(cfg.robot, cfg.ee_frame or None, cfg.locked_joints or None)
     prior = default_prior(robot, n_components=cfg.prior_components, seed=cfg.seed)
     rng = np.random.default_rng(12345)
     q_true = np.array([robot.random_configuration(rng) for _ in range(n)])

@@ -113,3 +113,17 @@ def test_retargeter_from_config(tmp_path):
                 {"position_tolerance": -1}, {"unknown_key": 1}):
         with pytest.raises(ConfigError, match="retarget"):
             config_from_dict({"retarget": bad})
+
+
+def test_urdf_path_robot_from_config():
+    """A robot given as a URDF path is configured with its frame and locked gripper joints."""
+    from scfl_nodes.core.config import config_from_dict
+    from scfl_nodes.core.retarget import Retargeter
+
+    urdf = str(resolve_urdf("panda")[0])
+    cfg = config_from_dict({"retarget": {"robot": urdf, "ee_frame": "panda_hand", "posture_weight": 0.0,
+                                         "locked_joints": ["panda_finger_joint1", "panda_finger_joint2"]}}).retarget
+    retargeter = Retargeter.from_config(cfg)
+    assert retargeter.robot.nq == 7 and retargeter.robot.ee_frame == "panda_hand"
+    cfg_unlocked = config_from_dict({"retarget": {"robot": urdf, "ee_frame": "panda_hand", "posture_weight": 0.0}})
+    assert Retargeter.from_config(cfg_unlocked.retarget).robot.nq == 9  # a bare URDF path locks nothing

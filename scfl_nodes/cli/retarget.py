@@ -134,7 +134,7 @@ def _fit_prior(args: argparse.Namespace) -> int:
         raise CliError("no .npz robot demos found in " + ", ".join(args.fit_prior))
     try:
         cfg = load_config(args.config).retarget
-        robot = load_robot(args.robot or cfg.robot, cfg.ee_frame or None)
+        robot = load_robot(args.robot or cfg.robot, cfg.ee_frame or None, cfg.locked_joints or None)
         prior = fit_prior_from_robot_demos(files, robot, n_components=args.components or cfg.prior_components,
                                            seed=cfg.seed)
     except (ConfigError, RobotModelError, PosturePriorError) as exc:

@@ -243,6 +243,7 @@ class RetargetConfig:
 
     robot: str = "panda"  # panda (urdf/panda.urdf), panda-erd (example-robot-data wheel) or a .urdf path
     ee_frame: str = ""  # empty: the robot's default (panda_hand_tcp)
+    locked_joints: list[str] = dataclasses.field(default_factory=list)  # e.g. gripper joints; empty: robot default
     solver: str = "dls"  # dls (damped least squares) or qp (pin-pink + daqp)
     damping: float = 1.0e-4
     max_iterations: int = 50

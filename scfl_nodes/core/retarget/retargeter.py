@@ -44,7 +44,7 @@ class Retargeter:
     @classmethod
     def from_config(cls, cfg, *, solver: str | None = None, robot: str | None = None, prior_path: str | None = None) -> "Retargeter":
         """Build from a ``RetargetConfig``; ``solver``/``robot``/``prior_path`` override it."""
-        model = load_robot(robot or cfg.robot, cfg.ee_frame or None)
+        model = load_robot(robot or cfg.robot, cfg.ee_frame or None, cfg.locked_joints or None)
         prior_file = prior_path if prior_path is not None else cfg.posture_prior
         if cfg.posture_weight <= 0:
             prior = None
