@@ -89,6 +89,17 @@ def test_single_task_fast_path_matches_batched_torch_path(cls):
             torch.testing.assert_close(w, batch_w[n], rtol=1e-5, atol=1e-6)
 
     check()
+    for available in ([2, 5], np.arange(8) % 3 == 0):  # paper 3.4: route over available skills only
+        allowed = set(np.flatnonzero(np.isin(np.arange(8), available) if not isinstance(available, np.ndarray)
+                                     else available).tolist())
+        for e in (probes[0], torch.from_numpy(probes[:3])):
+            idx, w = router.route(e, available_skills=available)
+            rows = [idx] if isinstance(idx, torch.Tensor) and idx.dim() == 1 else list(idx)
+            assert all(set(r.tolist()) <= allowed and len(r) >= 1 for r in rows)
+            ws = [w] if isinstance(w, torch.Tensor) and w.dim() == 1 else list(w)
+            assert all(float(x.sum()) == pytest.approx(1.0, abs=1e-5) for x in ws)
+    with pytest.raises(RouterError, match="empty"):
+        router.route(probes[0], available_skills=np.zeros(8, dtype=bool))
     with torch.no_grad():  # an in-place update must invalidate the cached numpy weights
         router.gating_network[2].bias += torch.arange(8.0)
     check()

@@ -182,6 +182,25 @@ class _RouterBase(nn.Module):
         logits = np.exp(logits - logits.max())
         return logits / logits.sum(), False
 
+    def availability_mask(self, available_skills) -> np.ndarray | None:
+        """(N,) bool mask from expert indices or a bool mask (paper 3.4 ``available_skills``)."""
+        if available_skills is None:
+            return None
+        a = np.asarray(available_skills)
+        if a.dtype == bool:
+            if a.shape != (self.num_experts,):
+                raise RouterError(f"available_skills mask must have {self.num_experts} entries, got {a.shape}")
+            mask = a.copy()
+        else:
+            mask = np.zeros(self.num_experts, dtype=bool)
+            idx = a.astype(np.int64).reshape(-1)
+            if len(idx) and (idx.min() < 0 or idx.max() >= self.num_experts):
+                raise RouterError(f"available_skills indices must be in [0, {self.num_experts})")
+            mask[idx] = True
+        if not mask.any():
+            raise RouterError("available_skills is empty: no skill to route to")
+        return mask
+
     def logits(self, task_embedding) -> torch.Tensor:
         e, _ = self._batch(task_embedding)
         return self.gating_network(e)
@@ -373,24 +392,32 @@ class MoESkillRouter(_RouterBase):
         mask = torch.zeros_like(probs).scatter(1, indices, 1.0)
         return dense, mask, probs
 
-    def route(self, task_embedding, top_k: int | None = None, use_fallback: bool = True
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+    def route(self, task_embedding, top_k: int | None = None, use_fallback: bool = True,
+              available_skills=None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(indices, weights)``: top-k experts and their renormalised weights (sum to 1).
 
         A 1-D embedding gives ``(k,)`` tensors, a ``(B, D)`` batch ``(B, k)`` tensors.
+        ``available_skills`` (indices or a bool mask) restricts the choice to installed
+        skills; k shrinks if fewer are available.
         """
-        k = min(top_k or self.top_k, self.num_experts)
+        mask = self.availability_mask(available_skills)
+        k = min(top_k or self.top_k, self.num_experts if mask is None else int(mask.sum()))
         if isinstance(task_embedding, np.ndarray) and task_embedding.ndim == 1 \
                 and task_embedding.shape[0] == self.embedding_dim:
             probs, _ = self._numpy_probabilities(task_embedding.astype(np.float32, copy=False), use_fallback)
+            if mask is not None:
+                probs = np.where(mask, probs, -1.0)
             order = np.argsort(-probs, kind="stable")[:k]
             values = probs[order]
-            return torch.from_numpy(order.astype(np.int64)), torch.from_numpy((values / values.sum()).astype(np.float32))
+            return torch.from_numpy(order.astype(np.int64)), torch.from_numpy(
+                (values / max(float(values.sum()), 1e-30)).astype(np.float32))
         e, single = self._batch(task_embedding)
         with torch.no_grad():
             probs = self.probabilities(e, use_fallback=use_fallback)
+        if mask is not None:
+            probs = probs.masked_fill(~torch.from_numpy(mask), -1.0)
         values, indices = torch.topk(probs, k, dim=-1)
-        weights = values / values.sum(-1, keepdim=True)
+        weights = values / values.sum(-1, keepdim=True).clamp_min(1e-30)
         return (indices[0], weights[0]) if single else (indices, weights)
 
     @torch.no_grad()
@@ -462,9 +489,13 @@ class DualGatingRouter(_RouterBase):
         return active
 
     @torch.no_grad()
-    def dense_weights(self, task_embeddings, use_fallback: bool = True, prev_scores=None) -> torch.Tensor:
+    def dense_weights(self, task_embeddings, use_fallback: bool = True, prev_scores=None,
+                      available_skills=None) -> torch.Tensor:
         """(B, N) gate values ``g_i``: renormalised scores of active experts, 0 for the rest."""
         s = self.scores(task_embeddings, prev_scores=prev_scores, use_fallback=use_fallback)
+        mask = self.availability_mask(available_skills)
+        if mask is not None:
+            s = s * torch.from_numpy(mask).to(s.dtype)
         gated = s * self.active_mask(s)
         return gated / gated.sum(-1, keepdim=True)
 
@@ -486,14 +517,18 @@ class DualGatingRouter(_RouterBase):
         gated = s * mask
         return gated / gated.sum(-1, keepdim=True), mask, s
 
-    def route(self, task_embedding, use_fallback: bool = True, prev_scores=None):
+    def route(self, task_embedding, use_fallback: bool = True, prev_scores=None, available_skills=None):
         """``(indices, weights)`` of the active experts, best first, weights summing to 1.
 
         A 1-D embedding gives two 1-D tensors of variable length; a batch gives two lists.
+        ``available_skills`` (indices or a bool mask) restricts routing to installed skills.
         """
         if prev_scores is None and isinstance(task_embedding, np.ndarray) and task_embedding.ndim == 1 \
                 and task_embedding.shape[0] == self.embedding_dim:
             s, _ = self._numpy_probabilities(task_embedding.astype(np.float32, copy=False), use_fallback)
+            mask = self.availability_mask(available_skills)
+            if mask is not None:
+                s = s * mask
             active = s > self._np["thresholds"]
             active[int(np.argmax(s))] = True
             idx = np.flatnonzero(active)
@@ -503,7 +538,8 @@ class DualGatingRouter(_RouterBase):
             w = s[idx] / s[idx].sum()
             return torch.from_numpy(idx.astype(np.int64)), torch.from_numpy(w.astype(np.float32))
         e, single = self._batch(task_embedding)
-        dense = self.dense_weights(e, use_fallback=use_fallback, prev_scores=prev_scores)
+        dense = self.dense_weights(e, use_fallback=use_fallback, prev_scores=prev_scores,
+                                   available_skills=available_skills)
         out_i, out_w = [], []
         for row in dense:  # per task, not per control step: the count differs per row
             idx = torch.nonzero(row > 0).flatten()
