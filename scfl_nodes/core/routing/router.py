@@ -245,7 +245,8 @@ class _RouterBase(nn.Module):
 
     # ---------------------------------------------------------------- training
     def _pairs_to_tensors(self, pairs, encoder) -> tuple[torch.Tensor, torch.Tensor]:
-        if isinstance(pairs, tuple) and len(pairs) == 2 and hasattr(pairs[1], "__len__") and not isinstance(pairs[0], str):
+        if (isinstance(pairs, tuple) and len(pairs) == 2 and isinstance(pairs[1], (np.ndarray, torch.Tensor, list))
+                and not isinstance(pairs[0], str) and len(pairs[0]) == len(pairs[1])):
             inputs, labels = pairs  # (embeddings or descriptions, labels)
         else:
             pairs = list(pairs)
