@@ -356,10 +356,12 @@ class FleetRun:
 
         cfg = self.cfg
         base_params = None
-        try:
-            base_params = int(base.num_parameters()) if hasattr(base, "num_parameters") else _count_params(base.net)
-        except Exception:  # noqa: BLE001 - accounting must not kill a finished run
-            base_params = None
+        if hasattr(base, "num_parameters"):
+            base_params = int(base.num_parameters())
+        else:  # the torch module behind the frozen base (ISSUE 7 keeps it for hashing)
+            net = getattr(base, "net", None) or getattr(base, "_net", None)
+            if net is not None:
+                base_params = _count_params(net)
         text_encoder_params = 22_713_216  # all-MiniLM-L6-v2 (frozen, embeds the instruction)
         methods = {}
         for m in self.methods:
