@@ -17,6 +17,8 @@ _scfl_prepend AMENT_PREFIX_PATH "$_scfl_ws"
 _scfl_prepend PYTHONPATH "$_scfl_ws/lib/python$_scfl_pyver/site-packages"
 _scfl_prepend LD_LIBRARY_PATH "$_scfl_ws/lib"
 export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
+# Camera-sized best-effort messages need Fast DDS' large-data transports (docs/ros.md).
+export FASTDDS_BUILTIN_TRANSPORTS="${FASTDDS_BUILTIN_TRANSPORTS:-LARGE_DATA}"
 if [[ ! -d "$_scfl_ws/lib/python$_scfl_pyver/site-packages/scfl_interfaces" ]]; then
   echo "scfl env: ROS interfaces not built yet; run scripts/build_interfaces.sh" >&2
 fi

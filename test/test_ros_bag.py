@@ -80,15 +80,22 @@ def test_bag_player_replays_mcap_with_recorded_timing(tmp_path):
         ros.node.create_subscription(Image, "/camera/camera/color/image_raw",
                                      lambda m: (arrivals.append(time.monotonic()), images.append(m)), qos_profile_sensor_data)
         ros.node.create_subscription(Observation, "/scfl/observation_state", states.append, 50)
-        player = ros.start("bag_player", {"bag_path": str(mcap), "rate": rate, "start_delay_s": 0.5,
-                                          "wait_for_subscribers": ["/camera/camera/color/image_raw"]})
+        player = ros.start("bag_player", {"bag_path": str(mcap), "rate": rate, "start_delay_s": 2.0,
+                                          "wait_for_subscribers": ["/camera/camera/color/image_raw",
+                                                                   "/scfl/observation_state"]})
         ros.wait_for(lambda: player.proc.poll() is not None, 60, "the end of the replay")
         assert player.proc.returncode == 0, ros.logs()
-        ros.wait_for(lambda: len(images) == len(recorded) and len(states) == len(recorded), 10, "every frame")
-    stamps = [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in images]
-    # restamped by one constant offset: recorded spacing is kept exactly, image and state stamps agree
-    assert np.diff(stamps).tolist() == np.diff(recorded).tolist()
-    assert stamps == [s.header.stamp.sec * 10**9 + s.header.stamp.nanosec for s in states]
+        ros.wait_for(lambda: len(states) == len(recorded), 10, "every state (reliable QoS)")
+        time.sleep(0.5)
+    # best-effort images may lose a frame while the large-data transport connects; states may not
+    assert len(images) >= 0.9 * len(recorded), f"{len(images)}/{len(recorded)} images"
+    state_stamps = [s.header.stamp.sec * 10**9 + s.header.stamp.nanosec for s in states]
+    offset = state_stamps[0] - recorded[0]
+    # restamped by ONE constant offset: recorded spacing kept exactly, image stamps = state stamps
+    assert [s - offset for s in state_stamps] == recorded
+    image_stamps = [m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for m in images]
+    assert set(image_stamps) <= set(state_stamps)
     # published on the recorded schedule, scaled by the rate (loose bounds: shared CI cores)
-    expected_span = (recorded[-1] - recorded[0]) * 1e-9 / rate
+    first, last = image_stamps[0] - offset, image_stamps[-1] - offset
+    expected_span = (last - first) * 1e-9 / rate
     assert 0.7 * expected_span < arrivals[-1] - arrivals[0] < 1.5 * expected_span

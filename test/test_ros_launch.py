@@ -134,7 +134,7 @@ def test_scfl_up_runs_the_graph_and_stops_cleanly_on_ctrl_c(tmp_path):
         from scfl_interfaces.msg import BaseAction
 
         bases = ros.subscribe(BaseAction, "/robot1/scfl/base_action")
-        env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+        env = dict(os.environ)
         up = subprocess.Popen([sys.executable, "-m", "scfl_nodes", "up", "--config", str(tmp_path / "scfl.yaml"),
                                "--domain-id", str(ros.domain_id), "--log-dir", str(tmp_path / "logs")],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)

@@ -33,7 +33,7 @@ PARAMS = [
     Param("bag_path", "", "rosbag2 directory to play (sqlite3 or mcap); empty = the bundled demo bag"),
     Param("rate", 1.0, "playback speed factor (2.0 = twice as fast)", min=0.01, max=100.0),
     Param("loop", False, "restart from the beginning when the bag ends"),
-    Param("start_delay_s", 0.5, "wait this long before the first message (lets subscribers connect)", min=0.0, max=60.0),
+    Param("start_delay_s", 1.0, "wait this long before the first message (lets subscribers connect)", min=0.0, max=60.0),
     Param("topics", [""], "topics to play; [''] or [] = all topics in the bag"),
     Param("restamp", True, "shift header stamps by (playback start - recorded start) so they look live"),
     Param("publish_clock", False, "publish /clock with the recorded time (for use_sim_time consumers)"),

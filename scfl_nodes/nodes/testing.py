@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from scfl_nodes.nodes.common import REPO_ROOT, ensure_interfaces
+from scfl_nodes.nodes.common import REPO_ROOT, configure_dds_environment, ensure_interfaces
 from scfl_nodes.nodes.graph import NodeProcess
 
 _COUNTER = itertools.count()
@@ -36,7 +36,7 @@ class RosHarness:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.domain_id = unique_domain_id() if domain_id is None else domain_id
-        os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+        configure_dds_environment()  # (a LOCALHOST discovery range would disable the large-data transport)
         self.context = Context()
         rclpy.init(context=self.context, domain_id=self.domain_id)
         self.node = rclpy.create_node(f"scfl_test_{os.getpid()}", context=self.context)
@@ -64,8 +64,7 @@ class RosHarness:
               namespace: str = "") -> NodeProcess:
         files = [REPO_ROOT / "config" / "nodes.yaml"] if params_file else []
         proc = NodeProcess(name, files, dict(params or {}), namespace=namespace, domain_id=self.domain_id,
-                           log_path=self.workdir / f"{name}.log",
-                           env={**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"})
+                           log_path=self.workdir / f"{name}.log")
         proc.start(self.workdir)
         self.processes[name] = proc
         return proc
