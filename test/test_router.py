@@ -138,29 +138,13 @@ def test_dgmoe_activates_a_variable_number_of_experts():
     assert all(float(w.sum()) == pytest.approx(1.0, abs=1e-6) for w in batch_w)
 
 
-def _skewed_multitask(seed=0):
-    from scfl_nodes.core.training import synthetic_episodes
-
-    rng = np.random.default_rng(seed)
-    emb = rng.normal(size=(8, 16))
-    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    counts = [14, 14, 14, 2, 2, 2, 2, 2]  # 3 of 8 tasks carry 84 % of the traffic
-    episodes, task_emb = [], []
-    for task, n in enumerate(counts):
-        for ep in synthetic_episodes(n, steps=20, obs_dim=8, action_dim=2, task_seed=task, seed=100 + task,
-                                     bias_scale=1.0):
-            episodes.append(ep)
-            task_emb.append(emb[task])
-    return episodes, np.stack(task_emb)
-
-
 @pytest.mark.timeout(300)
 def test_load_balancing_ablation_paper_7_4():
     """Router + skills trained jointly on skewed traffic: collapse without the loss, spread with it."""
     from scfl_nodes.core.skills import SkillModule
-    from scfl_nodes.core.training import train_skills_with_router
+    from scfl_nodes.core.training import skewed_multitask_episodes, train_skills_with_router
 
-    episodes, task_emb = _skewed_multitask()
+    episodes, task_emb = skewed_multitask_episodes(seed=0)  # 3 of 8 tasks carry 84 % of the traffic
     results = {}
     for weight in (0.0, 0.1):
         router = MoESkillRouter(num_experts=8, embedding_dim=16, top_k=2, hidden=32, seed=0)

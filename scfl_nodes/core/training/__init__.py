@@ -24,7 +24,7 @@ from .demonstrations import (
     write_parquet_episode,
     write_rosbag_episode,
 )
-from .synthetic import synthetic_episodes
+from .synthetic import skewed_multitask_episodes, synthetic_episodes
 
 _LAZY = {
     "train_skills_with_router": "moe",
@@ -56,6 +56,7 @@ __all__ = [
     "read_parquet_episodes",
     "read_rosbag_episode",
     "residual_action_error",
+    "skewed_multitask_episodes",
     "split_episodes",
     "synthetic_episodes",
     "torch_threads",
