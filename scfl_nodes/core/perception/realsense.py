@@ -33,6 +33,32 @@ def _intrinsics(profile) -> CameraIntrinsics:
     return CameraIntrinsics(i.width, i.height, i.fx, i.fy, i.ppx, i.ppy, str(i.model).split(".")[-1], tuple(i.coeffs))
 
 
+def align_depth_to_color(
+    depth: np.ndarray, depth_k: CameraIntrinsics, color_k: CameraIntrinsics, rotation: np.ndarray, translation: np.ndarray
+) -> np.ndarray:
+    """Reproject a metric depth image into the colour camera (nearest surface wins, 0 = no data).
+
+    Used for recordings, where librealsense's ``rs.align`` needs its pipeline syncer, which
+    loses frames on playback; it is the same pinhole model (distortion ignored: RealSense
+    depth streams are undistorted).
+    """
+    h, w = depth.shape
+    v, u = np.nonzero(depth > 0)
+    z = depth[v, u].astype(np.float64)
+    pts = np.stack([(u - depth_k.cx) / depth_k.fx * z, (v - depth_k.cy) / depth_k.fy * z, z], axis=1)
+    pts = pts @ rotation.T + translation
+    front = pts[:, 2] > 0
+    pts = pts[front]
+    cu = np.rint(pts[:, 0] / pts[:, 2] * color_k.fx + color_k.cx).astype(np.int64)
+    cv = np.rint(pts[:, 1] / pts[:, 2] * color_k.fy + color_k.cy).astype(np.int64)
+    inside = (cu >= 0) & (cu < color_k.width) & (cv >= 0) & (cv < color_k.height)
+    cu, cv, zc = cu[inside], cv[inside], pts[inside, 2]
+    out = np.full((color_k.height, color_k.width), np.inf)
+    np.minimum.at(out, (cv, cu), zc)
+    out[np.isinf(out)] = 0.0
+    return out.astype(np.float32)
+
+
 def list_realsense_devices() -> list[str]:
     rs = _rs()
     out = []
@@ -109,7 +135,9 @@ class RealSenseSource(CameraSource):
         playback = None
         if self.playback is not None:
             playback = profile.get_device().as_playback()
-            playback.set_real_time(self.real_time)
+            # The pipeline's syncer loses frames when a file plays faster than real time, so the
+            # (aligned) pipeline path always plays recordings at their recorded rate.
+            playback.set_real_time(True)
         aligner = rs.align(rs.stream.color) if (self.align and self.enable_depth) else None
         n = 0
         waited = 0.0
@@ -119,7 +147,9 @@ class RealSenseSource(CameraSource):
                 if not ok:
                     waited += 0.1
                     if playback is not None:
-                        if playback.current_status() == rs.playback_status.stopped or waited * 1000 > self.timeout_ms:
+                        # "stopped" also shows briefly before playback begins: insist on a quiet 0.5 s.
+                        stopped = playback.current_status() == rs.playback_status.stopped
+                        if (stopped and n > 0 and waited >= 0.5) or waited * 1000 > self.timeout_ms:
                             return
                         continue
                     raise CameraError(f"RealSense: no frame within {self.timeout_ms} ms")
@@ -196,11 +226,20 @@ class RealSenseSource(CameraSource):
                     color = pending[rs.stream.color].pop(number)
                     d = pending[rs.stream.depth].pop(number, None)
                     depth = depth_intr = None
+                    color_intr = _intrinsics(color.get_profile())
                     if d is not None:
                         df = d.as_depth_frame()
                         depth = np.asanyarray(df.get_data()).astype(np.float32) * df.get_units()
                         depth_intr = _intrinsics(d.get_profile())
-                    yield Frame(color.get_timestamp() / 1000.0, number, _to_rgb(color, rs), _intrinsics(color.get_profile()), depth, depth_intr)
+                        if self.align:
+                            try:
+                                ext = d.get_profile().get_extrinsics_to(color.get_profile())
+                            except RuntimeError:
+                                raise CameraError(f"{self.playback} has no depth-to-colour extrinsics: cannot align depth") from None
+                            rotation = np.asarray(ext.rotation, dtype=np.float64).reshape(3, 3).T  # column-major
+                            depth = align_depth_to_color(depth, depth_intr, color_intr, rotation, np.asarray(ext.translation))
+                            depth_intr = color_intr
+                    yield Frame(color.get_timestamp() / 1000.0, number, _to_rgb(color, rs), color_intr, depth, depth_intr)
                     n += 1
                     if max_frames is not None and n >= max_frames:
                         return
@@ -217,7 +256,7 @@ class RealSenseSource(CameraSource):
                     pass
 
     def frames(self, max_frames: int | None = None) -> Iterator[Frame]:
-        if self.playback is not None and not self.align:
+        if self.playback is not None:
             return self._exact_playback_frames(max_frames)
         return self._pipeline_frames(max_frames)
 
@@ -258,6 +297,11 @@ def record_synthetic(
         if kind == "Depth":
             sensor.add_read_only_option(rs.option.depth_units, depth_units)
         sensors[kind] = sensor
+    if "Depth" in profiles:  # co-located streams: identity depth -> colour extrinsics
+        ext = rs.extrinsics()
+        ext.rotation = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+        ext.translation = [0.0, 0.0, 0.0]
+        profiles["Depth"].register_extrinsics_to(profiles["Color"], ext)
     dev.create_matcher(rs.matchers.default)
     sink = rs.frame_queue(4096)
     recorder = rs.recorder(str(path), dev, False)
