@@ -386,6 +386,55 @@ class CloudConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class VlaConfig:
+    """Frozen base model (paper 3.2): which model, which backend, where the local cache is."""
+
+    model: str = "scfl-metaworld-base"  # registry name (scfl-metaworld-base, openvla-7b, pi0-base) or a local path
+    backend: str = "torch"  # torch | onnxruntime | tensorrt
+    device: str = "cpu"  # cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto (bf16/fp16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16
+    cache_dir: str = "${SCFL_HOME}/models"  # local Hugging Face checkpoints; never downloaded at run time
+    unnorm_key: str = ""  # dataset whose action statistics un-normalise VLA actions ("" = the only one)
+    publish_rate_hz: float = 10.0
+
+    def __post_init__(self) -> None:
+        _check(self.backend in ("torch", "onnxruntime", "tensorrt"), "vla.backend",
+               f"must be torch, onnxruntime or tensorrt; got {self.backend!r}")
+        _check(self.device == "cpu" or self.device.startswith("cuda"), "vla.device", f"must be cpu or cuda[:N], got {self.device!r}")
+        _check(self.dtype in ("auto", "float32", "bfloat16", "float16"), "vla.dtype",
+               f"must be auto, float32, bfloat16 or float16; got {self.dtype!r}")
+        _check(bool(self.model), "vla.model", "must not be empty")
+        _check(self.publish_rate_hz > 0, "vla.publish_rate_hz", "must be > 0")
+
+    @property
+    def cache_path(self) -> Path:
+        return expand_path(self.cache_dir)
+
+
+@dataclasses.dataclass(frozen=True)
+class CameraConfig:
+    """Camera source for the VLA (see docs/cameras.md)."""
+
+    source: str = "metaworld"  # realsense | zed | uvc | metaworld
+    device: str = ""  # RealSense serial, UVC index or /dev/videoN ("" = first found)
+    playback: str = ""  # a RealSense .db3 recording or a video file to play instead of a device
+    calibration: str = ""  # ZED SN<serial>.conf (or YAML/JSON) calibration file
+    width: int = 640
+    height: int = 480
+    fps: int = 30
+    depth: bool = True
+    align_depth: bool = True  # depth reprojected into the colour camera
+    task: str = "drawer-close-v3"  # metaworld source: task rendered
+    sim_camera: str = "corner"  # metaworld source: corner | corner2 | corner3 | topview | behindGripper | gripperPOV
+
+    def __post_init__(self) -> None:
+        _check(self.source in ("realsense", "zed", "uvc", "metaworld"), "camera.source",
+               f"must be realsense, zed, uvc or metaworld; got {self.source!r}")
+        _check(self.width > 0 and self.height > 0, "camera.width/height", "must be > 0")
+        _check(0 < self.fps <= 1000, "camera.fps", f"must be in (0, 1000], got {self.fps}")
+
+
+@dataclasses.dataclass(frozen=True)
 class ScflConfig:
     system: SystemConfig = dataclasses.field(default_factory=SystemConfig)
     tflops_budget: TflopsBudget = dataclasses.field(default_factory=TflopsBudget)
@@ -399,6 +448,8 @@ class ScflConfig:
     federation: FederationConfig = dataclasses.field(default_factory=FederationConfig)
     ros: RosConfig = dataclasses.field(default_factory=RosConfig)
     cloud: CloudConfig = dataclasses.field(default_factory=CloudConfig)
+    vla: VlaConfig = dataclasses.field(default_factory=VlaConfig)
+    camera: CameraConfig = dataclasses.field(default_factory=CameraConfig)
 
 
 def _build(cls: type, data: Any, key: str) -> Any:

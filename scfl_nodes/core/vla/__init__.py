@@ -14,7 +14,15 @@ from .base_policy import (
     load_scfl_base_policy,
     state_dict_sha256,
 )
-from .registry import MODEL_REGISTRY, ModelNotFoundError, ModelSpec, list_models, load_base_policy, resolve
+from .registry import (
+    MODEL_REGISTRY,
+    ModelNotFoundError,
+    ModelSpec,
+    base_policy_from_config,
+    list_models,
+    load_base_policy,
+    resolve,
+)
 
 __all__ = [
     "BACKENDS",
@@ -25,6 +33,7 @@ __all__ = [
     "ModelIntegrityError",
     "ModelNotFoundError",
     "ModelSpec",
+    "base_policy_from_config",
     "default_base_policy_dir",
     "list_models",
     "load_base_policy",

@@ -133,3 +133,12 @@ def load_base_policy(
 
 def list_models() -> list[ModelSpec]:
     return list(MODEL_REGISTRY.values())
+
+
+def base_policy_from_config(cfg):
+    """Load the frozen base named by a validated :class:`scfl_nodes.core.config.VlaConfig`."""
+    kwargs = {}
+    spec, _ = resolve(cfg.model, cfg.cache_path) if cfg.model not in MODEL_REGISTRY or MODEL_REGISTRY[cfg.model].kind != "scfl-base" else (MODEL_REGISTRY[cfg.model], None)
+    if spec.kind == "hf-vla" and cfg.unnorm_key:
+        kwargs["unnorm_key"] = cfg.unnorm_key
+    return load_base_policy(cfg.model, backend=cfg.backend, device=cfg.device, dtype=cfg.dtype, cache_dir=cfg.cache_path, **kwargs)
