@@ -104,3 +104,16 @@ def test_expert_episodes_carry_the_base_embedding(policy):
     (dagger,) = collect_expert_episodes("window-open-v3", 1, seed=5, base_policy=policy, driver="base", max_steps=80)
     np.testing.assert_allclose(dagger["base_action"][0], base[0], atol=1e-5)  # same start state
     assert len(dagger["state"]) <= 80
+
+
+def test_cli_export_onnx_checks_parity_and_never_overwrites(tmp_path, capsys):
+    from scfl_nodes.cli import main
+
+    out = tmp_path / "base.onnx"
+    assert main(["vla", "export-onnx", "--out", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["parity"] and report["max_abs_diff"] <= 1e-4 and out.is_file()
+    assert main(["vla", "export-onnx", "--out", str(out)]) == 2
+    assert "not overwriting" in capsys.readouterr().err
+    assert main(["vla", "export-onnx", "openvla-7b", "--out", str(tmp_path / "x"), "--cache-dir", str(tmp_path)]) == 2
+    assert "not in the local cache" in capsys.readouterr().err
