@@ -15,7 +15,6 @@ Topics (all stamped with the same simulated time per frame, realsense-ros style 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from pathlib import Path
@@ -45,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from scfl_nodes.core import rosbag_io as bio
-    from scfl_nodes.core.sim import instruction_for, make_env, reset_episode, scripted_expert
+    from scfl_nodes.core.sim import instruction_for, scripted_expert
 
     out = Path(args.out)
     if out.exists():
@@ -53,34 +52,34 @@ def main(argv: list[str] | None = None) -> int:
             print(f"make_demo_bag: error: {out} exists (use --force to replace it)", file=sys.stderr)
             return 2
         shutil.rmtree(out)
-    env = make_env(args.task, args.seed, render_mode="rgb_array", width=args.size, height=args.size,
-                   camera_name="corner")
-    # Cheap rendering: no shadows/reflections/MSAA (100+ fps on CPU with EGL).
-    env.model.vis.quality.offsamples = 0
-    env.model.vis.quality.shadowsize = 0
-    expert = scripted_expert(args.task)
+    from scfl_nodes.core.perception import open_camera
+
+    # the same renderer camera_node uses for camera_type sim (scripted expert acting)
+    camera = open_camera("metaworld", task=args.task, seed=args.seed, camera="corner", width=args.size,
+                         height=args.size, depth=False)
     instruction = instruction_for(args.task)
-    obs = reset_episode(env, args.seed, 0)
-    fovy = float(env.model.cam_fovy[env.model.camera("corner").id])
-    f = 0.5 * args.size / math.tan(math.radians(fovy) / 2)
-    # Meta-World physics steps per camera frame, so the bag shows visible motion.
-    steps_per_frame = 3
+    steps_per_frame = 3  # Meta-World steps per recorded frame, so the bag shows visible motion
     t0 = 1_700_000_000 * 10**9
     dt = int(1e9 / args.fps)
-    with bio.BagWriter(out, args.storage) as bag:
+    frames = camera.frames()
+    with bio.BagWriter(out, args.storage) as bag, tqdm(total=args.frames, desc="demo bag", unit="frame") as bar:
         bag.write(bio.INSTRUCTION_TOPIC, t0, bio.string_message(instruction))
-        for i in tqdm(range(args.frames), desc="demo bag", unit="frame"):
+        for step, frame in enumerate(frames):
+            if step % steps_per_frame:
+                continue
+            i = step // steps_per_frame
+            if i >= args.frames:
+                break
             stamp = t0 + i * dt
-            image = np.asarray(env.render(), dtype=np.uint8)[::-1].copy()  # MuJoCo renders bottom-up
-            action = expert.act(obs)
-            bag.write(bio.OBSERVATION_TOPIC, stamp, bio.observation_message(obs.astype(np.float32), stamp, "world"))
+            state = np.asarray(camera.last_state, dtype=np.float32)  # the state this frame shows
+            k = frame.intrinsics
+            bag.write(bio.OBSERVATION_TOPIC, stamp, bio.observation_message(state, stamp, "world"))
             bag.write(bio.COLOR_INFO_TOPIC, stamp,
-                      bio.camera_info_message(args.size, args.size, f, f, args.size / 2, args.size / 2, stamp, OPTICAL_FRAME))
-            bag.write(bio.COLOR_IMAGE_TOPIC, stamp, bio.image_message(image, stamp, OPTICAL_FRAME))
-            bag.write("/scfl/expert_action", stamp, bio.float32_multiarray(action))
-            for _ in range(steps_per_frame):
-                obs, *_ = env.step(np.clip(expert.act(obs), -1, 1))
-    env.close()
+                      bio.camera_info_message(args.size, args.size, k.fx, k.fy, k.cx, k.cy, stamp, OPTICAL_FRAME))
+            bag.write(bio.COLOR_IMAGE_TOPIC, stamp, bio.image_message(frame.color, stamp, OPTICAL_FRAME))
+            bag.write("/scfl/expert_action", stamp, bio.float32_multiarray(scripted_expert(args.task).act(state)))
+            bar.update()
+    frames.close()
     info = bio.bag_info(out)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     print(f"make_demo_bag: wrote {out} ({info['storage']}, {info['message_count']} messages, "

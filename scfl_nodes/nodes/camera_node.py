@@ -6,9 +6,9 @@ Topics (relative, so a launch namespace prefixes them):
 REP-103 optical convention (``<camera_name>_color_optical_frame``: z forward, x right, y down).
 
 Sources come from :mod:`scfl_nodes.core.perception` (RealSense live / ``.db3`` playback, ZED
-side-by-side over UVC, generic UVC / video file). ``camera_type: sim`` renders the Meta-World
-simulator (:mod:`scfl_nodes.core.sim`) with its scripted expert acting, and also publishes the
-simulator state (``scfl/observation_state``, same stamp as the image) and the task instruction
+side-by-side over UVC, generic UVC / video file, the Meta-World renderer). ``camera_type: sim``
+renders Meta-World with its scripted expert acting and also publishes the simulator state
+(``scfl/observation_state``, same stamp as the image) and the task instruction
 (``scfl/instruction``, latched) -- what vla_node needs for the state-based scfl base policy.
 
 A missing or failing camera never kills the node: diagnostics go to ERROR and the source is
@@ -17,7 +17,6 @@ reopened every ``reconnect_s``.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 
@@ -53,75 +52,26 @@ PARAMS = [
 ]
 
 
-class SimCameraSource:
-    """Meta-World rendered from the 'corner' camera while its scripted expert acts (no hardware)."""
+def open_source(p: dict, episode: int = 0):
+    """The core camera source for the node's parameters (``scfl_nodes.core.perception``)."""
+    from scfl_nodes.core.perception import open_camera
 
-    def __init__(self, task: str, seed: int, width: int, height: int):
-        from scfl_nodes.core.sim import MAX_EPISODE_STEPS, instruction_for, make_env, reset_episode, scripted_expert
-
-        self.env = make_env(task, seed, render_mode="rgb_array", width=width, height=height, camera_name="corner")
-        self.env.model.vis.quality.offsamples = 0  # cheap CPU rendering: no MSAA, no shadows
-        self.env.model.vis.quality.shadowsize = 0
-        self.expert = scripted_expert(task)
-        self.instruction = instruction_for(task)
-        self._reset = lambda episode: reset_episode(self.env, seed, episode)
-        self._max_steps = MAX_EPISODE_STEPS
-        self.episode = 0
-        self.obs = self._reset(0)
-        self.steps = 0
-        fovy = float(self.env.model.cam_fovy[self.env.model.camera("corner").id])
-        f = 0.5 * height / math.tan(math.radians(fovy) / 2)
-        self.intrinsics = (f, f, width / 2.0, height / 2.0)
-
-    def read(self):
-        """(rgb HxWx3, depth or None, state) of the current step, then advance the simulation."""
-        image = np.asarray(self.env.render(), dtype=np.uint8)[::-1]  # MuJoCo renders bottom-up
-        state = self.obs.astype(np.float32)
-        for _ in range(3):
-            self.obs, _, _, _, info = self.env.step(np.clip(self.expert.act(self.obs), -1, 1))
-            self.steps += 1
-            if info.get("success") or self.steps >= self._max_steps:
-                self.episode += 1
-                self.obs, self.steps = self._reset(self.episode), 0
-                break
-        return image, None, state
-
-    def close(self):
-        self.env.close()
-
-
-class PerceptionSource:
-    """Adapter over the core camera sources (``frames()`` yields timestamped colour/depth)."""
-
-    def __init__(self, p: dict):
-        try:
-            from scfl_nodes.core import perception
-        except ImportError as exc:
-            raise RuntimeError(f"camera sources are not installed (scfl_nodes.core.perception: {exc})") from None
-        opener = getattr(perception, "open_camera", None) or getattr(perception, "make_camera_source", None)
-        if opener is None:
-            raise RuntimeError("scfl_nodes.core.perception offers no open_camera()")
-        self.source = opener(p["camera_type"], device=p["device"] or None, width=p["width"], height=p["height"],
-                             fps=p["fps"], enable_depth=p["enable_depth"], calibration=p["calibration_file"] or None)
-        self._frames = iter(self.source.frames())
-        self.intrinsics = None
-
-    def read(self):
-        frame = next(self._frames)
-        color = getattr(frame, "color", None)
-        if color is None:
-            color = frame["color"]
-        depth = getattr(frame, "depth", None)
-        k = getattr(frame, "intrinsics", None)
-        if k is not None:
-            self.intrinsics = (float(k.fx), float(k.fy), float(k.cx), float(k.cy)) if hasattr(k, "fx") else tuple(
-                float(v) for v in (k[0][0], k[1][1], k[0][2], k[1][2]))
-        return np.asarray(color, dtype=np.uint8), depth, None
-
-    def close(self):
-        close = getattr(self.source, "close", None)
-        if close:
-            close()
+    kind, device = p["camera_type"], p["device"]
+    if kind == "sim":
+        return open_camera("metaworld", task=p["sim_task"], seed=p["sim_seed"], episode=episode, camera="corner",
+                           width=p["width"], height=p["height"], depth=p["enable_depth"])
+    if kind in ("realsense", "realsense_playback"):
+        return open_camera("realsense", serial=(device or None) if kind == "realsense" else None,
+                           playback=device if kind == "realsense_playback" else None, width=p["width"],
+                           height=p["height"], fps=int(round(p["fps"])), enable_depth=p["enable_depth"],
+                           align_depth_to_color=p["enable_depth"], real_time=kind == "realsense_playback")
+    if kind == "zed":
+        return open_camera("zed", device=int(device) if device.isdigit() else (device or 0),
+                           calibration=p["calibration_file"] or None, fps=p["fps"])
+    target = int(device) if device.isdigit() else (device or 0)
+    return open_camera("uvc", device=target, width=p["width"] if kind == "uvc" else None,
+                       height=p["height"] if kind == "uvc" else None, fps=p["fps"] if kind == "uvc" else None,
+                       real_time=kind == "video")
 
 
 class CameraNode(Node):
@@ -151,6 +101,7 @@ class CameraNode(Node):
         self._Observation, self._CameraInfo, self._String = Observation, CameraInfo, String
         self.diag = Diagnostics(self, f"camera:{self.p['camera_type']}:{self.p['device'] or 'default'}")
         self.frames = 0
+        self.episode = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._capture_loop, name="camera-capture", daemon=True)
         self._thread.start()
@@ -158,17 +109,24 @@ class CameraNode(Node):
                                f"({self.p['width']}x{self.p['height']} @ {self.p['fps']} fps)")
 
     def _open(self):
+        source = open_source(self.p, self.episode)
         if self.p["camera_type"] == "sim":
-            src = SimCameraSource(self.p["sim_task"], self.p["sim_seed"], self.p["width"], self.p["height"])
-            self.instruction_pub.publish(self._String(data=src.instruction))
-            return src
-        return PerceptionSource(self.p)
+            from scfl_nodes.core.sim import instruction_for
+
+            self.instruction_pub.publish(self._String(data=instruction_for(self.p["sim_task"])))
+        return source
 
     def _capture_loop(self) -> None:
-        period = 1.0 / self.p["fps"]
+        # Live cameras block in frames() at their own rate; the simulator is paced to ``fps``.
+        period = 1.0 / self.p["fps"] if self.p["camera_type"] == "sim" else 0.0
         while not self._stop.is_set():
             try:
                 source = self._open()
+                frames = iter(source.frames())
+                frame = next(frames)
+            except StopIteration:
+                self.episode += 1
+                continue
             except Exception as exc:
                 self.diag.set(Diagnostics.ERROR, f"camera unavailable: {exc}; retrying every {self.p['reconnect_s']} s")
                 self._stop.wait(self.p["reconnect_s"])
@@ -177,14 +135,19 @@ class CameraNode(Node):
             next_t = time.monotonic()
             try:
                 while not self._stop.is_set():
-                    color, depth, state = source.read()
-                    self._publish(color, depth, state, source.intrinsics)
+                    state = getattr(source, "last_state", None)  # simulator: the state of this frame
+                    self._publish(frame.color, frame.depth if self.p["enable_depth"] else None,
+                                  None if state is None else np.asarray(state, np.float32), frame.intrinsics)
                     next_t += period
                     delay = next_t - time.monotonic()
                     if delay > 0:
                         self._stop.wait(delay)
                     else:
                         next_t = time.monotonic()
+                    frame = next(frames)
+            except StopIteration:  # end of a video / recording / simulated episode
+                self.episode += 1
+                self.get_logger().info(f"{self.p['camera_type']} source ended; reopening")
             except Exception as exc:
                 self.diag.set(Diagnostics.ERROR, f"camera stream failed: {type(exc).__name__}: {exc}; reopening")
                 self._stop.wait(self.p["reconnect_s"])
@@ -202,7 +165,10 @@ class CameraNode(Node):
             self.state_pub.publish(obs)
         self.image_pub.publish(numpy_to_image(color, stamp, self.frame_id, "rgb8"))
         h, w = color.shape[:2]
-        fx, fy, cx, cy = intrinsics or (float(w), float(w), w / 2.0, h / 2.0)
+        if intrinsics is not None:
+            fx, fy, cx, cy = intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy
+        else:
+            fx, fy, cx, cy = float(w), float(w), w / 2.0, h / 2.0
         info = self._CameraInfo(width=w, height=h, distortion_model="plumb_bob", d=[0.0] * 5,
                                 k=[fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0],
                                 r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
@@ -210,11 +176,9 @@ class CameraNode(Node):
         info.header.stamp, info.header.frame_id = stamp, self.frame_id
         self.info_pub.publish(info)
         if depth is not None and self.depth_pub is not None:
-            d = np.asarray(depth)
-            enc = "16UC1" if d.dtype == np.uint16 else "32FC1"
-            msg = numpy_to_image(d.astype(np.uint16 if enc == "16UC1" else np.float32).view(np.uint8).reshape(d.shape[0], -1),
-                                 stamp, self.frame_id, enc)
-            msg.width, msg.step = d.shape[1], d.shape[1] * (2 if enc == "16UC1" else 4)
+            d = np.ascontiguousarray(depth, dtype=np.float32)  # metres (REP-118: 32FC1)
+            msg = numpy_to_image(d.view(np.uint8).reshape(d.shape[0], -1), stamp, self.frame_id, "32FC1")
+            msg.width, msg.step = d.shape[1], d.shape[1] * 4
             self.depth_pub.publish(msg)
         self.frames += 1
         self.diag.update(frames=self.frames)
