@@ -117,3 +117,39 @@ def test_cli_export_onnx_checks_parity_and_never_overwrites(tmp_path, capsys):
     assert "not overwriting" in capsys.readouterr().err
     assert main(["vla", "export-onnx", "openvla-7b", "--out", str(tmp_path / "x"), "--cache-dir", str(tmp_path)]) == 2
     assert "not in the local cache" in capsys.readouterr().err
+
+
+def test_async_policy_never_blocks_the_control_loop(policy):
+    import time
+
+    from scfl_nodes.core.vla import AsyncBasePolicy
+
+    class Slow:
+        def act(self, obs, instruction):
+            time.sleep(0.2)
+            return policy.act(obs, instruction)
+
+    obs = _real_states(2)
+    with AsyncBasePolicy(Slow()) as runner:
+        assert runner.latest() is None
+        t0 = time.monotonic()
+        for i in range(20):  # a 100 Hz control loop keeps submitting
+            runner.submit(obs[i % 2], INSTR)
+        assert time.monotonic() - t0 < 0.1  # submit never waits for inference
+        first = runner.wait_for(1, timeout=5)
+        assert first is not None and first.inference_s >= 0.2 and first.age() >= 0.2
+        time.sleep(0.5)  # let the worker finish whatever is pending
+        last = runner.latest()
+        # Stale observations were dropped: at most the one in flight plus the newest ran.
+        assert last.sequence <= 2
+        np.testing.assert_allclose(last.action, policy.act(obs[1], INSTR)[0], atol=1e-6)
+
+    class Broken:
+        def act(self, obs, instruction):
+            raise ValueError("bad input")
+
+    with AsyncBasePolicy(Broken()) as runner:
+        runner.submit(obs[0], INSTR)
+        runner.wait_for(1, timeout=2)
+        with pytest.raises(RuntimeError, match="bad input"):
+            runner.latest()

@@ -5,6 +5,7 @@ Nothing here ever computes a gradient for a base model or writes its weights: th
 vendor IP (paper 3.2) and every robot must run the same bits, so hashes are checked at load.
 """
 
+from .async_runner import AsyncBasePolicy, TimedAction
 from .backends import BACKENDS, BackendUnavailableError, tensorrt_available
 from .base_policy import (
     BASE_POLICY_NAME,
@@ -25,6 +26,7 @@ from .registry import (
 )
 
 __all__ = [
+    "AsyncBasePolicy",
     "BACKENDS",
     "BASE_POLICY_NAME",
     "BackendUnavailableError",
@@ -40,5 +42,6 @@ __all__ = [
     "load_scfl_base_policy",
     "resolve",
     "state_dict_sha256",
+    "TimedAction",
     "tensorrt_available",
 ]
