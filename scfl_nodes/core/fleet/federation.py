@@ -147,6 +147,12 @@ def fedavg_per_skill(
     return new_state
 
 
+def _expert_of(name: str) -> int | None:
+    """Skill index of a bank tensor name ``experts.<i>.<param>`` (None for anything else)."""
+    parts = name.split(".")
+    return int(parts[1]) if len(parts) > 2 and parts[0] == "experts" and parts[1].isdigit() else None
+
+
 def activation_unit_vectors(activations: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {r: (v / max(float(np.linalg.norm(v)), 1e-12)).astype(np.float64) for r, v in activations.items()}
 
@@ -180,10 +186,14 @@ def eda_round(
         contributors = [r for r in deltas if unit[r][e] > 0]
         if not contributors:
             continue
+        # Only the skills some contributor of this slot activated can carry a non-zero
+        # delta (training touches routed skills only), so the slot carries just those.
+        cohort = {x for r in contributors for x in np.flatnonzero(unit[r] > 0).tolist()}
+        keep = [k for k in deltas[contributors[0]] if _expert_of(k) is None or _expert_of(k) in cohort]
         uploads = {}
         for r in contributors:
             w = float(unit[r][e])
-            up = {k: (w * v).astype(np.float32) for k, v in deltas[r].items()}
+            up = {k: (w * deltas[r][k]).astype(np.float32) for k in keep}
             up[EDA_WEIGHT_KEY] = np.array([w * clip], dtype=np.float32)
             uploads[r] = up
         total, _ = transport.sum_round(f"{tag}.slot-{e}", round_index, uploads)
@@ -193,7 +203,7 @@ def eda_round(
         den = sum(vi[e] * float(sums[e][EDA_WEIGHT_KEY][0]) / clip for e in sums)
         new = {}
         for k, base in start_states[i].items():
-            num = sum(vi[e] * sums[e][k].astype(np.float64) for e in sums if vi[e] > 0)
+            num = sum(vi[e] * sums[e][k].astype(np.float64) for e in sums if vi[e] > 0 and k in sums[e])
             new[k] = (base + num / den).astype(np.float32) if den > 0 else base.copy()
         new_states[i] = new
     return new_states
