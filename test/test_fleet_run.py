@@ -5,7 +5,6 @@
 * federated skills beat local-only skills on robots with a single demonstration.
 """
 
-import dataclasses
 import json
 import os
 

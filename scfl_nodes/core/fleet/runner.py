@@ -9,6 +9,7 @@ through the real cloud server (encrypted) or an in-process sum (plaintext refere
 from __future__ import annotations
 
 import dataclasses
+import os
 import platform
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from .bank import SkillBank, train_bank, train_bc
 from .policy import EvalJob, Evaluator, PolicySpec, skills_spec
 from .results import make_plots, mean_std, write_json
 from .robots import RobotSpec, build_fleet, demo_seed, eval_seed
+from .routing import build_routing
 
 FEDERATED = ("fedavg_plain", "fedavg_enc", "eda_enc", "router_random", "router_similarity", "router_no_lb")
 ENCRYPTED = ("fedavg_enc", "eda_enc", "router_random", "router_similarity", "router_no_lb")
@@ -237,8 +239,7 @@ class FleetRun:
                     traffic = self._task_traffic()
                     routings = {}
                     for variant in {"learned"} | {ROUTER_OF[m] for m in self.methods if m in ROUTER_OF}:
-                        routings[variant], info = __import__(
-                            "scfl_nodes.core.fleet.routing", fromlist=["build_routing"]).build_routing(
+                        routings[variant], info = build_routing(
                             variant, list(cfg.tasks), traffic, num_experts=cfg.num_experts, top_k=cfg.top_k,
                             load_balance_weight=cfg.load_balance_weight, seed=seed)
                         if seed == 0:
@@ -298,7 +299,6 @@ class FleetRun:
                     per_seed.append(self._seed_summary(outcomes, keys, rates))
                     for method, o in outcomes.items():
                         acc = accounting[method]
-                        n = len(self.robots)
                         if o.rounds:
                             acc.setdefault("bytes_per_robot_per_round", []).append(
                                 float(np.mean([o.bytes_up.get(r.robot_id, 0) for r in self.robots])) / o.rounds)
@@ -311,7 +311,6 @@ class FleetRun:
                         if "cloud_train_seconds" in o.extra:
                             acc.setdefault("cloud_train_seconds", []).append(o.extra["cloud_train_seconds"])
                         acc["trainable_params"] = o.trainable_params
-                        del n
                     self.log(f"seed {seed} done ({time.perf_counter() - t_start:.0f} s so far)")
         finally:
             if cloud_cm is not None:
@@ -340,10 +339,10 @@ class FleetRun:
             for rnd in range(len(o.curve) if method in self.curve_methods else 0):
                 vals = []
                 for task in self.cfg.tasks:
-                    k = (method, rnd, None, None)
-                    tv = [rates[keys[(method, rnd, r.robot_id, task)] if rnd < len(o.curve) - 1 else keys[(method, "final", r.robot_id, task)]]
+                    # the last round is the final policy, evaluated on the full episode set
+                    final = rnd == len(o.curve) - 1
+                    tv = [rates[keys[(method, "final" if final else rnd, r.robot_id, task)]]
                           for r in self.robots if task in r.tasks]
-                    del k
                     if tv:
                         vals.append(float(np.mean(tv)))
                 curve.append(float(np.mean(vals)))
@@ -409,7 +408,7 @@ class FleetRun:
                 "timings_s": timings,
                 "eval_episodes_run": evaluator.episodes_run,
                 "eval_env_steps": evaluator.steps_run,
-                "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": __import__("os").cpu_count()},
+                "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
                 "scfl_version": getattr(scfl_nodes, "__version__", "0.1.0"),
                 "vla_module": getattr(vla, "__name__", ""),
             },
