@@ -87,3 +87,12 @@ def test_eda_weights_are_normalised_cosines():
     w = fed.eda_weights({"a": np.array([1.0, 0, 0]), "b": np.array([1.0, 1.0, 0]), "c": np.array([0, 0, 2.0])})
     assert abs(sum(w["a"].values()) - 1) < 1e-12
     assert w["a"]["c"] == 0 and w["a"]["a"] > w["a"]["b"] > 0
+
+
+def test_cloud_start_failure_is_one_clear_error(tmp_path):
+    from scfl_nodes.core.fleet.cloud import FleetCloud, FleetCloudError
+
+    (tmp_path / "cloud").write_text("not a directory")
+    with pytest.raises(FleetCloudError, match="the scfl cloud server did not start"):
+        with FleetCloud(tmp_path):
+            pass

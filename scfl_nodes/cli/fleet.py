@@ -109,6 +109,7 @@ def run_fleet_cmd(args) -> int:
     except OSError as exc:
         raise CliError(f"cannot create output directory {out}: {exc.strerror}") from None
 
+    from scfl_nodes.core.fleet.cloud import FleetCloudError
     from scfl_nodes.core.fleet.presets import PRESET_NOTES
     from scfl_nodes.core.fleet.results import format_table
     from scfl_nodes.core.fleet.runner import FleetRun
@@ -129,6 +130,8 @@ def run_fleet_cmd(args) -> int:
         raise
     except ImportError as exc:
         raise CliError(f"a part of scfl is missing: {exc}") from None
+    except FleetCloudError as exc:
+        raise CliError(str(exc)) from None
     elapsed = time.perf_counter() - start
     print()
     print(format_table(results))

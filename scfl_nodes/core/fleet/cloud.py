@@ -16,6 +16,10 @@ import time
 from pathlib import Path
 
 
+class FleetCloudError(RuntimeError):
+    """The fleet's cloud server could not be started or refused a round (one-line message)."""
+
+
 class FleetCloud:
     def __init__(self, workdir: str | os.PathLike | None = None, *, deadline_s: float = 600.0, url: str | None = None,
                  admin_token: str | None = None):
@@ -39,13 +43,17 @@ class FleetCloud:
         if self.url is None:
             # The real service (uvicorn subprocess, SQLite file, on-disk blobs) -- the same
             # helper the cloud's own tests use.
-            self.server = CloudServer(self.workdir / "cloud", admin_token=self.admin_token,
-                                      max_upload_bytes=256 * 1024 * 1024)
             try:
+                self.server = CloudServer(self.workdir / "cloud", admin_token=self.admin_token,
+                                          max_upload_bytes=256 * 1024 * 1024)
                 self.server.start()
             except Exception as exc:
+                log = self.server.log_tail(2000) if self.server is not None else ""
+                tail = [line for line in log.splitlines() if line.strip()][-1:]
                 self.__exit__(None, None, None)
-                raise RuntimeError(f"the scfl cloud server did not start: {exc}") from None
+                first = (str(exc).splitlines() or [type(exc).__name__])[0]
+                raise FleetCloudError(f"the scfl cloud server did not start: {first}"
+                                      + (f"; server log: {tail[0]}" if tail else "")) from None
             self.url = self.server.url
         self.client = CloudClient(self.url, admin_token=self.admin_token)
         return self
@@ -93,7 +101,7 @@ class FleetCloud:
         info = self.client.wait_for_round(round_id, "published", timeout=self.deadline_s, poll_s=0.02)
         self.wait_seconds += time.perf_counter() - t
         if info["state"] != "published":
-            raise RuntimeError(f"round {round_id} ended {info['state']} ({info.get('close_reason')})")
+            raise FleetCloudError(f"round {round_id} ended {info['state']} ({info.get('close_reason')})")
         if info.get("published_version") is not None:
             self.versions[self.round_versions[round_id]] = int(info["published_version"])
         return self.client.download_aggregate(round_id)
