@@ -213,7 +213,7 @@ class FleetRun:
         routing_info: dict[str, dict] = {}
         checks: dict = {}
         timings = {"demos": 0.0, "training_and_federation": 0.0, "evaluation": 0.0}
-        curve_eps = max(5, cfg.eval_episodes // 5)
+        curve_eps = max(5, cfg.eval_episodes // 10)  # intermediate rounds: a cheaper, noisier estimate
         cloud_cm = None
         if need_cloud:
             from scfl_nodes.core.crypto import generate_fleet_keys
