@@ -177,7 +177,8 @@ def make_plots(results: dict, out_dir: str | os.PathLike) -> list[Path]:
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_ylabel("average success (%)")
         ax.set_ylim(0, 105)
-        ax.set_title(f"Success vs round ({meta.get('curve_episodes', meta['eval_episodes'])} episodes/task/seed per point)")
+        ax.set_title(f"Success vs round ({meta.get('curve_episodes', meta['eval_episodes'])} episodes/task/seed per point, "
+                     f"last round {meta['eval_episodes']})", fontsize=10)
         ax.legend(fontsize=7)
         fig.tight_layout()
         paths.append(out_dir / "success_vs_round.png")
