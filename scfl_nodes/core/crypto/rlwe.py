@@ -195,45 +195,65 @@ class RlweSum:
 
     Why: the cloud's per-upload cost is dominated by expanding ``a`` (SHAKE-128) and by
     converting bytes to 48-bit integers. Instead of assembling each ``a`` and ``b`` and
-    reducing mod q, the three 16-bit words of ``a`` and the 32/16-bit halves of ``b``
-    are added straight from the byte buffers into uint64 accumulators (no overflow
-    before 2^32 uploads); reduction mod q happens once, when the sum is read.
+    reducing mod q, the 16-bit words of ``a`` and ``b`` are added straight from the byte
+    buffers into uint32 accumulators (same-width adds, half the memory traffic of
+    uint64); they are folded into reduced uint64 totals every 65,535 uploads (before a
+    uint32 word sum could overflow) and whenever the sum is read.
     """
+
+    _FLUSH_EVERY = 0xFFFF
 
     def __init__(self, params: ParamSet, num_polys: int):
         self.params = params
         self.shape = (num_polys, params.n)
         count = num_polys * params.n
-        self.a_words = np.zeros((count, 3), dtype=np.uint64)
-        self.b_low = np.zeros(count, dtype=np.uint64)
-        self.b_high = np.zeros(count, dtype=np.uint64)
+        self._mask = np.uint64((1 << int(params.log_q)) - 1)
+        self._a_words = np.zeros((count, 3), dtype=np.uint32)
+        self._b_low_words = np.zeros((count, 2), dtype=np.uint32)  # the payload's low 32 bits as 2 x u16
+        self._b_high_words = np.zeros(count, dtype=np.uint32)
+        self._pending = 0
+        self._a_total = np.zeros(count, dtype=np.uint64)
+        self._b_total = np.zeros(count, dtype=np.uint64)
 
     @property
     def count(self) -> int:
-        return self.b_low.size
+        return self._b_total.size
 
     def add_ciphertext(self, seed: bytes, payload: bytes) -> None:
         count = self.count
         if len(payload) != count * _BYTES_PER_COEFF:
             raise ValueError(f"expected {count * _BYTES_PER_COEFF} payload bytes, got {len(payload)}")
+        if self._pending == self._FLUSH_EVERY:
+            self._flush()
         raw_a = hashlib.shake_128(b"scfl-rlwe-a|" + seed).digest(count * _BYTES_PER_COEFF)
-        np.add(self.a_words, np.frombuffer(raw_a, dtype="<u2").reshape(count, 3), out=self.a_words)
-        np.add(self.b_low, np.frombuffer(payload, dtype="<u4", count=count), out=self.b_low)
-        np.add(self.b_high, np.frombuffer(payload, dtype="<u2", offset=4 * count), out=self.b_high)
+        np.add(self._a_words, np.frombuffer(raw_a, dtype="<u2").reshape(count, 3), out=self._a_words)
+        np.add(self._b_low_words, np.frombuffer(payload, dtype="<u2", count=2 * count).reshape(count, 2), out=self._b_low_words)
+        np.add(self._b_high_words, np.frombuffer(payload, dtype="<u2", offset=4 * count), out=self._b_high_words)
+        self._pending += 1
 
-    def add_sum(self, other: RlweSum) -> None:
-        self.a_words += other.a_words
-        self.b_low += other.b_low
-        self.b_high += other.b_high
+    def _pending_sums(self) -> tuple[np.ndarray, np.ndarray]:
+        """The pending word sums as integers mod 2^64 (q = 2^48 divides it, so wrap-around is harmless)."""
+        w = self._a_words.astype(np.uint64)
+        a = w[:, 0] + (w[:, 1] << np.uint64(16)) + (w[:, 2] << np.uint64(32))
+        lw = self._b_low_words.astype(np.uint64)
+        b = lw[:, 0] + (lw[:, 1] << np.uint64(16)) + (self._b_high_words.astype(np.uint64) << np.uint64(32))
+        return a, b
+
+    def _flush(self) -> None:
+        a, b = self._pending_sums()
+        self._a_total = (self._a_total + a) & self._mask
+        self._b_total = (self._b_total + b) & self._mask
+        for arr in (self._a_words, self._b_low_words, self._b_high_words):
+            arr.fill(0)
+        self._pending = 0
 
     def a_sum(self) -> np.ndarray:
-        w = self.a_words
-        a = w[:, 0] + (w[:, 1] << np.uint64(16)) + (w[:, 2] << np.uint64(32))
-        return (a & np.uint64((1 << int(self.params.log_q)) - 1)).reshape(self.shape)
+        a, _ = self._pending_sums()
+        return ((self._a_total + a) & self._mask).reshape(self.shape)
 
     def b_sum(self) -> np.ndarray:
-        b = self.b_low + (self.b_high << np.uint64(32))
-        return (b & np.uint64((1 << int(self.params.log_q)) - 1)).reshape(self.shape)
+        _, b = self._pending_sums()
+        return ((self._b_total + b) & self._mask).reshape(self.shape)
 
     def to_bytes(self) -> bytes:
         return pack_coeffs(self.a_sum()) + pack_coeffs(self.b_sum())
@@ -241,12 +261,8 @@ class RlweSum:
     @classmethod
     def from_sums(cls, params: ParamSet, a_sum: np.ndarray, b_sum: np.ndarray) -> RlweSum:
         out = cls(params, a_sum.size // params.n)
-        a = a_sum.reshape(-1)
-        for i in range(3):
-            out.a_words[:, i] = (a >> np.uint64(16 * i)) & np.uint64(0xFFFF)
-        b = b_sum.reshape(-1)
-        out.b_low[:] = b & np.uint64(0xFFFFFFFF)
-        out.b_high[:] = b >> np.uint64(32)
+        out._a_total = a_sum.reshape(-1).astype(np.uint64) & out._mask
+        out._b_total = b_sum.reshape(-1).astype(np.uint64) & out._mask
         return out
 
 
