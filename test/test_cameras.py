@@ -140,3 +140,22 @@ def test_metaworld_renderer_source():
     assert np.abs(frames[3].color.astype(int) - frames[0].color.astype(int)).sum() > 0  # the arm moved
     with pytest.raises(CameraError, match="unknown Meta-World camera"):
         open_camera("metaworld", camera="nope")
+
+
+def test_camera_and_vla_config_sections_are_validated(tmp_path):
+    from scfl_nodes.core.config import ConfigError, config_from_dict
+    from scfl_nodes.core.perception import camera_from_config
+    from scfl_nodes.core.perception.realsense import RealSenseSource, record_synthetic
+
+    with pytest.raises(ConfigError, match="camera.source: must be realsense, zed, uvc or metaworld"):
+        config_from_dict({"camera": {"source": "kinect"}})
+    with pytest.raises(ConfigError, match="vla.backend"):
+        config_from_dict({"vla": {"backend": "tflite"}})
+    with pytest.raises(ConfigError, match="unknown key"):
+        config_from_dict({"camera": {"fsp": 30}})
+    colors, depths = _synthetic(3)
+    path = record_synthetic(tmp_path / "cfg.db3", colors, depths)
+    cfg = config_from_dict({"camera": {"source": "realsense", "playback": str(path), "align_depth": False}})
+    src = camera_from_config(cfg.camera)
+    assert isinstance(src, RealSenseSource)
+    assert len(list(src.frames())) == 3
