@@ -159,3 +159,30 @@ def test_camera_and_vla_config_sections_are_validated(tmp_path):
     src = camera_from_config(cfg.camera)
     assert isinstance(src, RealSenseSource)
     assert len(list(src.frames())) == 3
+
+
+@pytest.mark.timeout(60)
+def test_zed_stereo_depth_from_a_known_disparity(tmp_path):
+    import cv2
+
+    conf = tmp_path / "SN1.conf"
+    conf.write_text("[LEFT_CAM_VGA]\nfx=350\nfy=350\ncx=335.5\ncy=187.5\n\n"
+                    "[RIGHT_CAM_VGA]\nfx=350\nfy=350\ncx=335.5\ncy=187.5\n\n[STEREO]\nBaseline=120\n")
+    rng = np.random.default_rng(0)
+    texture = cv2.resize(rng.integers(0, 256, (94, 180), dtype=np.uint8), (720, 376), interpolation=cv2.INTER_NEAREST)
+    disparity = 16  # a fronto-parallel plane at 350 px * 0.12 m / 16 px = 2.625 m
+    left = np.repeat(texture[:, 24:696, None], 3, axis=2)
+    right = np.repeat(texture[:, 24 + disparity:696 + disparity, None], 3, axis=2)
+    path = tmp_path / "zed.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), 15, (1344, 376))
+    assert writer.isOpened()
+    writer.write(np.concatenate([left, right], axis=1))
+    writer.release()
+    (frame,) = list(open_camera("zed", device=str(path), calibration=conf, resolution="VGA", depth=True).frames())
+    assert frame.depth.shape == frame.color.shape[:2] and frame.depth_aligned
+    centre = frame.depth[100:280, 150:550]
+    valid = centre > 0
+    assert valid.mean() > 0.8
+    assert float(np.median(centre[valid])) == pytest.approx(2.625, rel=0.03)
+    with pytest.raises(CameraError, match="needs the camera's calibration"):
+        open_camera("zed", device=str(path), depth=True)

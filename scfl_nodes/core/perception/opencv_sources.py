@@ -164,13 +164,66 @@ def load_zed_calibration(path: str | os.PathLike, width: int) -> tuple[CameraInt
     return eyes[0], eyes[1], baseline_mm / 1000.0
 
 
+def load_zed_stereo_rotation(path: str | os.PathLike, width: int) -> np.ndarray:
+    """Right-to-left rotation (Rodrigues vector RX, CV, RZ of ``[STEREO]``; zeros if absent)."""
+    path = Path(path)
+    if path.suffix in (".yaml", ".yml", ".json"):
+        import yaml
+
+        data = yaml.safe_load(path.read_text()) if path.suffix != ".json" else json.loads(path.read_text())
+        return np.asarray(data.get("rotation_rodrigues", (0.0, 0.0, 0.0)), dtype=np.float64)
+    parser = configparser.ConfigParser()
+    parser.read(path)
+    res = {2208: "2K", 1920: "FHD", 1280: "HD", 672: "VGA"}.get(width, "HD")
+    st = parser["STEREO"] if "STEREO" in parser else {}
+    return np.array([float(st.get(f"{k}_{res}", 0.0)) for k in ("RX", "CV", "RZ")], dtype=np.float64)
+
+
+class StereoDepth:
+    """Rectification + semi-global block matching (OpenCV) -> metric depth on the rectified left view."""
+
+    def __init__(self, left: CameraIntrinsics, right: CameraIntrinsics, baseline_m: float, rotation_rodrigues,
+                 num_disparities: int = 96, block_size: int = 5):
+        cv2 = _cv2()
+        size = (left.width, left.height)
+        R, _ = cv2.Rodrigues(np.asarray(rotation_rodrigues, dtype=np.float64).reshape(3, 1))
+        T = np.array([[-baseline_m], [0.0], [0.0]])
+        R1, R2, P1, P2, _Q, _, _ = cv2.stereoRectify(left.matrix, np.asarray(left.coeffs, dtype=np.float64).reshape(1, -1), right.matrix,
+                                                      np.asarray(right.coeffs, dtype=np.float64).reshape(1, -1), size, R, T, alpha=0)
+        self.maps = [cv2.initUndistortRectifyMap(k.matrix, np.asarray(k.coeffs, dtype=np.float64).reshape(1, -1), r, p, size, cv2.CV_32FC1)
+                     for k, r, p in ((left, R1, P1), (right, R2, P2))]
+        self.focal = float(P1[0, 0])
+        self.baseline = float(baseline_m)
+        self.intrinsics = CameraIntrinsics(left.width, left.height, float(P1[0, 0]), float(P1[1, 1]), float(P1[0, 2]),
+                                           float(P1[1, 2]), "none", (0.0,) * 5)
+        num_disparities = max(16, (num_disparities // 16) * 16)
+        self.matcher = cv2.StereoSGBM_create(minDisparity=0, numDisparities=num_disparities, blockSize=block_size,
+                                             P1=8 * 3 * block_size**2, P2=32 * 3 * block_size**2, uniquenessRatio=10,
+                                             speckleWindowSize=100, speckleRange=2, mode=cv2.STEREO_SGBM_MODE_SGBM_3WAY)
+
+    def __call__(self, left_rgb: np.ndarray, right_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(rectified left RGB, depth metres float32; 0 where no match)."""
+        cv2 = _cv2()
+        rect = [cv2.remap(img, mx, my, cv2.INTER_LINEAR) for img, (mx, my) in zip((left_rgb, right_rgb), self.maps)]
+        grey = [cv2.cvtColor(r, cv2.COLOR_RGB2GRAY) for r in rect]
+        disparity = self.matcher.compute(grey[0], grey[1]).astype(np.float32) / 16.0
+        depth = np.zeros_like(disparity)
+        valid = disparity > 0.5
+        depth[valid] = self.focal * self.baseline / disparity[valid]
+        return rect[0], depth
+
+
 class ZEDSource(OpenCVSource):
-    """A ZED camera as a UVC device: splits the side-by-side frame into left (colour) + right."""
+    """A ZED camera as a UVC device: splits the side-by-side frame into left (colour) + right.
+
+    With ``depth=True`` both views are rectified with the calibration and OpenCV's SGBM
+    computes depth; colour is then the rectified left view and depth is aligned to it.
+    """
 
     name = "zed"
 
     def __init__(self, device: int | str = 0, calibration: str | os.PathLike | None = None, resolution: str = "HD",
-                 fps: float = 30, keep_right: bool = True):
+                 fps: float = 30, keep_right: bool = True, depth: bool = False, num_disparities: int = 96):
         sizes = {"2K": (4416, 1242), "FHD": (3840, 1080), "HD": (2560, 720), "VGA": (1344, 376)}
         if resolution not in sizes:
             raise ValueError(f"unknown ZED resolution {resolution!r}; known: {', '.join(sizes)}")
@@ -178,7 +231,12 @@ class ZEDSource(OpenCVSource):
         super().__init__(device, width=w, height=h, fps=fps)
         self.calibration = Path(calibration) if calibration else None
         self.keep_right = keep_right
+        self.depth = depth
+        self.num_disparities = num_disparities
         self._calib: tuple | None = None
+        self._stereo: StereoDepth | None = None
+        if depth and self.calibration is None:
+            raise CameraError("ZED depth needs the camera's calibration file (SN<serial>.conf)")
 
     def _make_frame(self, rgb: np.ndarray, stamp: float, index: int) -> Frame:
         h, w2 = rgb.shape[:2]
@@ -189,6 +247,13 @@ class ZEDSource(OpenCVSource):
             self._calib = load_zed_calibration(self.calibration, w) if self.calibration else (
                 _default_intrinsics(w, h, 110.0), _default_intrinsics(w, h, 110.0), 0.12)
         left, right = rgb[:, :w].copy(), rgb[:, w:].copy()
+        if self.depth:
+            if self._stereo is None or self._stereo.intrinsics.width != w:
+                rot = load_zed_stereo_rotation(self.calibration, w)
+                self._stereo = StereoDepth(self._calib[0], self._calib[1], self._calib[2], rot, self.num_disparities)
+            rect_left, depth = self._stereo(left, right)
+            k = self._stereo.intrinsics
+            return Frame(stamp, index, rect_left, k, depth, k, right=right if self.keep_right else None)
         return Frame(stamp, index, left, self._calib[0], right=right if self.keep_right else None)
 
     @property
