@@ -148,7 +148,10 @@ class TensorRTRunner:
 
     name = "tensorrt"
 
-    def __init__(self, onnx_path: str | os.PathLike, max_batch: int = 64, fp16: bool = True, engine_dir=None):
+    def __init__(self, onnx_path: str | os.PathLike, max_batch: int = 64, fp16: bool = True, engine_dir=None,
+                 dynamic_range: tuple[int, int, int] = (1, 64, 512)):
+        """``max_batch``: optimisation profile for dim 0; ``dynamic_range``: (min, opt, max) for other
+        dynamic dims (e.g. a VLA's sequence length)."""
         ok, why = tensorrt_available()
         if not ok:
             raise BackendUnavailableError(f"tensorrt backend unavailable: {why}")
@@ -172,13 +175,23 @@ class TensorRTRunner:
                 errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
                 raise RuntimeError(f"TensorRT could not parse {onnx_path}: {errors}")
             config = builder.create_builder_config()
-            if fp16 and builder.platform_has_fast_fp16:
+            if fp16 and getattr(builder, "platform_has_fast_fp16", True):
                 config.set_flag(trt.BuilderFlag.FP16)
             profile = builder.create_optimization_profile()
             for i in range(network.num_inputs):
                 inp = network.get_input(i)
-                rest = tuple(inp.shape)[1:]
-                profile.set_shape(inp.name, (1, *rest), (max(1, max_batch // 2), *rest), (max_batch, *rest))
+                shapes = []
+                for which in range(3):  # min, opt, max
+                    dims = []
+                    for axis, d in enumerate(tuple(inp.shape)):
+                        if axis == 0 and d == -1:
+                            dims.append((1, max(1, max_batch // 2), max_batch)[which])
+                        elif d == -1:
+                            dims.append(dynamic_range[which])
+                        else:
+                            dims.append(d)
+                    shapes.append(tuple(dims))
+                profile.set_shape(inp.name, *shapes)
             config.add_optimization_profile(profile)
             serialized = builder.build_serialized_network(network, config)
             if serialized is None:
@@ -198,17 +211,19 @@ class TensorRTRunner:
         stream = torch.cuda.current_stream()
         keep = []
         for n in self.input_names:
-            t = torch.as_tensor(np.ascontiguousarray(inputs[n], dtype=np.float32), device="cuda")
+            dtype = np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(n)))
+            t = torch.as_tensor(np.ascontiguousarray(inputs[n], dtype=dtype), device="cuda")
             keep.append(t)
             self.context.set_input_shape(n, tuple(t.shape))
             self.context.set_tensor_address(n, t.data_ptr())
         outs = []
         for n in self.output_names:
             shape = tuple(self.context.get_tensor_shape(n))
-            t = torch.empty(shape, dtype=torch.float32, device="cuda")
+            dtype = torch.from_numpy(np.zeros(0, dtype=self.trt.nptype(self.engine.get_tensor_dtype(n)))).dtype
+            t = torch.empty(shape, dtype=dtype, device="cuda")
             outs.append(t)
             self.context.set_tensor_address(n, t.data_ptr())
         if not self.context.execute_async_v3(stream.cuda_stream):
             raise RuntimeError("TensorRT execution failed")
         stream.synchronize()
-        return [o.cpu().numpy() for o in outs]
+        return [o.float().cpu().numpy() for o in outs]

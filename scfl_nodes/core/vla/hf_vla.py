@@ -157,7 +157,8 @@ class HFVLAPolicy:
         self.onnx_path = None
         if backend in ("onnxruntime", "tensorrt"):
             self.onnx_path = self.export_onnx(Path(onnx_dir) if onnx_dir else self.path.parent / f"{self.path.name}-onnx")
-            self._runner = OnnxRuntimeRunner(self.onnx_path) if backend == "onnxruntime" else TensorRTRunner(self.onnx_path)
+            # The step graph runs one sample at a time (see _decode_runner): batch profile 1.
+            self._runner = OnnxRuntimeRunner(self.onnx_path) if backend == "onnxruntime" else TensorRTRunner(self.onnx_path, max_batch=1)
         elif backend != "torch":
             raise ValueError(f"unknown backend {backend!r}; known: torch, onnxruntime, tensorrt")
 
@@ -243,8 +244,9 @@ class HFVLAPolicy:
             rows = [self._runner.run({k: v[i : i + 1].cpu().numpy() for k, v in inputs.items()}) for i in range(n)]
             return np.concatenate([r[0] for r in rows]), np.concatenate([r[1] for r in rows])
         step = _ActionStep(self.model, list(inputs))
+        args = [v.to(self.device, self.dtype) if k == "pixel_values" else v.to(self.device) for k, v in inputs.items()]
         with torch.inference_mode():
-            logits, hidden = step(*[v.to(self.device) for v in inputs.values()])
+            logits, hidden = step(*args)
         return logits.float().cpu().numpy(), hidden.float().cpu().numpy()
 
     def act(self, images, instruction: str | list[str]) -> tuple[np.ndarray, np.ndarray]:
