@@ -228,6 +228,7 @@ def test_key_files_are_0600_roundtrip_and_never_overwritten(fleet_key, signer, t
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     loaded = load_fleet_key(path)
     assert loaded.key_id == fleet_key.key_id and loaded.params_id == fleet_key.params_id
+    assert FleetSecretKey.load(path).key_id == fleet_key.key_id
     delta = _encrypt(fleet_key, {"v": np.full(5, 0.25, np.float32)}, "r0", signer)
     agg = loaded.cloud_context().add(None, delta)
     np.testing.assert_array_equal(loaded.decrypt_aggregate(agg)["v"], np.full(5, 0.25))
@@ -239,6 +240,7 @@ def test_key_files_are_0600_roundtrip_and_never_overwritten(fleet_key, signer, t
     sk_path = signer.save(tmp_path / "robot.key")
     assert stat.S_IMODE(sk_path.stat().st_mode) == 0o600
     assert crypto.load_signing_key(sk_path).public_bytes() == signer.public_bytes()
+    assert crypto.RobotSigningKey.load(sk_path).public_bytes() == signer.public_bytes()
     # a key file whose key id does not match its material is refused
     blob = bytearray(fleet_key.to_bytes())
     forged = blob.replace(fleet_key.key_id.encode(), b"0" * 16)

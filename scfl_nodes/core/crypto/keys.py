@@ -319,6 +319,10 @@ class FleetSecretKey:
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         return write_secret_file(path, self.to_bytes(), overwrite=overwrite)
 
+    @classmethod
+    def load(cls, path: str | os.PathLike, insecure_for_testing: bool = False) -> FleetSecretKey:
+        return cls.from_bytes(read_secret_file(path), insecure_for_testing)
+
     # -- robot-side operations -----------------------------------------------------
     def encrypt_quantized(self, plain: np.ndarray, rng: RandomSource, seed: bytes) -> bytes:
         """Low-level: encrypt integers (already reduced mod t, uint64) to a payload. No guard."""

@@ -69,6 +69,10 @@ class RobotSigningKey:
         return write_secret_file(path, self.public_bytes(), overwrite=overwrite)
 
     @classmethod
+    def load(cls, path: str | os.PathLike) -> RobotSigningKey:
+        return cls.from_pem(read_secret_file(path))
+
+    @classmethod
     def from_pem(cls, pem: bytes) -> RobotSigningKey:
         try:
             key = serialization.load_pem_private_key(pem, password=None)
