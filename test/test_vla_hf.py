@@ -133,3 +133,23 @@ def test_tensorrt_backend(checkpoints, tmp_path):
     torch_policy = load_base_policy(str(checkpoints["llava"]))
     inputs = torch_policy.prepare(_images(1), "pick up the cup")
     np.testing.assert_allclose(trt_policy.step_outputs(inputs)[0], torch_policy.step_outputs(inputs)[0], atol=5e-2)
+
+
+@pytest.mark.timeout(120)
+def test_bfloat16_torch_backend(checkpoints):
+    import torch
+
+    policy = load_base_policy(str(checkpoints["paligemma"]), dtype="bfloat16")
+    assert policy.dtype == torch.bfloat16 and next(policy.model.parameters()).dtype == torch.bfloat16
+    actions, emb = policy.act(_images(2), "open the window")
+    assert actions.shape == (2, 7) and np.isfinite(actions).all() and emb.dtype == np.float32
+    policy.verify_unchanged()
+    with pytest.raises(ValueError, match="unknown dtype"):
+        load_base_policy(str(checkpoints["paligemma"]), dtype="int4")
+    import torch as _torch
+
+    if not _torch.cuda.is_available():
+        from scfl_nodes.core.vla import BackendUnavailableError
+
+        with pytest.raises(BackendUnavailableError, match="no CUDA GPU"):
+            load_base_policy("scfl-metaworld-base", device="cuda")
