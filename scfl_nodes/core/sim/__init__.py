@@ -4,7 +4,7 @@ State based and render-free by default (fast enough for fleet simulations on a l
 rendering for the camera pipeline lives in :mod:`scfl_nodes.core.perception`.
 """
 
-from .env import make_env, reset_episode
+from .env import acquire_envs, make_env, release_envs, reset_episode
 from .experts import ScriptedExpert, scripted_expert
 from .rollout import collect_expert_episodes, evaluate, save_episodes
 from .tasks import (
@@ -31,7 +31,9 @@ __all__ = [
     "collect_expert_episodes",
     "evaluate",
     "instruction_for",
+    "acquire_envs",
     "make_env",
+    "release_envs",
     "reset_episode",
     "save_episodes",
     "scripted_expert",

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .env import make_env, reset_episode
+from .env import acquire_envs, release_envs, reset_episode
 from .experts import ScriptedExpert
 from .tasks import ACTION_DIM, MAX_EPISODE_STEPS, OBS_DIM, check_task, instruction_for
 
@@ -68,7 +68,15 @@ def evaluate(
         raise ValueError(f"n_episodes must be >= 1, got {n_episodes}")
     instruction = instruction or instruction_for(task)
     batch_size = max(1, min(batch_size, n_episodes))
-    envs = [make_env(task, seed) for _ in range(batch_size)]
+    envs = acquire_envs(task, batch_size)
+    try:
+        return _evaluate(policy_fn, task, n_episodes, seed, instruction, max_steps, envs, progress, return_details)
+    finally:
+        release_envs(task, envs)
+
+
+def _evaluate(policy_fn, task, n_episodes, seed, instruction, max_steps, envs, progress, return_details):
+    batch_size = len(envs)
     successes = np.zeros(n_episodes, dtype=bool)
     lengths = np.zeros(n_episodes, dtype=np.int64)
     bar = _progress(n_episodes, f"eval {task}", progress)
@@ -92,8 +100,6 @@ def evaluate(
                     active[j] = False
         bar.update(len(ids))
     bar.close()
-    for env in envs:
-        env.close()
     rate = float(successes.mean())
     if return_details:
         return rate, {"success": successes.tolist(), "length": lengths.tolist(), "seed": seed, "task": task}
@@ -140,7 +146,15 @@ def collect_expert_episodes(
     instruction = instruction_for(task)
     expert = ScriptedExpert(task)
     batch_size = max(1, min(batch_size, n))
-    envs = [make_env(task, seed) for _ in range(batch_size)]
+    envs = acquire_envs(task, batch_size)
+    try:
+        return _collect(task, n, seed, base_policy, driver, max_steps, only_successful, envs, progress, instruction, expert)
+    finally:
+        release_envs(task, envs)
+
+
+def _collect(task, n, seed, base_policy, driver, max_steps, only_successful, envs, progress, instruction, expert):
+    batch_size = len(envs)
     dt = float(envs[0].dt)
     episodes: list[dict[str, np.ndarray]] = []
     max_tries = 4 * n + 10
@@ -202,8 +216,6 @@ def collect_expert_episodes(
             )
             bar.update(1)
     bar.close()
-    for env in envs:
-        env.close()
     return episodes
 
 
