@@ -11,7 +11,6 @@ from scfl_nodes.core.vla import (
     ModelIntegrityError,
     default_base_policy_dir,
     load_base_policy,
-    state_dict_sha256,
 )
 
 INSTR = instruction_for("drawer-close-v3")
@@ -93,8 +92,18 @@ def test_tampered_weights_are_refused(tmp_path):
 
 
 def test_unknown_backend_and_tensorrt_reasons():
+    from scfl_nodes.core.vla import BackendUnavailableError, tensorrt_available
+
     with pytest.raises(ValueError, match="unknown backend"):
         load_base_policy("scfl-metaworld-base", backend="tflite")
+    ok, why = tensorrt_available()
+    if not ok:  # here: no tensorrt package / no GPU -> one clear error with the reason
+        with pytest.raises(BackendUnavailableError, match="tensorrt backend unavailable"):
+            load_base_policy("scfl-metaworld-base", backend="tensorrt")
+    else:
+        trt = load_base_policy("scfl-metaworld-base", backend="tensorrt")
+        obs = _real_states(4)
+        np.testing.assert_allclose(trt.act(obs, INSTR)[0], load_base_policy().act(obs, INSTR)[0], atol=2e-2)
 
 
 @pytest.mark.timeout(120)
