@@ -153,3 +153,15 @@ def test_bfloat16_torch_backend(checkpoints):
 
         with pytest.raises(BackendUnavailableError, match="no CUDA GPU"):
             load_base_policy("scfl-metaworld-base", device="cuda")
+
+
+@pytest.mark.timeout(120)
+def test_camera_frames_drive_a_vla(checkpoints):
+    """Meta-World renderer -> frozen VLA: the data path of the vla_node without ROS."""
+    from scfl_nodes.core.perception import open_camera
+
+    policy = load_base_policy(str(checkpoints["llava"]))
+    camera = open_camera("metaworld", task="window-open-v3", width=64, height=64, depth=False)
+    actions = [policy.act(frame.color, "open the window")[0] for frame in camera.frames(max_frames=3)]
+    assert len(actions) == 3 and all(a.shape == (7,) and np.isfinite(a).all() for a in actions)
+    policy.verify_unchanged()
