@@ -147,7 +147,8 @@ class CameraNode(Node):
                     frame = next(frames)
             except StopIteration:  # end of a video / recording / simulated episode
                 self.episode += 1
-                self.get_logger().info(f"{self.p['camera_type']} source ended; reopening")
+                if self.episode == 1:
+                    self.get_logger().info(f"{self.p['camera_type']} source ended; reopening it (looping)")
             except Exception as exc:
                 self.diag.set(Diagnostics.ERROR, f"camera stream failed: {type(exc).__name__}: {exc}; reopening")
                 self._stop.wait(self.p["reconnect_s"])
@@ -189,6 +190,13 @@ class CameraNode(Node):
 
 
 def main(args=None) -> int:
+    # pyrealsense2 bundles its own Fast DDS (for RealSense DDS devices). Loaded after rclpy's
+    # Fast DDS it fails to open devices and recordings ("unknown error") and swallows the node's
+    # log output, so it is loaded first, before rclpy.
+    try:
+        import pyrealsense2  # noqa: F401
+    except ImportError:
+        pass
     return run_node(CameraNode, "camera_node", args)
 
 
