@@ -174,9 +174,12 @@ def main(argv=None) -> int:
     p.add_argument("--iterations", type=int, default=50)
     p.add_argument("--camera-frames", type=int, default=60)
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "vla.json")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: stable on shared cores)")
     args = p.parse_args(argv)
 
     import torch
+
+    torch.set_num_threads(args.threads)
 
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     result = {

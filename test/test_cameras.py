@@ -186,3 +186,18 @@ def test_zed_stereo_depth_from_a_known_disparity(tmp_path):
     assert float(np.median(centre[valid])) == pytest.approx(2.625, rel=0.03)
     with pytest.raises(CameraError, match="needs the camera's calibration"):
         open_camera("zed", device=str(path), depth=True)
+
+
+def test_depth_reprojection_shifts_by_the_baseline_disparity():
+    from scfl_nodes.core.perception import CameraIntrinsics
+    from scfl_nodes.core.perception.realsense import align_depth_to_color
+
+    k = CameraIntrinsics(64, 48, 600.0, 600.0, 31.5, 23.5)
+    depth = np.full((48, 64), 2.0, np.float32)
+    depth[:, 40:] = 1.0  # a nearer box on the right
+    aligned = align_depth_to_color(depth, k, k, np.eye(3), np.array([0.02, 0.0, 0.0]))
+    # x_colour = x_depth + fx * tx / z: 6 px at 2 m, 12 px at 1 m; uncovered pixels have no data.
+    assert (aligned[:, :6] == 0).all()
+    np.testing.assert_allclose(aligned[:, 6:46], 2.0)
+    np.testing.assert_allclose(aligned[:, 52:], 1.0)
+    assert (aligned[:, 46:52] == 0).all()  # disocclusion gap behind the box edge
