@@ -32,6 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results"
+TRANSPORTS = os.environ.get("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")  # what the nodes use by default
 
 
 def _stats(values_ms) -> dict:
@@ -69,7 +70,7 @@ def bench_latency_and_rate(tmp: Path, duration_s: float, control_rates: list[flo
     image = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
     out = {"image": "640x480 rgb8", "camera_fps": 30.0, "skills_active": 3, "skill_hidden": 256, "runs": []}
     for rate in control_rates:
-        with RosHarness(tmp / f"ros_{int(rate)}") as ros:
+        with RosHarness(tmp / f"ros_{int(rate)}", transports=TRANSPORTS) as ros:
             from rclpy.qos import qos_profile_sensor_data
             from scfl_interfaces.msg import BaseAction, Observation, ResidualAction
             from scfl_interfaces.srv import SkillRequest
@@ -156,7 +157,7 @@ def bench_camera_throughput(tmp: Path, seconds: float) -> dict:
             w.write(rosbag_io.COLOR_IMAGE_TOPIC, t, rosbag_io.image_message(images[i % 8], t, "camera_color_optical_frame"))
     out = {"image": "640x480 rgb8", "frame_bytes": 640 * 480 * 3, "frames": frames, "runs": []}
     for rate in (1.0, 100.0):
-        with RosHarness(tmp / f"cam_{int(rate)}") as ros:
+        with RosHarness(tmp / f"cam_{int(rate)}", transports=TRANSPORTS) as ros:
             from rclpy.qos import qos_profile_sensor_data
             from sensor_msgs.msg import Image
 
@@ -169,7 +170,7 @@ def bench_camera_throughput(tmp: Path, seconds: float) -> dict:
 
             with ros._lock:
                 ros.node.create_subscription(Image, "/camera/camera/color/image_raw", on_image, qos_profile_sensor_data)
-            player = ros.start("bag_player", {"bag_path": str(bag), "rate": rate, "start_delay_s": 0.5,
+            player = ros.start("bag_player", {"bag_path": str(bag), "rate": rate, "start_delay_s": 2.0,
                                               "wait_for_subscribers": ["/camera/camera/color/image_raw"]})
             ros.wait_for(lambda: player.proc.poll() is not None, 300, "the end of the replay")
             time.sleep(0.5)
@@ -207,6 +208,7 @@ def main(argv=None) -> int:
                     "loadavg_before": [round(x, 2) for x in load_before],
                     "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
         "rmw": os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp"),
+        "fastdds_builtin_transports": TRANSPORTS,
         "note": "every node is its own process on the same machine (DDS over shared memory/loopback); "
                 "the CPU is shared with the benchmark process and other work (see loadavg)",
         "quick": args.quick,

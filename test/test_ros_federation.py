@@ -83,7 +83,8 @@ def test_bridge_uploads_survives_outage_and_installs_aggregate(fleet, tmp_path, 
         ros.wait_for(lambda: any(s.level == b"\x01" and "unreachable" in s.message for s in ros.diagnostics()
                                  if "federation_bridge_node" in s.name), 30, "WARN diagnostics while the cloud is down")
         assert bridge.alive()
-        assert status[-1].cloud_reachable is False and status[-1].outbox_pending >= 1
+        ros.wait_for(lambda: not status[-1].cloud_reachable and status[-1].outbox_pending >= 1, 10,
+                     "status: cloud unreachable, update pending")
 
         server.start()  # same port, same database: the round is still open
         ros.wait_for(lambda: deltas, 60, "an encrypted delta")

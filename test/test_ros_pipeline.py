@@ -52,7 +52,10 @@ def test_bag_to_final_action_equals_core_composition(tmp_path):
         ros.start("router_node", {"library_path": str(lib.root)})
         ros.start("skill_node", {"library_path": str(lib.root), "control_rate_hz": 50.0})
         ros.start("vla_node")
+        from visualization_msgs.msg import MarkerArray
+
         bases = ros.subscribe(BaseAction, "/scfl/base_action", 100)
+        markers = ros.subscribe(MarkerArray, "/scfl/markers")
         actions = ros.subscribe(ResidualAction, "/scfl/action", 1000)
         resp = ros.call(SkillRequest, "/router_node/request_skills",
                         SkillRequest.Request(task_description=instruction, max_skills=2), timeout=120)
@@ -80,6 +83,10 @@ def test_bag_to_final_action_equals_core_composition(tmp_path):
         swap_pub.publish(SkillInstalled(skill_id=top, version=2, package_path=str(path)))
         ros.wait_for(lambda: any(a.skill_versions[0] == 2 for a in composed()), 30, "the hot-swapped version")
         ros.wait_for(lambda: sum(a.skill_versions[0] == 2 for a in composed()) >= 10, 30, "cycles with v2")
+        # rviz: the active skills and their weights as markers
+        text = lambda: [m.text for arr in markers for m in arr.markers if m.ns == "scfl_skills"]  # noqa: E731
+        ros.wait_for(lambda: any(f"{top} v2" in t for t in text()), 10, "skill markers")
+        assert any(m.ns == "scfl_skill_weights" for m in markers[-1].markers)
 
     # vla_node: every base action is the frozen policy's output on one recorded frame, in order
     frame_of = []

@@ -30,6 +30,7 @@ from scfl_nodes.nodes.common import (
     declare_params,
     latched_qos,
     numpy_to_image,
+    preload_realsense,
     run_node,
     sensor_qos,
 )
@@ -190,13 +191,7 @@ class CameraNode(Node):
 
 
 def main(args=None) -> int:
-    # pyrealsense2 bundles its own Fast DDS (for RealSense DDS devices). Loaded after rclpy's
-    # Fast DDS it fails to open devices and recordings ("unknown error") and swallows the node's
-    # log output, so it is loaded first, before rclpy.
-    try:
-        import pyrealsense2  # noqa: F401
-    except ImportError:
-        pass
+    preload_realsense()  # before rclpy: see common.preload_realsense
     return run_node(CameraNode, "camera_node", args)
 
 

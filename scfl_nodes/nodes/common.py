@@ -51,6 +51,19 @@ def interfaces_install_dir() -> Path:
     return Path(os.environ.get("SCFL_ROS_WS", REPO_ROOT / "ros_ws" / "install"))
 
 
+def preload_realsense() -> None:
+    """Import pyrealsense2 (if installed) before any ROS library is loaded.
+
+    pyrealsense2 bundles its own Fast DDS / Fast CDR. Loaded after rclpy's, it cannot open
+    devices or recordings ("unknown error"), swallows ROS log output, and recording a .db3 can
+    segfault. Loaded first, both work in one process.
+    """
+    try:
+        import pyrealsense2  # noqa: F401
+    except ImportError:
+        pass
+
+
 def ensure_interfaces() -> None:
     """Make ``scfl_interfaces`` importable and usable in this process.
 
@@ -59,6 +72,7 @@ def ensure_interfaces() -> None:
     are pre-loaded (RTLD_GLOBAL), because the rmw loads them with ``dlopen(<name>)``, which only
     searches ``LD_LIBRARY_PATH`` as it was when the process started.
     """
+    preload_realsense()
     try:
         import scfl_interfaces  # noqa: F401
     except ImportError:

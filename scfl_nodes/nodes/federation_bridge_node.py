@@ -191,6 +191,7 @@ class FederationBridgeNode(Node):
         next_poll = 0.0
         while not self._stop.is_set():
             try:
+                self.client.healthz()  # reachability is reported even when there is nothing to send
                 self._encrypt_waiting()
                 self._upload_pending()
                 if time.monotonic() >= next_poll:

@@ -27,7 +27,10 @@ def unique_domain_id() -> int:
 
 
 class RosHarness:
-    def __init__(self, workdir: str | os.PathLike, domain_id: int | None = None):
+    def __init__(self, workdir: str | os.PathLike, domain_id: int | None = None, transports: str = "DEFAULT"):
+        """``transports``: Fast DDS builtin transports for this process and the nodes it starts.
+        Tests use small images and Fast DDS' DEFAULT (UDP + shared memory); the benchmark passes
+        LARGE_DATA for 640x480 frames (docs/ros.md)."""
         ensure_interfaces()
         import rclpy
         from rclpy.context import Context
@@ -36,7 +39,8 @@ class RosHarness:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.domain_id = unique_domain_id() if domain_id is None else domain_id
-        configure_dds_environment()  # (a LOCALHOST discovery range would disable the large-data transport)
+        os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = transports  # read when the participants are created
+        configure_dds_environment()
         self.context = Context()
         rclpy.init(context=self.context, domain_id=self.domain_id)
         self.node = rclpy.create_node(f"scfl_test_{os.getpid()}", context=self.context)
