@@ -54,6 +54,13 @@ def render(res: dict, source: str, all_json: dict | None) -> str:
               f"{meta['num_seeds']} seed(s), horizon {meta['max_path_length']} steps; mean ± std over seeds.",
               f"* Run time {meta['runtime_s'] / 60:.1f} min on {meta['machine']['cpus']} CPU cores.", "",
               "## Success rate (%) and cost per method", "", format_markdown_table(res), ""]
+    ms = res["methods"]
+    if "local" in ms and "fedavg_enc" in ms and ms["local"].get("few_demo_success", {}).get("mean") is not None:
+        lines += ["**Robots with a single demonstration:** local skills "
+                  f"{_pct(ms['local']['few_demo_success'])} %, encrypted federated skills "
+                  f"{_pct(ms['fedavg_enc']['few_demo_success'])} %"
+                  + (f", EDA {_pct(ms['eda_enc']['few_demo_success'])} %" if "eda_enc" in ms else "")
+                  + (f", base alone {_pct(ms['base']['few_demo_success'])} %" if "base" in ms else "") + ".", ""]
     lines += ["## Next to the published FedVLA numbers", "",
               "**Different base models — not a like-for-like comparison.** FedVLA fine-tunes an HPT-based VLA "
               "(vision, 1000 rounds; its rates are multiples of 6.7 %, i.e. ~15 evaluation episodes per task); scfl trains small residual skills on top of a "

@@ -72,6 +72,22 @@ def _bytes(n) -> str:
     return str(n)
 
 
+def _upload_cell(acc: dict) -> str:
+    if acc.get("bytes_per_robot_per_round") is not None:
+        return _bytes(acc["bytes_per_robot_per_round"])
+    if acc.get("upload_total_per_robot") is not None:
+        return f"{_bytes(acc['upload_total_per_robot'])} raw demos, once"
+    return "-"
+
+
+def _train_cell(acc: dict) -> str:
+    if acc.get("edge_train_seconds_per_robot") is not None:
+        return f"{acc['edge_train_seconds_per_robot']:.1f}"
+    if acc.get("cloud_train_seconds") is not None:
+        return f"(cloud {acc['cloud_train_seconds']:.1f})"
+    return "-"
+
+
 def format_table(results: dict) -> str:
     """Success (%) per task and method, mean ± std over seeds, plus communication/compute."""
     tasks = results["meta"]["tasks"]
@@ -86,9 +102,8 @@ def format_table(results: dict) -> str:
         row.append(_pct(m.get("avg")))
         if has_few:
             row.append(_pct(m.get("few_demo_success")))
-        row.append(_bytes(acc.get("bytes_per_robot_per_round")))
-        ts = acc.get("edge_train_seconds_per_robot")
-        row.append("-" if ts is None else f"{ts:.1f}")
+        row.append(_upload_cell(acc))
+        row.append(_train_cell(acc))
         tp = acc.get("trainable_params")
         row.append("-" if not tp else f"{tp:,}")
         rows.append(row)
@@ -115,9 +130,8 @@ def format_markdown_table(results: dict) -> str:
         cells = [METHOD_LABELS.get(name, name)] + [_pct(m["success"].get(t)) for t in tasks] + [_pct(m.get("avg"))]
         if has_few:
             cells.append(_pct(m.get("few_demo_success")))
-        ts = acc.get("edge_train_seconds_per_robot")
         tp = acc.get("trainable_params")
-        cells += [_bytes(acc.get("bytes_per_robot_per_round")), "-" if ts is None else f"{ts:.1f}", "-" if not tp else f"{tp:,}"]
+        cells += [_upload_cell(acc), _train_cell(acc), "-" if not tp else f"{tp:,}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
