@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results"
-TRANSPORTS = os.environ.get("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")  # what the nodes use by default
+TRANSPORTS = os.environ.get("FASTDDS_BUILTIN_TRANSPORTS") or "LARGE_DATA"  # as scripts/env.sh sets it
 
 
 def _stats(values_ms) -> dict:

@@ -4,23 +4,45 @@ realsense-ros style topics, pixel-exact, with CameraInfo and aligned metric dept
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+ROOT = Path(__file__).resolve().parents[1]
+
 pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _native_exit_guard(request):
+    """See scfl_nodes.nodes.testing.install_exit_guard (pyrealsense2 + rclpy in one process)."""
+    from scfl_nodes.nodes.testing import install_exit_guard
+
+    install_exit_guard(request.config)
 
 W, H, N = 64, 48, 12
 
 
 def test_realsense_playback_through_camera_node(tmp_path):
-    from scfl_nodes.core.perception.realsense import record_synthetic
     from scfl_nodes.nodes.common import image_to_numpy
     from scfl_nodes.nodes.testing import RosHarness
 
     rng = np.random.default_rng(5)
     colors = [rng.integers(0, 255, (H, W, 3), dtype=np.uint8) for _ in range(N)]
     depths = [np.full((H, W), 1000 + 100 * i, dtype=np.uint16) for i in range(N)]
-    path = record_synthetic(tmp_path / "synthetic.db3", colors, depths, fps=30, depth_units=0.001)
+    np.savez(tmp_path / "frames.npz", colors=np.stack(colors), depths=np.stack(depths))
+    path = tmp_path / "synthetic.db3"
+    # recorded in a child process: pyrealsense2 must not share a process with ROS libraries
+    # that were loaded before it (see scfl_nodes.nodes.common.preload_realsense)
+    record = ("import sys, numpy as np; from scfl_nodes.core.perception.realsense import record_synthetic; "
+              "d = np.load(sys.argv[1]); record_synthetic(sys.argv[2], list(d['colors']), list(d['depths']), "
+              "fps=30, depth_units=0.001)")
+    done = subprocess.run([sys.executable, "-c", record, str(tmp_path / "frames.npz"), str(path)],
+                          capture_output=True, text=True, timeout=120, cwd=str(ROOT))
+    assert path.is_file(), done.stderr
 
     with RosHarness(tmp_path / "ros") as ros:
         from rclpy.qos import qos_profile_sensor_data

@@ -30,6 +30,7 @@ from scfl_nodes.nodes.common import (
     declare_params,
     latched_qos,
     numpy_to_image,
+    hard_exit,
     preload_realsense,
     run_node,
     sensor_qos,
@@ -190,9 +191,38 @@ class CameraNode(Node):
         self._thread.join(timeout=3.0)
 
 
+def _wants_realsense(argv: list[str]) -> bool:
+    """Whether this run may use a RealSense source (from -p overrides or the params files)."""
+    import yaml
+
+    for i, arg in enumerate(argv):
+        if arg.startswith("camera_type:="):
+            return arg.split(":=", 1)[1].strip("'\"").startswith("realsense")
+    files = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--params-file"]
+    from scfl_nodes.nodes.common import default_params_file
+
+    if not files and default_params_file() is not None:
+        files = [str(default_params_file())]
+    kind = None
+    for f in files:
+        try:
+            data = yaml.safe_load(open(f)) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        for key, section in data.items():
+            if str(key).split("/")[-1] in ("camera_node", "**") and isinstance(section, dict):
+                kind = (section.get("ros__parameters") or {}).get("camera_type", kind)
+    return str(kind or "").startswith("realsense")
+
+
 def main(args=None) -> int:
-    preload_realsense()  # before rclpy: see common.preload_realsense
-    return run_node(CameraNode, "camera_node", args)
+    import sys
+
+    argv = list(sys.argv if args is None else args)
+    if _wants_realsense(argv):
+        preload_realsense()  # before rclpy: see common.preload_realsense
+        hard_exit(run_node(CameraNode, "camera_node", argv))
+    return run_node(CameraNode, "camera_node", argv)
 
 
 if __name__ == "__main__":

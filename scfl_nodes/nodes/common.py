@@ -29,13 +29,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 #: Fast DDS transports for camera-sized messages: its default shared-memory segments (512 KB)
 #: are smaller than one 640x480 rgb8 frame (900 KB), so best-effort (SensorDataQoS) images go
 #: over fragmented UDP and most are lost (measured: 2-7 of 90 frames arrive). LARGE_DATA
-#: (SHM + TCP for data) delivers 90/90 at 30 fps. Only a default: the environment wins.
+#: (SHM + TCP for data) delivers 90/90 at 30 fps. Participants with different settings do NOT
+#: talk to each other, so nodes never choose it themselves: scripts/env.sh exports it for the
+#: whole pip-only setup, and the environment decides (docs/ros.md).
 LARGE_DATA_TRANSPORTS = "LARGE_DATA"
-
-
-def configure_dds_environment() -> None:
-    """Set DDS defaults for this process before rclpy creates its participant."""
-    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", LARGE_DATA_TRANSPORTS)
 
 
 class NodeConfigError(Exception):
@@ -55,13 +52,22 @@ def preload_realsense() -> None:
     """Import pyrealsense2 (if installed) before any ROS library is loaded.
 
     pyrealsense2 bundles its own Fast DDS / Fast CDR. Loaded after rclpy's, it cannot open
-    devices or recordings ("unknown error"), swallows ROS log output, and recording a .db3 can
-    segfault. Loaded first, both work in one process.
+    devices or recordings ("unknown error") and recording can segfault; loaded first, it works,
+    but with ``FASTDDS_BUILTIN_TRANSPORTS`` set the two Fast DDS copies crash in their static
+    destructors at interpreter exit -- callers end such processes with :func:`hard_exit`.
+    Only camera_node (RealSense sources) needs this.
     """
     try:
         import pyrealsense2  # noqa: F401
     except ImportError:
         pass
+
+
+def hard_exit(code: int) -> None:
+    """Flush and leave without running native static destructors (see preload_realsense)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def ensure_interfaces() -> None:
@@ -72,7 +78,6 @@ def ensure_interfaces() -> None:
     are pre-loaded (RTLD_GLOBAL), because the rmw loads them with ``dlopen(<name>)``, which only
     searches ``LD_LIBRARY_PATH`` as it was when the process started.
     """
-    preload_realsense()
     try:
         import scfl_interfaces  # noqa: F401
     except ImportError:
@@ -106,7 +111,6 @@ def ros_subprocess_env(base: dict | None = None, domain_id: int | None = None) -
     prepend("PYTHONPATH", str(REPO_ROOT))
     prepend("LD_LIBRARY_PATH", str(install / "lib"))
     env.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
-    env.setdefault("FASTDDS_BUILTIN_TRANSPORTS", LARGE_DATA_TRANSPORTS)
     env.setdefault("PYTHONUNBUFFERED", "1")
     if domain_id is not None:
         env["ROS_DOMAIN_ID"] = str(domain_id)
@@ -339,7 +343,6 @@ def run_node(node_factory: Callable[[], Any], name: str, args: list[str] | None 
         print(f"{name}: error: {exc}", file=sys.stderr)
         return 2
 
-    configure_dds_environment()
     import rclpy
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from scfl_nodes.nodes.common import REPO_ROOT, configure_dds_environment, ensure_interfaces
+from scfl_nodes.nodes.common import REPO_ROOT, ensure_interfaces
 from scfl_nodes.nodes.graph import NodeProcess
 
 _COUNTER = itertools.count()
@@ -39,8 +39,13 @@ class RosHarness:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.domain_id = unique_domain_id() if domain_id is None else domain_id
-        os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = transports  # read when the participants are created
-        configure_dds_environment()
+        self.transports = transports
+        # DEFAULT = Fast DDS' own default: leave the variable unset in this process (with it set,
+        # a process that also loaded pyrealsense2 crashes at exit; see common.preload_realsense)
+        if transports == "DEFAULT":
+            os.environ.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
+        else:
+            os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = transports
         self.context = Context()
         rclpy.init(context=self.context, domain_id=self.domain_id)
         self.node = rclpy.create_node(f"scfl_test_{os.getpid()}", context=self.context)
@@ -68,7 +73,8 @@ class RosHarness:
               namespace: str = "") -> NodeProcess:
         files = [REPO_ROOT / "config" / "nodes.yaml"] if params_file else []
         proc = NodeProcess(name, files, dict(params or {}), namespace=namespace, domain_id=self.domain_id,
-                           log_path=self.workdir / f"{name}.log")
+                           log_path=self.workdir / f"{name}.log",
+                           env={**os.environ, "FASTDDS_BUILTIN_TRANSPORTS": self.transports})
         proc.start(self.workdir)
         self.processes[name] = proc
         return proc
@@ -129,3 +135,37 @@ class RosHarness:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+_EXIT_STATUS: list[int] = []
+
+
+def install_exit_guard(config) -> None:
+    """Keep a pytest run's exit code when pyrealsense2 and rclpy share the process.
+
+    pyrealsense2 bundles a second Fast DDS; when it was imported before rclpy created
+    participants (e.g. a camera test ran first), the two crash in their static destructors
+    after every test has finished (exit code 139 with all tests passed). This records pytest's
+    final status and, if both libraries are loaded, leaves with it via ``os._exit`` before the
+    native destructors run. Call once per session (idempotent).
+    """
+    import atexit
+    import sys
+
+    if getattr(config, "_scfl_exit_guard", False):
+        return
+    config._scfl_exit_guard = True
+
+    class _Recorder:
+        def pytest_sessionfinish(self, session, exitstatus):
+            _EXIT_STATUS.append(int(exitstatus))
+
+    config.pluginmanager.register(_Recorder(), "scfl-native-exit-guard")
+
+    def _leave():
+        if _EXIT_STATUS and "pyrealsense2" in sys.modules and "rclpy" in sys.modules:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(_EXIT_STATUS[-1])
+
+    atexit.register(_leave)
