@@ -207,10 +207,12 @@ class SkillNode(Node):
         if base is None:
             return
         age_ms = (self.get_clock().now().nanoseconds - base[3]) / 1e6
-        if age_ms > self.p["max_base_age_ms"]:
-            self.diag.set(Diagnostics.WARN, f"base action is {age_ms:.0f} ms old (vla_node or camera stalled?)")
+        self.diag.update(base_age_ms=f"{age_ms:.0f}")
+        if age_ms > self.p["max_base_age_ms"]:  # stable message: logged once, the age is a value
+            self.diag.set(Diagnostics.WARN, f"base action older than {self.p['max_base_age_ms']:.0f} ms "
+                          "(vla_node or camera stalled?)")
         elif rate < 0.8 * self.p["control_rate_hz"] and self.cycle > 10:
-            self.diag.set(Diagnostics.WARN, f"control loop at {rate:.1f} Hz < {self.p['control_rate_hz']:.0f} Hz")
+            self.diag.set(Diagnostics.WARN, f"control loop below 80% of {self.p['control_rate_hz']:.0f} Hz")
         else:
             self.diag.set(Diagnostics.OK, "running")
 

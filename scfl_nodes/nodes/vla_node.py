@@ -200,7 +200,9 @@ class VlaNode(Node):
     def _check_health(self) -> None:
         last = self._last_image_wall
         if last is not None and time.monotonic() - last > self.p["image_timeout_s"]:
-            self.diag.set(Diagnostics.WARN, f"no images on {self.p['image_topic']} for {time.monotonic() - last:.1f} s")
+            self.diag.update(seconds_since_last_image=f"{time.monotonic() - last:.1f}")
+            self.diag.set(Diagnostics.WARN, f"no images on {self.p['image_topic']} for more than "
+                          f"{self.p['image_timeout_s']} s")
 
     def shutdown(self) -> None:
         self._stop.set()
