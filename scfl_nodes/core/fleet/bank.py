@@ -124,13 +124,16 @@ class BCPolicy(nn.Module):
 
     def __init__(self, state_dim: int, action_dim: int, hidden: int):
         super().__init__()
+        # Meta-World states mix metres and quaternions: standardise with the demos' statistics.
+        self.register_buffer("state_mean", torch.zeros(state_dim))
+        self.register_buffer("state_std", torch.ones(state_dim))
         self.net = nn.Sequential(
             nn.Linear(state_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, action_dim)
         )
         self.dims = {"state_dim": state_dim, "action_dim": action_dim, "hidden": hidden}
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:
-        return self.net(state)
+        return self.net((state - self.state_mean) / self.state_std)
 
 
 def train_bc(episodes: list[dict], *, hidden: int, epochs: int, seed: int, lr: float = 1e-3, batch_size: int = 64):
@@ -139,6 +142,8 @@ def train_bc(episodes: list[dict], *, hidden: int, epochs: int, seed: int, lr: f
     _, _, expert, state = _episode_arrays(episodes)
     torch.manual_seed(int(seed))
     policy = BCPolicy(state.shape[1], expert.shape[1], hidden)
+    policy.state_mean.copy_(torch.from_numpy(state.mean(0)))
+    policy.state_std.copy_(torch.from_numpy(state.std(0)).clamp_min(1e-2))
     opt = torch.optim.Adam(policy.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(int(seed))
     x, y = torch.from_numpy(state), torch.from_numpy(expert)
