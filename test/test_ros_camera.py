@@ -16,13 +16,6 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.timeout(180)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _native_exit_guard(request):
-    """See scfl_nodes.nodes.testing.install_exit_guard (pyrealsense2 + rclpy in one process)."""
-    from scfl_nodes.nodes.testing import install_exit_guard
-
-    install_exit_guard(request.config)
-
 W, H, N = 64, 48, 12
 
 

@@ -20,13 +20,6 @@ import yaml
 pytestmark = pytest.mark.timeout(240)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _native_exit_guard(request):
-    """See scfl_nodes.nodes.testing.install_exit_guard (pyrealsense2 + rclpy in one process)."""
-    from scfl_nodes.nodes.testing import install_exit_guard
-
-    install_exit_guard(request.config)
-
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / "launch" / "scfl.launch.py"
 

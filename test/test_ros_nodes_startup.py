@@ -12,13 +12,6 @@ import pytest
 pytestmark = pytest.mark.timeout(300)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _native_exit_guard(request):
-    """See scfl_nodes.nodes.testing.install_exit_guard (pyrealsense2 + rclpy in one process)."""
-    from scfl_nodes.nodes.testing import install_exit_guard
-
-    install_exit_guard(request.config)
-
 BAD_PARAMETERS = [
     ("skill_node", ["control_rate_hz:=0.0"], "control_rate_hz"),
     ("vla_node", ["backend:=magic"], "parameter 'backend' must be one of torch"),

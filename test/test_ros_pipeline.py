@@ -18,13 +18,6 @@ import torch
 pytestmark = pytest.mark.timeout(300)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _native_exit_guard(request):
-    """See scfl_nodes.nodes.testing.install_exit_guard (pyrealsense2 + rclpy in one process)."""
-    from scfl_nodes.nodes.testing import install_exit_guard
-
-    install_exit_guard(request.config)
-
 BAG = Path(__file__).parent / "data" / "demo_bag"
 
 

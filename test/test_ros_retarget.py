@@ -9,14 +9,6 @@ import pytest
 pytestmark = pytest.mark.timeout(240)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _native_exit_guard(request):
-    """See scfl_nodes.nodes.testing.install_exit_guard (pyrealsense2 + rclpy in one process)."""
-    from scfl_nodes.nodes.testing import install_exit_guard
-
-    install_exit_guard(request.config)
-
-
 def test_retarget_service_matches_core_and_feeds_rviz(tmp_path):
     from scfl_nodes.core.config import load_config
     from scfl_nodes.core.retarget import Retargeter, synthetic_pick_demo
