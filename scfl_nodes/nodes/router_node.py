@@ -56,7 +56,7 @@ class LocalRouter:
 
     def refresh(self) -> None:
         """Rebuild the router when the set of installed skills changed."""
-        from scfl_nodes.core.routing import build_router, load_router
+        from scfl_nodes.core.routing import library_router, load_router
 
         manifests = {m.skill_id: m for m in self.library.list()}
         signature = tuple(sorted((sid, m.version) for sid, m in manifests.items()))
@@ -67,14 +67,12 @@ class LocalRouter:
         if self.router_path:
             router = load_router(self.router_path)
             ids = router.expert_ids or []
-        else:
-            ids = sorted(manifests)
-            if not ids:
+        else:  # the same trained, cached router over the library that `scfl route` uses
+            router, _ = library_router(self.library, self.config, self.encoder)
+            if router is None:
                 self.router, self.expert_ids = None, []
                 return
-            router = build_router(self.config, embedding_dim=self.encoder.embedding_dim,
-                                  num_experts=len(ids), expert_ids=ids, seed=0)
-            router.set_expert_descriptions([self.encoder.encode(list(manifests[i].task_descriptions)) for i in ids])
+            ids = router.expert_ids
         self.router, self.expert_ids = router, list(ids)
 
     def route(self, task: str, max_skills: int):
@@ -117,7 +115,7 @@ class RouterNode(Node):
             self.local = LocalRouter(library, cfg.moe_router, self.p["router_path"])
             self.get_logger().info(
                 f"local router over {len(self.local.expert_ids)} skills in {lib_path} "
-                f"({'saved router ' + self.p['router_path'] if self.p['router_path'] else 'similarity cold start'}, "
+                f"({'saved router ' + self.p['router_path'] if self.p['router_path'] else 'router trained on the skills task descriptions'}, "
                 f"{time.monotonic() - t0:.1f} s to load)"
             )
         except Exception as exc:
