@@ -96,13 +96,13 @@ def verify_signature(delta: Any, public_key: bytes) -> None:
 def load_context(blob: bytes) -> Any:
     """Load a fleet's public context; refuse anything that carries secret key material."""
     crypto = _crypto()
-    if blob[:8] == b"SCFLFSK1":  # a FleetSecretKey container: never accept, never store
+    from scfl_nodes.core.crypto.wire import MAGIC_FLEET_KEY
+
+    if blob.startswith(MAGIC_FLEET_KEY):  # a FleetSecretKey container: never accept, never store
         raise DeltaRejected("secret_key_refused",
                             "this is a fleet SECRET key; upload only its cloud_context() (no secret)", 400)
     try:
-        ctx = crypto.CloudContext.from_bytes(blob)
-        if ctx.backend == "tenseal":
-            ctx._tenseal_context()  # loads the SEAL context and refuses one holding a secret key
+        ctx = crypto.CloudContext.from_bytes(blob)  # refuses a TenSEAL context holding a secret key
     except crypto.CryptoError as exc:
         code = _code_for(exc)
         if "secret" in str(exc).lower():
