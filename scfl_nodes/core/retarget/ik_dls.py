@@ -22,7 +22,7 @@ import numpy as np
 import pinocchio as pin
 from scipy.linalg.lapack import dposv as _dposv
 
-from .ik_types import IKResult, IKSettings
+from .ik_types import IKResult, IKSettings, solve_with_restarts
 from .robot import RobotModel
 
 _LOCAL = pin.ReferenceFrame.LOCAL
@@ -171,34 +171,15 @@ def solve_dls(
     lower: np.ndarray | None = None,
     upper: np.ndarray | None = None,
 ) -> IKResult:
-    """Solve FK(q) = target (4x4 or pin.SE3) within tolerance; restarts from random postures.
-
-    The first attempt starts at ``q_init`` (else ``q_prior``, else the robot's home posture);
-    further attempts (``settings.restarts``) start from uniform random postures within the
-    limits. ``lower``/``upper`` tighten the joint limits (trajectory velocity limits).
-    """
-    target = target if isinstance(target, pin.SE3) else pin.SE3(np.asarray(target, dtype=float))
-    lower = robot.lower if lower is None else np.maximum(lower, robot.lower)
-    upper = robot.upper if upper is None else np.minimum(upper, robot.upper)
-    rng = rng if rng is not None else np.random.default_rng(0)
-    if q_prior is not None:
-        q_prior = robot.clamp(np.asarray(q_prior, dtype=float))
-    first = q_init if q_init is not None else (q_prior if q_prior is not None else robot.home)
+    """Solve FK(q) = target (4x4 or pin.SE3) within tolerance; restarts from random postures
+    (see :func:`solve_with_restarts`)."""
     tol_pos, tol_rot = settings.position_tolerance, settings.orientation_tolerance
-    best = None
-    total_iters = 0
-    for attempt in range(settings.restarts + 1):
-        q0 = np.asarray(first, dtype=float) if attempt == 0 else rng.uniform(lower, upper)
+
+    def attempt(target, q0, lower, upper, q_prior, index):
         # every third restart descends without the posture pull (the prior only acts in the
         # nullspace there): a prior that points at an infeasible branch cannot block success
-        q, pos_err, rot_err, iters = _attempt(robot, target, q0, lower, upper, settings, q_prior, tol_pos, tol_rot,
-                                              regularise=attempt % 3 != 2)
-        total_iters += iters
-        ok = pos_err <= tol_pos and rot_err <= tol_rot
-        if best is None or ok or pos_err + 0.1 * rot_err < best[1] + 0.1 * best[2]:
-            best = (q, pos_err, rot_err)
-        if ok:
-            break
-    q, pos_err, rot_err = best
-    success = pos_err <= tol_pos and rot_err <= tol_rot
-    return IKResult(q, success, pos_err, rot_err, total_iters, attempt + 1)
+        return _attempt(robot, target, q0, lower, upper, settings, q_prior, tol_pos, tol_rot,
+                        regularise=index % 3 != 2)
+
+    return solve_with_restarts(robot, target, q_init, q_prior=q_prior, settings=settings, rng=rng,
+                               lower=lower, upper=upper, attempt=attempt)

@@ -19,7 +19,7 @@ from pink.exceptions import NoSolutionFound
 from pink.limits import Limit
 from pink.tasks import FrameTask, PostureTask
 
-from .ik_types import IKResult, IKSettings
+from .ik_types import IKResult, IKSettings, solve_with_restarts
 from .robot import RobotModel
 
 QP_SOLVER = "daqp"
@@ -105,28 +105,14 @@ class PinkIK:
 
     def solve(self, target, q_init=None, *, q_prior=None, settings: IKSettings = IKSettings(),
               rng: np.random.Generator | None = None, lower=None, upper=None) -> IKResult:
-        robot = self.robot
         target = target if isinstance(target, pin.SE3) else pin.SE3(np.asarray(target, dtype=float))
         self.frame_task.set_target(target)
-        lower = robot.lower if lower is None else np.maximum(lower, robot.lower)
-        upper = robot.upper if upper is None else np.minimum(upper, robot.upper)
-        rng = rng if rng is not None else np.random.default_rng(0)
-        if q_prior is not None:
-            q_prior = robot.clamp(np.asarray(q_prior, dtype=float))
-        first = q_init if q_init is not None else (q_prior if q_prior is not None else robot.home)
-        tol_pos, tol_rot = settings.position_tolerance, settings.orientation_tolerance
-        best, total = None, 0
-        for attempt in range(settings.restarts + 1):
-            q0 = np.asarray(first, dtype=float) if attempt == 0 else rng.uniform(lower, upper)
-            q, pos, rot, iters = self._attempt(target, q0, lower, upper, settings, q_prior)
-            total += iters
-            ok = pos <= tol_pos and rot <= tol_rot
-            if best is None or ok or pos + 0.1 * rot < best[1] + 0.1 * best[2]:
-                best = (q, pos, rot)
-            if ok:
-                break
-        q, pos, rot = best
-        return IKResult(q, pos <= tol_pos and rot <= tol_rot, pos, rot, total, attempt + 1)
+
+        def attempt(target, q0, lower, upper, q_prior, index):
+            return self._attempt(target, q0, lower, upper, settings, q_prior)
+
+        return solve_with_restarts(self.robot, target, q_init, q_prior=q_prior, settings=settings, rng=rng,
+                                   lower=lower, upper=upper, attempt=attempt)
 
 
 def solve_qp(robot: RobotModel, target, q_init=None, **kwargs) -> IKResult:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Callable
 
 import numpy as np
+import pinocchio as pin
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,3 +45,39 @@ class IKResult:
     @property
     def reachable(self) -> bool:
         return self.success
+
+
+# attempt(target, q0, lower, upper, q_prior, attempt_index) -> (q, position_error, orientation_error, iterations)
+AttemptFn = Callable[..., "tuple[np.ndarray, float, float, int]"]
+
+
+def solve_with_restarts(robot, target, q_init, *, q_prior, settings: IKSettings, rng, lower, upper,
+                        attempt: AttemptFn) -> IKResult:
+    """The restart policy shared by both solvers, around one solver-specific ``attempt``.
+
+    The first attempt starts at ``q_init`` (else ``q_prior``, else the robot's home posture);
+    further attempts (``settings.restarts``) start from uniform random postures within the
+    limits, stopping at the first that meets the tolerances. ``lower``/``upper`` tighten the
+    joint limits (trajectory velocity limits). The best attempt is returned either way, with
+    ``success`` telling whether it may be used.
+    """
+    target = target if isinstance(target, pin.SE3) else pin.SE3(np.asarray(target, dtype=float))
+    lower = robot.lower if lower is None else np.maximum(lower, robot.lower)
+    upper = robot.upper if upper is None else np.minimum(upper, robot.upper)
+    rng = rng if rng is not None else np.random.default_rng(0)
+    if q_prior is not None:
+        q_prior = robot.clamp(np.asarray(q_prior, dtype=float))
+    first = q_init if q_init is not None else (q_prior if q_prior is not None else robot.home)
+    tol_pos, tol_rot = settings.position_tolerance, settings.orientation_tolerance
+    best, total_iters = None, 0
+    for index in range(settings.restarts + 1):
+        q0 = np.asarray(first, dtype=float) if index == 0 else rng.uniform(lower, upper)
+        q, pos_err, rot_err, iters = attempt(target, q0, lower, upper, q_prior, index)
+        total_iters += iters
+        ok = pos_err <= tol_pos and rot_err <= tol_rot
+        if best is None or ok or pos_err + 0.1 * rot_err < best[1] + 0.1 * best[2]:
+            best = (q, pos_err, rot_err)
+        if ok:
+            break
+    q, pos_err, rot_err = best
+    return IKResult(q, pos_err <= tol_pos and rot_err <= tol_rot, pos_err, rot_err, total_iters, index + 1)
