@@ -85,7 +85,24 @@ def _check_header(header: dict, fields: tuple[str, ...], what: str) -> None:
         raise TamperedError(f"{what}: shapes hold {total} values, header says {header['num_values']}")
 
 
-class EncryptedDelta:
+class _RoundHeaderView:
+    """Read-only accessors for the round fields both ciphertext containers carry in ``header``."""
+
+    header: dict
+
+    backend = property(lambda self: self.header["backend"])
+    params_id = property(lambda self: self.header["params_id"])
+    key_id = property(lambda self: self.header["key_id"])
+    skill_id = property(lambda self: self.header["skill_id"])
+    base_version = property(lambda self: self.header["base_version"])
+    round_id = property(lambda self: self.header["round_id"])
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: tuple(shape) for name, shape in self.header["shapes"]}
+
+
+class EncryptedDelta(_RoundHeaderView):
     """One robot's encrypted, signed skill delta for one round.
 
     ``header`` (a dict) is public metadata: format version, backend, params_id, key_id,
@@ -102,19 +119,8 @@ class EncryptedDelta:
         self.signature = signature
         self._digested = (canonical_json(header), payload)  # what ``digest`` was computed over
 
-    # -- convenience accessors ---------------------------------------------------
-    backend = property(lambda self: self.header["backend"])
-    params_id = property(lambda self: self.header["params_id"])
-    key_id = property(lambda self: self.header["key_id"])
-    skill_id = property(lambda self: self.header["skill_id"])
-    base_version = property(lambda self: self.header["base_version"])
-    round_id = property(lambda self: self.header["round_id"])
     robot_id = property(lambda self: self.header["robot_id"])
     nonce = property(lambda self: self.header["nonce"])
-
-    @property
-    def shapes(self) -> dict[str, tuple[int, ...]]:
-        return {name: tuple(shape) for name, shape in self.header["shapes"]}
 
     def to_bytes(self) -> bytes:
         """Serialize with the digest computed at signing time: a header edited after
@@ -193,7 +199,7 @@ def check_expected(
             raise RoundMismatchError("ciphertext tensor names/shapes differ from the skill's")
 
 
-class EncryptedAggregate:
+class EncryptedAggregate(_RoundHeaderView):
     """The cloud's running encrypted sum of one round. ``count`` uploads so far.
 
     Holds backend state: for rlwe the sums of ``a`` and ``b`` (uint64 arrays mod q), for
@@ -207,16 +213,6 @@ class EncryptedAggregate:
     count = property(lambda self: self.header["count"])
     robot_ids = property(lambda self: list(self.header["robot_ids"]))
     total_weight = property(lambda self: self.header["total_weight"])
-    backend = property(lambda self: self.header["backend"])
-    params_id = property(lambda self: self.header["params_id"])
-    key_id = property(lambda self: self.header["key_id"])
-    skill_id = property(lambda self: self.header["skill_id"])
-    base_version = property(lambda self: self.header["base_version"])
-    round_id = property(lambda self: self.header["round_id"])
-
-    @property
-    def shapes(self) -> dict[str, tuple[int, ...]]:
-        return {name: tuple(shape) for name, shape in self.header["shapes"]}
 
     def _payload(self) -> bytes:
         if self.header["backend"] == "rlwe":
