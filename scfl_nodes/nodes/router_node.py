@@ -29,7 +29,7 @@ from scfl_nodes.nodes.common import (
 PARAMS = [
     Param("mode", "local", "where routing happens", choices=("local", "cloud")),
     Param("library_path", "", "skill library root; empty = skill_library.storage_path of config_file"),
-    Param("router_path", "", "directory of a saved router (router.json + router.safetensors); empty = similarity cold start"),
+    Param("router_path", "", "directory of a saved router (router.json + router.safetensors); empty = train and cache one on the library's task descriptions"),
     Param("config_file", "", "scfl.yaml for the moe_router/skill_library sections; empty = the default config"),
     Param("top_k", 3, "skills per request when the request's max_skills <= 0", min=1, max=64),
     Param("cloud_url", "http://127.0.0.1:8000", "scfl cloud base URL (mode cloud)"),
