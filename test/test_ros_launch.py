@@ -149,3 +149,39 @@ def test_scfl_up_runs_the_graph_and_stops_cleanly_on_ctrl_c(tmp_path):
     assert up.returncode == 0, out
     assert "started camera_node" in out and "all nodes stopped" in out, out
     assert bases[-1].instruction == "push the open drawer closed" and len(bases[-1].action) == 4
+
+
+def test_nodes_die_with_a_killed_launcher(tmp_path):
+    """A SIGKILLed `scfl up` (or test) must not leave its nodes running on the DDS domain."""
+    import time
+
+    launcher = tmp_path / "launcher.py"
+    launcher.write_text(
+        "import sys, time\n"
+        "from scfl_nodes.nodes.graph import NodeProcess\n"
+        f"node = NodeProcess('retarget_node', log_path={str(tmp_path / 'node.log')!r}, domain_id=77).start({str(tmp_path)!r})\n"
+        "print(node.proc.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    parent = subprocess.Popen([sys.executable, str(launcher)], stdout=subprocess.PIPE, text=True)
+    try:
+        node_pid = int(parent.stdout.readline())
+        os.kill(node_pid, 0)  # the node is running
+        parent.kill()
+        parent.wait(10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                os.kill(node_pid, 0)
+            except ProcessLookupError:
+                break
+            # a zombie counts as gone: its parent (the launcher) is dead and init reaps it
+            if Path(f"/proc/{node_pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(node_pid, signal.SIGKILL)
+            pytest.fail("the node outlived its SIGKILLed launcher by 15 s")
+    finally:
+        if parent.poll() is None:
+            parent.kill()

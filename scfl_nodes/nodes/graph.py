@@ -118,7 +118,7 @@ class NodeProcess:
         out = open(self.log_path, "ab") if self.log_path else None  # None: share our terminal
         try:
             self.proc = subprocess.Popen(self.command(tmpdir), stdout=out, stderr=subprocess.STDOUT,
-                                         env=env, start_new_session=True)
+                                         env=env, start_new_session=True, preexec_fn=_die_with_parent)
         finally:
             if self.log_path:
                 out.close()
@@ -144,6 +144,22 @@ class NodeProcess:
         if not self.log_path or not Path(self.log_path).exists():
             return ""
         return Path(self.log_path).read_text(errors="replace")
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM the node when the process that started it dies, even by SIGKILL.
+
+    Nodes run in their own session (a terminal's Ctrl-C reaches only ``scfl up``, which then
+    stops them in order), so without this a killed ``scfl up`` or test would leave orphaned
+    nodes publishing on the DDS domain. The signal follows the spawning *thread*: start
+    nodes from a thread that outlives them (the main thread).
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: orphans are possible, stop() still cleans up normally
 
 
 def wait_all(processes: Sequence[NodeProcess], stop_requested, poll_s: float = 0.2) -> list[NodeProcess]:
