@@ -15,6 +15,8 @@ _scfl_prepend() {  # _scfl_prepend VAR DIR: put DIR first in VAR unless it is al
 _scfl_prepend AMENT_PREFIX_PATH "$_scfl_root/.venv"
 _scfl_prepend AMENT_PREFIX_PATH "$_scfl_ws"
 _scfl_prepend PYTHONPATH "$_scfl_ws/lib/python$_scfl_pyver/site-packages"
+# this checkout first, so a second checkout (git worktree) sharing .venv runs its own code
+_scfl_prepend PYTHONPATH "$_scfl_root"
 _scfl_prepend LD_LIBRARY_PATH "$_scfl_ws/lib"
 export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
 # Camera-sized best-effort messages need Fast DDS' large-data transports (docs/ros.md).
