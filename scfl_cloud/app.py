@@ -42,6 +42,7 @@ def _token(creds: Optional[HTTPAuthorizationCredentials] = Depends(bearer)) -> O
 
 def create_app(settings: CloudSettings) -> FastAPI:
     service = CloudService(settings)
+    service.collect_orphans()  # crash hygiene: before the port opens and the worker runs
     from .worker import AggregationWorker
 
     worker = AggregationWorker(service)

@@ -48,6 +48,10 @@ class BlobStore(abc.ABC):
     def delete(self, digest: str) -> None:
         """Remove a blob that no row references any more (missing is not an error)."""
 
+    @abc.abstractmethod
+    def digests(self) -> Iterator[str]:
+        """Every stored digest (for orphan collection: ListObjectsV2 on an object store)."""
+
 
 def _check_digest(digest: str) -> str:
     if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
@@ -140,3 +144,12 @@ class LocalBlobStore(BlobStore):
             self.path(digest).unlink()
         except (FileNotFoundError, BlobNotFound):
             pass
+
+    def digests(self) -> Iterator[str]:
+        for sub in self.root.iterdir():
+            if len(sub.name) != 2 or not sub.is_dir():
+                continue
+            for f in sub.iterdir():
+                digest = sub.name + f.name
+                if len(digest) == 64 and all(c in "0123456789abcdef" for c in digest):
+                    yield digest

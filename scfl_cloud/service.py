@@ -463,6 +463,27 @@ class CloudService:
         if refs == 0:
             self.blobs.delete(digest)
 
+    def referenced_digests(self) -> set[str]:
+        """Every blob some row points at; anything else in the store is garbage."""
+        with self.read() as s:
+            refs = set(s.scalars(select(Delta.blob_sha256)))
+            refs |= set(s.scalars(select(SkillVersion.blob_sha256)))
+            refs |= set(s.scalars(select(Round.sum_blob_sha256).where(Round.sum_blob_sha256.is_not(None))))
+            refs |= set(s.scalars(select(FleetContext.blob_sha256)))
+        return refs
+
+    def collect_orphans(self) -> list[str]:
+        """Delete blobs no row references: a running sum written just before a crash (or a
+        failed fold commit), or an upload whose row insert never committed. Run at start-up,
+        before the HTTP port opens and the worker starts, so no upload is in flight."""
+        refs = self.referenced_digests()
+        orphans = [d for d in self.blobs.digests() if d not in refs]
+        for digest in orphans:
+            self.blobs.delete(digest)
+        if orphans:
+            log.warning("collected %d orphaned blob(s) left by an interrupted write", len(orphans))
+        return orphans
+
     # ------------------------------------------------------------------ status
     def fold_latencies(self, limit: int = 2000) -> list[float]:
         with self.read() as s:

@@ -27,9 +27,25 @@ from .service import CloudService
 
 log = logging.getLogger("scfl_cloud.worker")
 
-# Fault injection for the crash-safety test only: when set to this value the process
-# SIGKILLs itself after writing a new running sum but before committing it.
+# Fault injection for the crash-safety tests only, at the one risky point (a new running
+# sum is written, its commit is not): ``crash_before_fold_commit`` SIGKILLs the process
+# there; ``block_before_fold_commit:<path>`` creates <path> and blocks, so a test kills the
+# server exactly there instead of hoping its SIGKILL lands mid-fold.
 FAULT_ENV = "SCFL_CLOUD_FAULT"
+
+
+def _fault_before_fold_commit(round_id: int) -> None:
+    fault = os.environ.get(FAULT_ENV, "")
+    if fault == "crash_before_fold_commit":
+        log.warning("fault injection: SIGKILL before committing the running sum of round %s", round_id)
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif fault.startswith("block_before_fold_commit:"):
+        log.warning("fault injection: blocking before committing the running sum of round %s", round_id)
+        marker = fault.split(":", 1)[1]
+        with open(marker, "w") as fh:
+            fh.write(str(round_id))
+        while True:
+            time.sleep(3600)
 
 
 class AggregationWorker:
@@ -124,23 +140,27 @@ class AggregationWorker:
         new_sum = svc.blobs.put(crypto_bridge.aggregate_to_bytes(agg))
         del agg
         elapsed = time.perf_counter() - t_start
-        if os.environ.get(FAULT_ENV) == "crash_before_fold_commit":
-            log.warning("fault injection: SIGKILL before committing the running sum of round %s", round_id)
-            os.kill(os.getpid(), signal.SIGKILL)
+        _fault_before_fold_commit(round_id)
         now = time.time()
-        with svc.write() as s:
-            rnd = svc._round_for_update(s, round_id)
-            if rnd.sum_blob_sha256 != old_sum:  # someone else folded meanwhile: discard our work
-                log.warning("round %s running sum moved underneath the worker; retrying", round_id)
-                return True
-            for delta_id, ms in fold_ms.items():
-                d = s.get(Delta, delta_id)
-                if d.folded:
-                    raise RuntimeError(f"delta {delta_id} already folded; refusing to double-count")
-                d.folded, d.folded_at, d.fold_ms = True, now, ms
-            rnd.folded_count += len(fold_ms)
-            rnd.sum_blob_sha256 = new_sum
-            rnd.aggregation_seconds += elapsed
+        committed = False
+        try:
+            with svc.write() as s:
+                rnd = svc._round_for_update(s, round_id)
+                if rnd.sum_blob_sha256 != old_sum:  # someone else folded meanwhile: discard our work
+                    log.warning("round %s running sum moved underneath the worker; retrying", round_id)
+                    return True
+                for delta_id, ms in fold_ms.items():
+                    d = s.get(Delta, delta_id)
+                    if d.folded:
+                        raise RuntimeError(f"delta {delta_id} already folded; refusing to double-count")
+                    d.folded, d.folded_at, d.fold_ms = True, now, ms
+                rnd.folded_count += len(fold_ms)
+                rnd.sum_blob_sha256 = new_sum
+                rnd.aggregation_seconds += elapsed
+            committed = True
+        finally:
+            if not committed and new_sum != old_sum:  # a failed fold leaves no orphaned sum behind
+                svc.delete_blob_if_unreferenced(new_sum)
         for ms in fold_ms.values():
             svc.latency.add("fold", ms)
         if old_sum and old_sum != new_sum:

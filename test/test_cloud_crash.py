@@ -33,9 +33,13 @@ def _decrypt(admin, fleet_key, round_id):
 
 
 def test_sigkill_mid_round_then_finish(tmp_path, db_url, fleet_key):
+    """The kill lands at the risky point every time: the worker blocks (fault hook) after
+    writing a new running sum and before committing it; the test SIGKILLs it there."""
     from scfl_cloud.testing import CloudServer
 
-    server = CloudServer(tmp_path / "cloud", db_url, extra_args=["--prune-deltas"]).start()
+    marker = tmp_path / "worker-at-risky-point"
+    server = CloudServer(tmp_path / "cloud", db_url, extra_args=["--prune-deltas"],
+                         extra_env={FAULT_ENV: f"block_before_fold_commit:{marker}"}).start()
     try:
         admin = server.admin_client()
         admin.put_fleet_context(fleet_key.cloud_context())
@@ -47,8 +51,18 @@ def test_sigkill_mid_round_then_finish(tmp_path, db_url, fleet_key):
             t, blob = bot.delta(skill, rid)
             server.client(bot.token).upload_delta(bot.token, blob)  # 201 = durably accepted
             plain.append(t)
-        server.kill()  # SIGKILL right after the last 201: the worker may be mid-fold
+        deadline = time.monotonic() + 60
+        while not marker.exists():  # the worker has written an uncommitted running sum
+            assert time.monotonic() < deadline, server.log_tail()
+            time.sleep(0.05)
+        orphan_candidates = blob_files(server.storage_dir)
+        assert len(orphan_candidates) == 5  # context + 3 deltas + the uncommitted sum
+        server.kill()
+        server.extra_env.pop(FAULT_ENV)
         server.start()
+        # start-up collected the orphaned sum: only the context and the 3 deltas remain
+        assert len(blob_files(server.storage_dir)) == 4
+        assert "orphaned blob" in server.log_tail()
         admin = server.admin_client()
         info = admin.round_status(rid)
         assert (info["state"], info["accepted"]) == ("open", 3)
@@ -106,6 +120,7 @@ def test_crash_between_sum_write_and_commit_does_not_double_count(tmp_path, db_u
 
         server.extra_env.pop(FAULT_ENV)
         server.start()
+        assert len(blob_files(storage)) == 2  # start-up collected the orphan
         admin = server.admin_client()
         plain = [t0]
         for bot in bots[1:]:
