@@ -140,7 +140,9 @@ def test_decrypted_sum_equals_sum_of_quantized_deltas(fleet_key, signer, num_rob
     sums = fleet_key.decrypt_aggregate(agg)
     assert set(sums) == set(SKILL_SHAPES)
     assert sums["net.0.weight"].shape == SKILL_SHAPES["net.0.weight"]
-    np.testing.assert_array_equal(sums["net.2.weight"].reshape(-1) * SCALE, expected[640 * 519 + 640 :][: 256 * 640])
+    # values are laid out in canonical (sorted-name) order: net.0.bias, net.0.weight, net.2.bias, net.2.weight, ...
+    offset = 640 + 640 * 519 + 256
+    np.testing.assert_array_equal(sums["net.2.weight"].reshape(-1) * SCALE, expected[offset:][: 256 * 640])
 
 
 @pytest.mark.timeout(300)

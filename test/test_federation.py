@@ -64,7 +64,7 @@ def test_fedavg_mean_matches_plaintext_mean(fleet, signers):
     assert all(w == 1.0 for w in plan.weights.values()) and plan.num_clients == 4
     mean = strategy.finalize_aggregate(fleet, agg)
     exact = sum(quantize(deltas[r], 1.0, SCALE) for r in ROBOTS) / SCALE / 4
-    np.testing.assert_array_equal(mean["w"].reshape(-1), exact[:5000])
+    np.testing.assert_array_equal(mean["w"].reshape(-1), exact[5:5005])  # canonical order: "b" (5 values), then "w"
     plain_mean = np.mean([np.clip(deltas[r]["w"], -1, 1) for r in ROBOTS], axis=0)
     assert np.abs(mean["w"] - plain_mean).max() <= 0.5 / SCALE + 1e-7
 

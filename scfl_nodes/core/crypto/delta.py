@@ -18,7 +18,26 @@ from .errors import (
     WrongParametersError,
 )
 from .params import get_params
-from .wire import DIGEST_LEN, MAGIC_AGGREGATE, MAGIC_DELTA, SIGNATURE_LEN, canonical_json, pack, pack_prefix, unpack
+from .wire import (
+    DIGEST_LEN,
+    FORMAT_VERSION,
+    MAGIC_AGGREGATE,
+    MAGIC_DELTA,
+    SIGNATURE_LEN,
+    canonical_json,
+    pack,
+    pack_prefix,
+    unpack,
+)
+
+#: Header integers are stored in 32-bit database columns by the cloud; anything larger
+#: (or negative) is malformed, refused at parse time instead of overflowing later.
+MAX_HEADER_INT = 2**31 - 1
+#: Largest plaintext weight a robot may apply (EDA weights are <= 1): keeps every sum of
+#: weights finite (a 1e308 weight made ``math.fsum`` overflow in the aggregator).
+MAX_WEIGHT = 1e6
+NONCE_HEX_LEN = 32  # 16-byte seed
+_HEX = frozenset("0123456789abcdef")
 
 _DELTA_FIELDS = (
     "version",
@@ -69,20 +88,42 @@ def _check_header(header: dict, fields: tuple[str, ...], what: str) -> None:
     for field in ("clip", "weight"):
         if field in fields and not (math.isfinite(header[field]) and header[field] >= 0):
             raise TamperedError(f"{what}: header field {field!r} must be a finite number >= 0")
+    if "weight" in fields and header["weight"] > MAX_WEIGHT:
+        raise TamperedError(f"{what}: header field 'weight' must be <= {MAX_WEIGHT:g}")
+    if header["version"] != FORMAT_VERSION:
+        raise WrongParametersError(f"{what}: header version {header['version']} is not {FORMAT_VERSION}")
+    for field, low in (("base_version", 0), ("round_id", 0), ("num_values", 1), ("num_clients", 1)):
+        if field in fields and not low <= header[field] <= MAX_HEADER_INT:
+            raise TamperedError(f"{what}: header field {field!r} must be in [{low}, {MAX_HEADER_INT}]")
+    if "nonce" in fields and (len(header["nonce"]) != NONCE_HEX_LEN or not set(header["nonce"]) <= _HEX):
+        raise TamperedError(f"{what}: nonce must be {NONCE_HEX_LEN} lowercase hex characters (16 bytes)")
     cohort = header.get("mask_cohort")
     if cohort is not None and not (isinstance(cohort, list) and all(isinstance(r, str) for r in cohort)):
         raise TamperedError(f"{what}: mask_cohort must be null or a list of robot ids")
+    if cohort is not None and len(set(cohort)) != len(cohort):
+        raise TamperedError(f"{what}: mask_cohort lists a robot twice")
     if not isinstance(header.get("shapes"), list):
         raise TamperedError(f"{what}: shapes must be a list of [name, shape] pairs")
     try:
         shapes = header["shapes"]
-        if not all(isinstance(n, str) and all(isinstance(d, int) and d >= 0 for d in shape) for n, shape in shapes):
+        if not all(isinstance(n, str) and isinstance(shape, list) and len(shape) <= 8
+                   and all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_HEADER_INT for d in shape)
+                   for n, shape in shapes):
             raise ValueError("bad shape entry")
-        total = sum(int(np.prod(shape, dtype=np.int64)) for _, shape in shapes)
+        total = sum(math.prod(shape) for _, shape in shapes)
     except (TypeError, ValueError):
         raise TamperedError(f"{what}: malformed tensor shapes in header") from None
     if total != header["num_values"]:
         raise TamperedError(f"{what}: shapes hold {total} values, header says {header['num_values']}")
+
+
+def check_canonical_shapes(shapes: list) -> None:
+    """Tensor order is canonical (sorted by name, names unique), so two honest robots
+    whose tensor dicts differ only in key order produce summable ciphertexts."""
+    names = [name for name, _shape in shapes]
+    if names != sorted(set(names)):
+        raise RoundMismatchError("tensor names must be unique and sorted (canonical order); "
+                                 "encrypt with this build's encrypt_delta, which sorts them")
 
 
 class _RoundHeaderView:
@@ -253,4 +294,5 @@ class EncryptedAggregate(_RoundHeaderView):
         return f"EncryptedAggregate(skill={h['skill_id']!r} round={h['round_id']} count={h['count']} backend={h['backend']})"
 
 
-__all__ = ["EncryptedDelta", "EncryptedAggregate", "check_expected", "SignatureError", "DIGEST_LEN"]
+__all__ = ["EncryptedDelta", "EncryptedAggregate", "check_expected", "check_canonical_shapes", "SignatureError",
+           "DIGEST_LEN"]

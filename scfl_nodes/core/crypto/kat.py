@@ -31,7 +31,7 @@ def kat_tensors(i: int) -> dict[str, np.ndarray]:
     """Small deterministic delta with values beyond the clip (so clipping is covered too)."""
     w = np.linspace(-1.25, 1.25, 3000, dtype=np.float64).reshape(60, 50) * (1 if i == 0 else -0.5)
     b = np.array([0.5, -0.25, 1e-5, 3.0517578125e-05 * (i + 1)], dtype=np.float32)
-    return {"layer.weight": w.astype(np.float32), "layer.bias": b}
+    return {"layer.bias": b, "layer.weight": w.astype(np.float32)}  # canonical (sorted) tensor order
 
 
 def build_kat() -> dict:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import rlwe, tenseal_backend
-from .delta import EncryptedAggregate, EncryptedDelta, check_expected
+from .delta import MAX_WEIGHT, EncryptedAggregate, EncryptedDelta, check_canonical_shapes, check_expected
 from .errors import (
     CryptoError,
     InvalidDeltaError,
@@ -42,10 +42,11 @@ class IncompleteMaskError(CryptoError):
 
 
 def quantize(tensors: dict[str, np.ndarray], clip: float, scale: int) -> np.ndarray:
-    """Flatten, clip to [-clip, clip] and round to integers of ``scale`` (int64)."""
+    """Flatten in canonical order (sorted tensor names), clip to [-clip, clip] and round to
+    integers of ``scale`` (int64)."""
     if not tensors:
         raise InvalidDeltaError("delta has no tensors")
-    flat = np.concatenate([np.ravel(np.asarray(v)) for v in tensors.values()]).astype(np.float64)
+    flat = np.concatenate([np.ravel(np.asarray(tensors[k])) for k in sorted(tensors)]).astype(np.float64)
     if not np.isfinite(flat).all():
         bad = [k for k, v in tensors.items() if not np.all(np.isfinite(np.asarray(v, dtype=np.float64)))]
         raise InvalidDeltaError(f"tensor(s) {', '.join(map(repr, bad))} contain NaN or inf")
@@ -134,27 +135,82 @@ class CloudContext:
         """Refuse to open a round whose worst-case sum could overflow; returns the bound."""
         return check_overflow(self.params, clip, num_clients)
 
+    def check_delta(self, delta: EncryptedDelta) -> int:
+        """Every check :meth:`add` makes on one delta by itself; returns its quantized bound.
+
+        The cloud runs this (and :meth:`check_joinable`) at upload, before it answers 201,
+        so a delta it accepted cannot fail in the aggregator on anything checkable.
+        """
+        return self._checked(delta)[0]
+
+    def _checked(self, delta: EncryptedDelta) -> tuple[int, Any]:
+        """(bound, backend state ready to add): rlwe (seed, polys); tenseal the loaded vectors."""
+        check_expected(delta, context=self)
+        h = delta.header
+        check_canonical_shapes(h["shapes"])
+        cohort = h["mask_cohort"]
+        if cohort is not None and (h["robot_id"] not in cohort or len(cohort) < 2):
+            raise RoundMismatchError("mask_cohort must list at least two robots including the uploader")
+        params = self.params
+        bound = quantized_bound(float(h["clip"]), params.scale)
+        if bound > params.max_abs_sum:
+            raise OverflowRiskError(f"a single upload with clip {h['clip']} already exceeds t/2 = {params.max_abs_sum}")
+        if params.backend == "rlwe":
+            return bound, self._rlwe_check(delta)
+        try:
+            vectors = tenseal_backend.load_vectors(self._tenseal_context(), self._tenseal_chunks(delta))
+        except CryptoError:
+            raise
+        except Exception as exc:  # SEAL refuses bytes that are not its ciphertexts
+            raise TamperedError(f"encrypted delta: payload is not a BFV ciphertext ({type(exc).__name__})") from None
+        return bound, vectors
+
+    def check_joinable(self, summary: dict, delta: EncryptedDelta, bound: int) -> None:
+        """Every check :meth:`add` makes of ``delta`` against a round's running sum.
+
+        ``summary`` is an aggregate header (or the cloud's record of a round in the same
+        shape): skill_id, base_version, round_id, shapes, robot_ids, nonces, mask_cohort,
+        count, bound_sum. ``bound`` comes from :meth:`check_delta`.
+        """
+        h = delta.header
+        params = self.params
+        check_expected(delta, skill_id=summary["skill_id"], base_version=summary["base_version"],
+                       round_id=summary["round_id"], shapes=summary["shapes"])
+        if h["robot_id"] in summary["robot_ids"]:
+            raise ReplayError(f"robot {h['robot_id']!r} already contributed to round {summary['round_id']}")
+        if h["nonce"] in summary["nonces"]:
+            raise ReplayError(f"ciphertext nonce {h['nonce']} was already added: replay")
+        if (h["mask_cohort"] is None) != (summary["mask_cohort"] is None) or (
+            h["mask_cohort"] is not None and sorted(h["mask_cohort"]) != sorted(summary["mask_cohort"])
+        ):
+            raise RoundMismatchError("masked and unmasked (or differently masked) uploads cannot be mixed")
+        if summary["count"] + 1 > params.max_noise_clients:
+            raise OverflowRiskError(f"round already holds {summary['count']} uploads, the noise budget of {params.params_id!r}")
+        if summary["bound_sum"] + bound > params.max_abs_sum:
+            raise OverflowRiskError(
+                f"adding robot {h['robot_id']!r} would make the worst-case sum {summary['bound_sum'] + bound} exceed "
+                f"t/2 = {params.max_abs_sum}; the round holds at most {summary['count']} uploads at this clip"
+            )
+
     def add(self, aggregate: EncryptedAggregate | None, delta: EncryptedDelta) -> EncryptedAggregate:
         """Homomorphically add ``delta`` to ``aggregate`` (None starts a new sum).
 
-        Updates ``aggregate`` in place and returns it. Never decrypts. Checks key id,
-        backend, parameters, round/skill/shape consistency, duplicates (replays) and the
-        cumulative overflow bound. Signature verification is the caller's job
-        (``delta.verify(public_key)``) or use :meth:`verify_and_add`.
+        Updates ``aggregate`` in place and returns it. Never decrypts. Checks are exactly
+        :meth:`check_delta` + :meth:`check_joinable` (key id, backend, parameters, canonical
+        tensor order, round/skill/shape consistency, replays, the overflow bound).
+        Signature verification is the caller's job (``delta.verify(public_key)``) or use
+        :meth:`verify_and_add`.
         """
-        check_expected(delta, context=self)
+        bound, state_in = self._checked(delta)
         h = delta.header
         params = self.params
-        bound = quantized_bound(float(h["clip"]), params.scale)
         if aggregate is None:
-            if bound > params.max_abs_sum:
-                raise OverflowRiskError(f"a single upload with clip {h['clip']} already exceeds t/2 = {params.max_abs_sum}")
             if params.backend == "rlwe":
-                seed, k = self._rlwe_check(delta)
+                seed, k = state_in
                 state = rlwe.RlweSum(params, k)
                 state.add_ciphertext(seed, delta.payload)
             else:
-                state = tenseal_backend.load_vectors(self._tenseal_context(), self._tenseal_chunks(delta))
+                state = state_in
             header = {
                 "version": FORMAT_VERSION,
                 "backend": params.backend,
@@ -178,29 +234,9 @@ class CloudContext:
             check_expected(
                 aggregate, context=self
             )  # the aggregate must be ours too (a tampered/foreign aggregate is refused)
-            ah = aggregate.header
-            check_expected(
-                delta, skill_id=ah["skill_id"], base_version=ah["base_version"], round_id=ah["round_id"], shapes=ah["shapes"]
-            )
-            if h["robot_id"] in ah["robot_ids"]:
-                raise ReplayError(f"robot {h['robot_id']!r} already contributed to round {ah['round_id']}")
-            if h["nonce"] in ah["nonces"]:
-                raise ReplayError(f"ciphertext nonce {h['nonce']} was already added: replay")
-            if (h["mask_cohort"] is None) != (ah["mask_cohort"] is None) or (
-                h["mask_cohort"] is not None and sorted(h["mask_cohort"]) != sorted(ah["mask_cohort"])
-            ):
-                raise RoundMismatchError("masked and unmasked (or differently masked) uploads cannot be mixed")
-            if ah["count"] + 1 > params.max_noise_clients:
-                raise OverflowRiskError(
-                    f"round already holds {ah['count']} uploads, the noise budget of {params.params_id!r}"
-                )
-            if ah["bound_sum"] + bound > params.max_abs_sum:
-                raise OverflowRiskError(
-                    f"adding robot {h['robot_id']!r} would make the worst-case sum {ah['bound_sum'] + bound} exceed "
-                    f"t/2 = {params.max_abs_sum}; the round holds at most {ah['count']} uploads at this clip"
-                )
+            self.check_joinable(aggregate.header, delta, bound)
             if params.backend == "rlwe":
-                seed, k = self._rlwe_check(delta)
+                seed, k = state_in
                 if aggregate._state.shape[0] != k:
                     raise TamperedError("encrypted aggregate and delta hold different numbers of polynomials")
                 aggregate._state.add_ciphertext(seed, delta.payload)
@@ -209,8 +245,7 @@ class CloudContext:
                 current = aggregate._state
                 if current and isinstance(current[0], bytes):
                     current = tenseal_backend.load_vectors(ctx, current)
-                vectors = tenseal_backend.load_vectors(ctx, self._tenseal_chunks(delta))
-                aggregate._state = tenseal_backend.add(current, vectors)
+                aggregate._state = tenseal_backend.add(current, state_in)
         ah = aggregate.header
         ah["count"] += 1
         ah["robot_ids"].append(h["robot_id"])
@@ -419,10 +454,11 @@ def encrypt_delta(
     """
     params = fleet_key.params
     check_overflow(params, clip, num_clients)
-    if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight >= 0):
-        raise InvalidDeltaError(f"weight must be a finite number >= 0, got {weight!r}")
+    if not (isinstance(weight, (int, float)) and math.isfinite(weight) and 0 <= weight <= MAX_WEIGHT):
+        raise InvalidDeltaError(f"weight must be a finite number in [0, {MAX_WEIGHT:g}], got {weight!r}")
     if not isinstance(robot_id, str) or not robot_id or not isinstance(skill_id, str) or not skill_id:
         raise InvalidDeltaError("robot_id and skill_id must be non-empty strings")
+    tensors = {name: tensors[name] for name in sorted(tensors)}  # canonical order: key order never matters
     if weight != 1.0:
         tensors = {k: np.asarray(v, dtype=np.float64) * weight for k, v in tensors.items()}
     quantized = quantize(tensors, clip, params.scale)
