@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path as PathParam, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
@@ -32,6 +32,7 @@ VERSION = "0.1.0"
 BINARY_BODY = {"requestBody": {"required": True, "content": {
     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
 ERRORS = {code: {"model": schemas.ErrorBody} for code in (400, 401, 403, 404, 409, 413, 422)}
+MAX_ID = schemas.MAX_DB_INT  # ids and versions live in 32-bit columns: larger is a 422, never a 500
 
 bearer = HTTPBearer(auto_error=False, description="robot token (from registration) or the admin token")
 
@@ -60,6 +61,9 @@ def create_app(settings: CloudSettings) -> FastAPI:
                   description="Encrypted skill library and federated aggregator (never holds a secret key).")
     app.state.service = service
     app.state.worker = worker
+    from .guard import BodyGuard
+
+    app.add_middleware(BodyGuard, service=service)
 
     # ------------------------------------------------------------------ errors
     def err(status: int, code: str, detail: str, headers: Optional[dict] = None) -> JSONResponse:
@@ -84,6 +88,17 @@ def create_app(settings: CloudSettings) -> FastAPI:
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         return err(422, "invalid_request", f"{where}: {first.get('msg', 'invalid request')}".strip(": "))
 
+    from sqlalchemy.exc import DataError
+
+    @app.exception_handler(DataError)
+    async def _db_refused(_req, exc: DataError):
+        # the database refused a value (a NUL byte in a string, an out-of-range number): the client's input
+        return err(422, "invalid_value", f"the database refused a value: {str(exc.orig).splitlines()[0][:200]}")
+
+    @app.exception_handler(OverflowError)
+    async def _overflow(_req, exc: OverflowError):
+        return err(422, "invalid_value", "a number is out of range")
+
     @app.exception_handler(Exception)
     async def _unexpected(_req, exc: Exception):
         # still JSON and one line for the client; the traceback goes to the server log
@@ -92,7 +107,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_req, exc: StarletteHTTPException):
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(exc.status_code, "http_error")
         return err(exc.status_code, code, str(exc.detail))
 
     # ------------------------------------------------------------------ auth deps
@@ -113,12 +128,22 @@ def create_app(settings: CloudSettings) -> FastAPI:
 
         with service.read() as s:
             s.execute(text("SELECT 1"))
-        return {"status": "ok", "db": service.engine.dialect.name, "schema_revision": service.schema_revision,
-                "worker_alive": worker.alive}
+        degraded = service.degraded_rounds()
+        return {"status": "degraded" if degraded or not worker.alive else "ok", "db": service.engine.dialect.name,
+                "schema_revision": service.schema_revision, "worker_alive": worker.alive,
+                "degraded_rounds": degraded}
 
-    def status_dict() -> dict:
-        rounds = service.list_rounds(limit=50)
-        robots = [_robot_info(r) for r in service.list_robots()]
+    def is_admin(token: Optional[str]) -> bool:
+        try:
+            service.check_admin(token)
+            return True
+        except ApiError:
+            return False
+
+    def status_dict(admin: bool = False) -> dict:
+        """Counts for everyone; robot ids, public keys and contributors only for the admin."""
+        rounds = service.list_rounds(limit=50, admin=admin)
+        robots = [_robot_info(r) for r in service.list_robots()] if admin else []
         fold = service.fold_latencies()
         return dict(service="scfl-cloud", version=VERSION, uptime_s=round(time.time() - service.started_at, 3),
                     database=service.engine.dialect.name, worker_alive=worker.alive, **service.counts(),
@@ -133,7 +158,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
     def cloud_status(token: Optional[str] = Depends(_token)):
         if not settings.public_status:
             service.authenticate(token)
-        return status_dict()
+        return status_dict(is_admin(token))
 
     @app.get("/", response_class=HTMLResponse, tags=["status"], summary="Server-rendered status page")
     def status_page(token: Optional[str] = Depends(_token)):
@@ -149,7 +174,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
             skills = []
             for k in s.scalars(select(Skill).order_by(Skill.created_at, Skill.skill_id).limit(200)):
                 skills.append((k, service.versions_of(s, k.skill_id)))
-        return HTMLResponse(render_status(status_dict(), skills))
+        return HTMLResponse(render_status(status_dict(is_admin(token)), skills))
 
     # ------------------------------------------------------------------ robots + fleet (admin)
     @app.post("/api/v1/robots", response_model=schemas.RobotToken, status_code=201, responses=ERRORS,
@@ -164,12 +189,12 @@ def create_app(settings: CloudSettings) -> FastAPI:
 
     @app.post("/api/v1/robots/{robot_id}/token", response_model=schemas.RobotToken, responses=ERRORS,
               dependencies=[Depends(admin)], tags=["fleet"], summary="Issue a new token (the old one stops working)")
-    def rotate_token(robot_id: str):
+    def rotate_token(robot_id: str = PathParam(max_length=128)):
         return {"robot_id": robot_id, "token": service.rotate_token(robot_id)}
 
     @app.delete("/api/v1/robots/{robot_id}", status_code=204, responses=ERRORS, dependencies=[Depends(admin)],
                 tags=["fleet"], summary="Revoke a robot's token")
-    def revoke_robot(robot_id: str):
+    def revoke_robot(robot_id: str = PathParam(max_length=128)):
         service.revoke_robot(robot_id)
 
     @app.put("/api/v1/fleet/context", response_model=schemas.FleetContextInfo, status_code=201, responses=ERRORS,
@@ -178,17 +203,17 @@ def create_app(settings: CloudSettings) -> FastAPI:
     async def put_context(request: Request):
         blob = await _read_limited(request, settings.max_context_bytes)
         row = await run_in_threadpool(service.put_context, blob)
-        return _context_info(row)
+        return _context_info(row, service.cloud_public_key)
 
     @app.get("/api/v1/fleet/context", response_model=list[schemas.FleetContextInfo], responses=ERRORS,
              dependencies=[Depends(anyone)], tags=["fleet"])
     def list_contexts():
-        return [_context_info(c) for c in service.list_contexts()]
+        return [_context_info(c, service.cloud_public_key) for c in service.list_contexts()]
 
     # ------------------------------------------------------------------ skills (paper A.1)
     @app.get("/api/v1/skills", response_model=schemas.SkillPage, responses=ERRORS, dependencies=[Depends(anyone)],
              tags=["skills"], summary="List skills (paginated, filterable)")
-    def list_skills(offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=500),
+    def list_skills(offset: int = Query(0, ge=0, le=MAX_ID), limit: int = Query(50, ge=1, le=500),
                     q: Optional[str] = Query(None, max_length=200, description="substring of name/description/tasks"),
                     name: Optional[str] = Query(None, max_length=256, description="exact name")):
         skills, stats, total = service.list_skills(offset, limit, q, name)
@@ -217,13 +242,13 @@ def create_app(settings: CloudSettings) -> FastAPI:
 
     @app.get("/api/v1/skills/{skill_id}", response_model=schemas.SkillDetail, responses=ERRORS,
              dependencies=[Depends(anyone)], tags=["skills"], summary="Skill metadata and versions")
-    def get_skill(skill_id: str):
+    def get_skill(skill_id: str = PathParam(max_length=128)):
         return _skill_detail(skill_id)
 
     @app.get("/api/v1/skills/{skill_id}/versions/{version}/ciphertext", responses=ERRORS,
              dependencies=[Depends(anyone)], tags=["skills"], response_class=StreamingResponse,
              summary="Stream one version's ciphertext")
-    def download_version(skill_id: str, version: int):
+    def download_version(skill_id: str = PathParam(max_length=128), version: int = PathParam(ge=1, le=MAX_ID)):
         return _stream(service.version_blob(skill_id, version))
 
     # ------------------------------------------------------------------ rounds
@@ -232,33 +257,46 @@ def create_app(settings: CloudSettings) -> FastAPI:
     def open_round(body: schemas.RoundOpen):
         round_id = service.open_round(body.skill_id, body.base_version, body.quorum, body.deadline_s, body.key_id,
                                       body.min_participants)
-        return service.round_info(round_id)
+        return service.round_info(round_id, admin=True)
 
-    @app.get("/api/v1/rounds", response_model=list[schemas.RoundInfo], responses=ERRORS,
-             dependencies=[Depends(anyone)], tags=["rounds"])
-    def list_rounds(state: Optional[str] = Query(None, pattern="^(open|closed|published|expired)$"),
-                    limit: int = Query(100, ge=1, le=1000)):
-        return service.list_rounds(state, limit)
+    @app.get("/api/v1/rounds", response_model=list[schemas.RoundInfo], responses=ERRORS, tags=["rounds"],
+             summary="Rounds (contributor ids only for the admin)")
+    def list_rounds(state: Optional[str] = Query(None, pattern="^(open|closed|published|expired|quarantined|cancelled)$"),
+                    limit: int = Query(100, ge=1, le=1000), who=Depends(anyone)):
+        return service.list_rounds(state, limit, admin=who[0] == "admin")
 
-    @app.get("/api/v1/rounds/{round_id}", response_model=schemas.RoundInfo, responses=ERRORS,
-             dependencies=[Depends(anyone)], tags=["rounds"])
-    def round_status(round_id: int):
-        return service.round_info(round_id)
+    @app.get("/api/v1/rounds/{round_id}", response_model=schemas.RoundInfo, responses=ERRORS, tags=["rounds"])
+    def round_status(round_id: int = PathParam(ge=1, le=MAX_ID), who=Depends(anyone)):
+        return service.round_info(round_id, admin=who[0] == "admin")
+
+    @app.post("/api/v1/rounds/{round_id}/cancel", response_model=schemas.RoundInfo, responses=ERRORS,
+              dependencies=[Depends(admin)], tags=["rounds"],
+              summary="Cancel a round (nothing is published; its ciphertexts are deleted)")
+    def cancel_round(round_id: int = PathParam(ge=1, le=MAX_ID)):
+        return service.cancel_round(round_id)
+
+    @app.delete("/api/v1/rounds/{round_id}/deltas/{robot_id}", response_model=schemas.RoundInfo, responses=ERRORS,
+                dependencies=[Depends(admin)], tags=["rounds"],
+                summary="Drop one robot's delta from a running or quarantined round (the sum is refolded)")
+    def drop_delta(round_id: int = PathParam(ge=1, le=MAX_ID), robot_id: str = PathParam(max_length=128)):
+        return service.drop_delta(round_id, robot_id)
 
     @app.get("/api/v1/rounds/{round_id}/aggregate", responses=ERRORS, dependencies=[Depends(anyone)],
              tags=["rounds"], response_class=StreamingResponse,
-             summary="Stream the published encrypted sum of a round")
-    def download_aggregate(round_id: int):
+             summary="Stream the published encrypted sum of a round (X-Aggregate-Signature: the cloud's signature)")
+    def download_aggregate(round_id: int = PathParam(ge=1, le=MAX_ID)):
         return _stream(service.aggregate_blob(round_id))
 
     # ------------------------------------------------------------------ helpers
     def _stream(row) -> StreamingResponse:
         size = service.blobs.size(row.blob_sha256)
+        headers = {"Content-Length": str(size), "X-Content-SHA256": row.blob_sha256,
+                   "X-Num-Contributors": str(row.num_contributors), "X-Payload-Format": row.payload_format,
+                   "X-Skill-Version": str(row.version)}
+        if row.cloud_signature:  # verify with scfl_nodes.core.crypto.verify_aggregate before decrypting
+            headers["X-Aggregate-Signature"] = base64.b64encode(row.cloud_signature).decode()
         return StreamingResponse(service.blobs.iter_chunks(row.blob_sha256), media_type="application/octet-stream",
-                                 headers={"Content-Length": str(size), "X-Content-SHA256": row.blob_sha256,
-                                          "X-Num-Contributors": str(row.num_contributors),
-                                          "X-Payload-Format": row.payload_format,
-                                          "X-Skill-Version": str(row.version)})
+                                 headers=headers)
 
     def _skill_detail(skill_id: str) -> dict:
         with service.read() as s:
@@ -297,9 +335,9 @@ def _robot_info(r) -> dict:
                 last_seen_at=r.last_seen_at, revoked=r.revoked)
 
 
-def _context_info(c) -> dict:
+def _context_info(c, cloud_public_key: bytes) -> dict:
     return dict(key_id=c.key_id, backend=c.backend, params_id=c.params_id, sha256=c.blob_sha256,
-                created_at=c.created_at)
+                created_at=c.created_at, aggregate_public_key=base64.b64encode(cloud_public_key).decode())
 
 
 def _skill_summary(k, latest: Optional[int], n: int) -> dict:
@@ -327,5 +365,5 @@ def app_from_env() -> FastAPI:
     return create_app(CloudSettings(
         db_url=os.environ["SCFL_CLOUD_DB"], storage_dir=storage, admin_token=token,
         max_upload_bytes=int(os.environ.get("SCFL_CLOUD_MAX_UPLOAD_BYTES", 32 * 1024 * 1024)),
-        prune_deltas_after_publish=os.environ.get("SCFL_CLOUD_PRUNE_DELTAS", "0") == "1",
+        prune_deltas_after_publish=os.environ.get("SCFL_CLOUD_PRUNE_DELTAS", "1") == "1",
     ))

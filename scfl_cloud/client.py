@@ -24,6 +24,22 @@ class CloudUnavailable(CloudError):
     """The server could not be reached (connection refused, timeout, reset)."""
 
 
+def check_transport(base_url: str, insecure_http: bool = False) -> None:
+    """Refuse plain HTTP to anything but loopback (tokens and uploads would travel in clear)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(base_url)
+    if parts.scheme == "https":
+        return
+    if parts.scheme != "http":
+        raise ValueError(f"cloud URL must start with https:// (or http:// on loopback), got {base_url!r}")
+    from .server import is_loopback
+
+    if not insecure_http and not is_loopback(parts.hostname or ""):
+        raise ValueError(f"refusing plain HTTP to {parts.hostname}: use https:// (or insecure_http=True "
+                         "on a network you trust)")
+
+
 class CloudClient:
     """One client per base URL.
 
@@ -33,13 +49,25 @@ class CloudClient:
     """
 
     def __init__(self, base_url: str, *, admin_token: Optional[str] = None, token: Optional[str] = None,
-                 timeout: float = 60.0) -> None:
+                 timeout: float = 60.0, ca_cert: Optional[str] = None, insecure_http: bool = False,
+                 cloud_public_key: Optional[bytes] = None) -> None:
+        """``ca_cert``: PEM file of a private CA that signed the server certificate (else the
+        system trust store). Plain ``http://`` is refused unless the host is loopback or
+        ``insecure_http`` is set. ``cloud_public_key``: the cloud's aggregate signing key,
+        pinned (else fetched once from the fleet context over the verified connection)."""
         import httpx
 
         self.base_url = base_url.rstrip("/")
+        check_transport(self.base_url, insecure_http)
         self.admin_token = admin_token
         self.token = token
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        self.cloud_public_key = cloud_public_key
+        verify: Any = True
+        if ca_cert:
+            import ssl
+
+            verify = ssl.create_default_context(cafile=str(ca_cert))
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, verify=verify)
 
     def close(self) -> None:
         self._http.close()
@@ -149,6 +177,9 @@ class CloudClient:
         return self._download(f"/api/v1/skills/{skill_id}/versions/{version}/ciphertext")
 
     def _download(self, path: str) -> bytes:
+        return self._download_response(path).content
+
+    def _download_response(self, path: str):
         """GET a ciphertext and check it against the server's X-Content-SHA256 (truncation, proxies)."""
         import hashlib
 
@@ -156,7 +187,7 @@ class CloudClient:
         want = resp.headers.get("x-content-sha256")
         if want and hashlib.sha256(resp.content).hexdigest() != want:
             raise CloudUnavailable(None, "corrupt_download", f"{path}: content does not match its SHA-256; retry")
-        return resp.content
+        return resp
 
     def request_skills(self, task_description: str, max_skills: int = 3) -> dict:
         """Paper A.2: returns ``{"skill_ids", "weights", "inference_time_ms"}``."""
@@ -169,12 +200,21 @@ class CloudClient:
 
     # ------------------------------------------------------------------ rounds
     def open_round(self, skill_id: str, base_version: int, quorum: int, deadline_s: float,
-                   key_id: Optional[str] = None, min_participants: int = 1) -> dict:
+                   key_id: Optional[str] = None, min_participants: Optional[int] = None) -> dict:
         """Admin: open a round; it closes at ``quorum`` deltas or at the deadline (published only
-        if at least ``min_participants`` deltas arrived, else ``expired``)."""
+        if at least ``min_participants`` deltas arrived, default the cloud's floor of 3, else ``expired``)."""
         body = {"skill_id": skill_id, "base_version": base_version, "quorum": quorum, "deadline_s": deadline_s,
-                "min_participants": min_participants, **({"key_id": key_id} if key_id else {})}
+                **({"min_participants": min_participants} if min_participants is not None else {}),
+                **({"key_id": key_id} if key_id else {})}
         return self._json("POST", "/api/v1/rounds", json=body, token=self.admin_token)
+
+    def cancel_round(self, round_id: int) -> dict:
+        """Admin: cancel a round (nothing is published; its ciphertexts are deleted)."""
+        return self._json("POST", f"/api/v1/rounds/{round_id}/cancel", token=self.admin_token)
+
+    def drop_delta(self, round_id: int, robot_id: str) -> dict:
+        """Admin: drop one robot's delta from a running or quarantined round (the sum is refolded)."""
+        return self._json("DELETE", f"/api/v1/rounds/{round_id}/deltas/{robot_id}", token=self.admin_token)
 
     def round_status(self, round_id: int) -> dict:
         return self._json("GET", f"/api/v1/rounds/{round_id}", token=self._reader_token())
@@ -192,16 +232,41 @@ class CloudClient:
         deadline = time.monotonic() + timeout
         while True:
             info = self.round_status(round_id)
-            if info["state"] == state or (state == "published" and info["state"] == "expired"):
+            if info["state"] == state or (state == "published" and info["state"] in ("expired", "quarantined", "cancelled")):
                 return info
             if time.monotonic() > deadline:
                 raise TimeoutError(f"round {round_id} still {info['state']} after {timeout} s "
                                    f"({info['folded']}/{info['accepted']} folded)")
             time.sleep(poll_s)
 
-    def download_aggregate(self, round_id: int) -> bytes:
-        """The published encrypted SUM of a round (decrypt with the fleet key, divide by the count)."""
-        return self._download(f"/api/v1/rounds/{round_id}/aggregate")
+    def aggregate_public_key(self) -> bytes:
+        """The cloud's Ed25519 aggregate signing key: the pinned one, else the one the fleet
+        context lists (fetched once, over the TLS-verified connection)."""
+        if self.cloud_public_key is None:
+            contexts = self.list_fleet_contexts()
+            if not contexts:
+                raise CloudError(None, "no_fleet_context", "the cloud lists no fleet context (and no signing key)")
+            self.cloud_public_key = base64.b64decode(contexts[0]["aggregate_public_key"])
+        return self.cloud_public_key
+
+    def download_signed_aggregate(self, round_id: int) -> tuple[bytes, bytes]:
+        """(aggregate bytes, the cloud's signature) without checking anything."""
+        resp = self._download_response(f"/api/v1/rounds/{round_id}/aggregate")
+        return resp.content, base64.b64decode(resp.headers.get("x-aggregate-signature", ""))
+
+    def download_aggregate(self, round_id: int, *, key_id: Optional[str] = None,
+                           min_contributors: Optional[int] = None) -> bytes:
+        """The published encrypted SUM of a round, after verifying the cloud's signature over
+        it (``scfl_nodes.core.crypto.verify_aggregate``): decrypt only what this returns."""
+        from scfl_nodes.core.crypto import CryptoError, verify_aggregate
+
+        blob, signature = self.download_signed_aggregate(round_id)
+        try:
+            verify_aggregate(blob, signature, self.aggregate_public_key(), key_id=key_id, round_id=int(round_id),
+                             min_contributors=min_contributors)
+        except CryptoError as exc:
+            raise CloudError(None, "bad_aggregate", f"round {round_id}: {type(exc).__name__}: {exc}") from None
+        return blob
 
     def _upload(self, token: Optional[str], blob: bytes) -> dict:
         return self._json("POST", "/api/v1/skills/upload", content=bytes(blob), token=token or self.token,

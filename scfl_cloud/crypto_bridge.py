@@ -50,6 +50,9 @@ def _code_for(exc: Exception) -> str:
         "WrongParametersError": "wrong_parameters",
         "KeyMismatchError": "wrong_key_id",
         "ReplayError": "replay",
+        "NonceReuseError": "nonce_reused",
+        "TensorOrderError": "noncanonical_tensor_order",
+        "MaskCohortError": "mask_cohort_mismatch",
         "RoundMismatchError": "wrong_round",
         "OverflowRiskError": "overflow_risk",
         "InsecureParametersError": "insecure_parameters",
@@ -114,6 +117,31 @@ def load_context(blob: bytes) -> Any:
     return ctx
 
 
+def _rejected(exc: Exception) -> DeltaRejected:
+    code = _code_for(exc)
+    return DeltaRejected(code, f"{type(exc).__name__}: {exc}", status=409 if code in ("replay", "nonce_reused") else 422)
+
+
+def check_delta(ctx: Any, delta: Any) -> int:
+    """The aggregator's own per-delta checks (``CloudContext.check_delta``), run at upload;
+    returns the delta's quantized bound (kept with the delta for :func:`check_joinable`)."""
+    crypto = _crypto()
+    try:
+        return int(ctx.check_delta(delta))
+    except crypto.CryptoError as exc:
+        raise _rejected(exc) from None
+
+
+def check_joinable(ctx: Any, summary: dict, delta: Any, bound: int) -> None:
+    """The aggregator's own cross-delta checks (``CloudContext.check_joinable``) against the
+    round as recorded in the database, run at upload under the write lock."""
+    crypto = _crypto()
+    try:
+        ctx.check_joinable(summary, delta, bound)
+    except crypto.CryptoError as exc:
+        raise _rejected(exc) from None
+
+
 def check_round_capacity(ctx: Any, delta: Any, quorum: int) -> None:
     """Refuse a delta whose clip would let ``quorum`` uploads overflow the plaintext modulus."""
     crypto = _crypto()
@@ -130,6 +158,11 @@ def context_identity(ctx: Any) -> tuple[str, str, str]:
 def add(ctx: Any, aggregate: Any, delta: Any) -> Any:
     """Homomorphic running sum (never decrypts)."""
     return ctx.add(aggregate, delta)
+
+
+def sign_aggregate(blob: bytes, signing_key: Any) -> bytes:
+    """The cloud's Ed25519 signature over a published aggregate (robots verify it)."""
+    return _crypto().sign_aggregate(blob, signing_key)
 
 
 def aggregate_to_bytes(agg: Any) -> bytes:

@@ -20,6 +20,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -85,6 +86,8 @@ class SkillVersion(Base):
     num_contributors: Mapped[int] = mapped_column(Integer, default=1)
     uploaded_by: Mapped[Optional[str]] = mapped_column(String(128), nullable=True)
     created_at: Mapped[float] = mapped_column(Float)
+    # the cloud's Ed25519 signature over an aggregate's statement (robots verify before decrypting)
+    cloud_signature: Mapped[Optional[bytes]] = mapped_column(LargeBinary(64), nullable=True)
 
 
 class Round(Base):
@@ -105,7 +108,8 @@ class Round(Base):
     # sum of one or two robots (which would reveal their deltas to key holders) is never released
     min_participants: Mapped[int] = mapped_column(Integer, server_default="1", default=1)
     deadline_at: Mapped[float] = mapped_column(Float)
-    # open -> closed (quorum | deadline) -> published ; open -> expired (deadline, no delta)
+    # open -> closed (quorum | deadline) -> published ; open -> expired (deadline, too few deltas);
+    # quarantined (the fold or publish failed: see ``error``); cancelled (admin)
     state: Mapped[str] = mapped_column(String(16), index=True)
     close_reason: Mapped[Optional[str]] = mapped_column(String(16), nullable=True)
     opened_at: Mapped[float] = mapped_column(Float)
@@ -117,7 +121,10 @@ class Round(Base):
     published_version: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
     aggregation_seconds: Mapped[float] = mapped_column(Float, default=0.0)
     # tensor names + shapes of the first accepted delta; later deltas must match it
-    tensor_spec: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON, nullable=True)
+    tensor_spec: Mapped[Optional[Any]] = mapped_column(JSON, nullable=True)
+    # the pairwise-mask cohort of the first accepted delta (None: unmasked); later ones must match
+    mask_cohort: Mapped[Optional[list[str]]] = mapped_column(JSON, nullable=True)
+    error: Mapped[Optional[str]] = mapped_column(String(512), nullable=True)
 
 
 class Delta(Base):
@@ -133,3 +140,18 @@ class Delta(Base):
     folded: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
     folded_at: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
     fold_ms: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    nonce: Mapped[Optional[str]] = mapped_column(String(32), nullable=True)
+    bound: Mapped[Optional[int]] = mapped_column(BigInteger, nullable=True)  # worst-case |quantized value|
+    # the aggregator could not fold it (a bug, a lost blob): left out of the sum, with the reason
+    quarantined: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    quarantine_reason: Mapped[Optional[str]] = mapped_column(String(512), nullable=True)
+
+
+class UploadNonce(Base):
+    """Every upload's nonce, forever: a replayed blob (any round, round 0 included) is refused."""
+
+    __tablename__ = "upload_nonces"
+
+    nonce: Mapped[str] = mapped_column(String(32), primary_key=True)
+    robot_id: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[float] = mapped_column(Float)

@@ -7,6 +7,10 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 
+#: ids, versions and counts live in 32-bit columns (PostgreSQL INTEGER): larger is a 422
+MAX_DB_INT = 2**31 - 1
+
+
 class ErrorBody(BaseModel):
     """Every 4xx/5xx answer: a stable machine code plus a one-line human message."""
 
@@ -15,10 +19,11 @@ class ErrorBody(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok"]
+    status: Literal["ok", "degraded"] = Field(description="degraded: a round or delta is quarantined, or the worker died")
     db: str
     schema_revision: Optional[str]
     worker_alive: bool
+    degraded_rounds: list[int] = Field(default_factory=list, description="rounds that need an operator")
 
 
 # --- routing (paper Appendix A.2, field names exactly as in the paper) -------------------
@@ -41,7 +46,7 @@ class SkillRequestResponse(BaseModel):
 # --- robots / fleet ---------------------------------------------------------------------
 class RobotRegister(BaseModel):
     robot_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")
-    public_key: str = Field(description="raw 32-byte Ed25519 public key, base64 (standard or urlsafe)")
+    public_key: str = Field(max_length=4096, description="raw 32-byte Ed25519 public key, base64 (standard or urlsafe)")
 
 
 class RobotToken(BaseModel):
@@ -63,6 +68,8 @@ class FleetContextInfo(BaseModel):
     params_id: str
     sha256: str
     created_at: float
+    aggregate_public_key: str = Field(description="the cloud's Ed25519 key (base64, raw 32 bytes) that signs every "
+                                                  "published aggregate; robots verify before decrypting")
 
 
 # --- skills -----------------------------------------------------------------------------
@@ -115,13 +122,20 @@ class SkillPage(BaseModel):
 
 # --- rounds -----------------------------------------------------------------------------
 class RoundOpen(BaseModel):
-    skill_id: str
-    base_version: int = Field(ge=0, description="0 = train from the shared initialisation")
+    skill_id: str = Field(min_length=1, max_length=128)
+    base_version: int = Field(ge=0, le=MAX_DB_INT, description="0 = train from the shared initialisation")
     quorum: int = Field(ge=1, le=100000)
-    min_participants: int = Field(default=1, ge=1, le=100000,
-                                  description="deltas needed to publish at the deadline (<= quorum)")
+    min_participants: Optional[int] = Field(
+        default=None, ge=1, le=100000,
+        description="deltas needed to publish (<= quorum; default and floor: the cloud's min_participants, 3)")
     deadline_s: float = Field(gt=0, le=30 * 24 * 3600)
-    key_id: Optional[str] = Field(default=None, description="fleet key; default: the newest registered context")
+    key_id: Optional[str] = Field(default=None, max_length=128,
+                                  description="fleet key; default: the newest registered context")
+
+
+class QuarantinedDelta(BaseModel):
+    robot_id: Optional[str] = Field(description="only for the admin")
+    reason: str
 
 
 class RoundInfo(BaseModel):
@@ -133,7 +147,7 @@ class RoundInfo(BaseModel):
     params_id: str
     quorum: int
     min_participants: int
-    state: Literal["open", "closed", "published", "expired"]
+    state: Literal["open", "closed", "published", "expired", "quarantined", "cancelled"]
     close_reason: Optional[str]
     opened_at: float
     deadline_at: float
@@ -143,7 +157,9 @@ class RoundInfo(BaseModel):
     folded: int
     published_version: Optional[int]
     aggregation_seconds: float
-    contributors: list[str]
+    contributors: list[str] = Field(description="robot ids; only for the admin (others see the counts)")
+    error: Optional[str] = Field(default=None, description="why the round was quarantined or expired")
+    quarantined_deltas: list[QuarantinedDelta] = Field(default_factory=list)
 
 
 class UploadReceipt(BaseModel):

@@ -26,7 +26,15 @@ def add_serve_arguments(p: argparse.ArgumentParser, default_config: str | None =
                    help="admin bearer token (default: $SCFL_CLOUD_ADMIN_TOKEN, else created in <storage>/admin_token)")
     p.add_argument("--max-upload-mb", type=float, default=None, help="largest accepted upload in MiB (default 32)")
     p.add_argument("--prune-deltas", action="store_true", default=None,
-                   help="delete delta ciphertexts once their round is published")
+                   help="delete per-robot delta ciphertexts once their round ends (the default)")
+    p.add_argument("--keep-deltas", action="store_true", default=None,
+                   help="keep per-robot delta ciphertexts after their round ends (weaker privacy)")
+    p.add_argument("--min-participants", type=int, default=None,
+                   help="never publish an aggregate of fewer robots (default 3)")
+    p.add_argument("--tls-cert", default=None, help="PEM certificate (chain): serve HTTPS")
+    p.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
+    p.add_argument("--insecure-http", action="store_true",
+                   help="allow plain HTTP on a non-loopback address (tokens and uploads travel in clear)")
     p.add_argument("--private-status", action="store_true", default=None, help="require a token for / and /cloud/status")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
@@ -49,11 +57,35 @@ def settings_from_args(args: argparse.Namespace) -> CloudSettings:
         args.host = cfg.host
     if args.port is None:
         args.port = cfg.port
+    cert = args.tls_cert or cfg.tls_cert or None
+    key = args.tls_key or cfg.tls_key or None
+    if cert is None and not is_loopback(args.host) and not getattr(args, "insecure_http", False):
+        raise ValueError(f"refusing plain HTTP on non-loopback address {args.host}: give --tls-cert/--tls-key "
+                         "(cloud.tls_cert/tls_key) or pass --insecure-http")
+    prune = cfg.prune_deltas if args.prune_deltas is None else True
+    if args.keep_deltas:
+        prune = False
     return CloudSettings(db_url=db, storage_dir=storage, admin_token=token,
                          max_upload_bytes=int(round(max_mb * 2**20)),
-                         prune_deltas_after_publish=bool(args.prune_deltas) or cfg.prune_deltas,
+                         prune_deltas_after_publish=prune,
                          public_status=not args.private_status and cfg.public_status,
-                         worker_poll_s=cfg.worker_poll_s, fold_batch=cfg.fold_batch)
+                         worker_poll_s=cfg.worker_poll_s, fold_batch=cfg.fold_batch,
+                         min_participants=args.min_participants if args.min_participants is not None
+                         else cfg.min_participants,
+                         tls_cert=Path(os.path.expanduser(cert)) if cert else None,
+                         tls_key=Path(os.path.expanduser(key)) if key else None)
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 and localhost: the only places plain HTTP is allowed by default."""
+    import ipaddress
+
+    if host in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def serve(settings: CloudSettings, host: str, port: int, log_level: str = "info") -> None:
@@ -65,9 +97,11 @@ def serve(settings: CloudSettings, host: str, port: int, log_level: str = "info"
     logging.getLogger("alembic").setLevel(logging.WARNING)
     app = create_app(settings)  # migrates before the port opens
     db = settings.db_url.split("@")[-1]  # never print a password from the URL
-    print(f"scfl cloud: serving on http://{host}:{port} (db {db}, storage {settings.storage_dir})",
+    scheme = "https" if settings.tls_cert else "http"
+    print(f"scfl cloud: serving on {scheme}://{host}:{port} (db {db}, storage {settings.storage_dir})",
           file=sys.stderr, flush=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    tls = dict(ssl_certfile=str(settings.tls_cert), ssl_keyfile=str(settings.tls_key)) if settings.tls_cert else {}
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5, **tls)
 
 
 def main(argv: list[str] | None = None) -> int:

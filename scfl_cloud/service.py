@@ -28,12 +28,14 @@ from sqlalchemy.orm import Session
 from . import crypto_bridge
 from .blobstore import LocalBlobStore
 from .db import current_revision, make_engine, migrate, session_factory
-from .models import Delta, FleetContext, Robot, Round, Skill, SkillVersion
+from .models import Delta, FleetContext, Robot, Round, Skill, SkillVersion, UploadNonce
 from .settings import CloudSettings
 
 log = logging.getLogger("scfl_cloud")
 
 LAST_SEEN_RESOLUTION_S = 5.0
+REASON_LEN = 500  # quarantine reasons are stored in String(512) columns
+FINAL_STATES = ("published", "expired", "cancelled")
 
 
 class ApiError(Exception):
@@ -109,6 +111,8 @@ class CloudService:
         self._contexts: dict[str, Any] = {}
         self._contexts_lock = threading.Lock()
         self.is_postgres = self.engine.dialect.name == "postgresql"
+        self.signing_key = _load_or_create_signing_key(settings.signing_key_path)
+        self.cloud_public_key = self.signing_key.public_bytes()
         from .routing import TaskRouter
 
         self.router = TaskRouter()
@@ -299,7 +303,13 @@ class CloudService:
 
     # ------------------------------------------------------------------ rounds
     def open_round(self, skill_id: str, base_version: int, quorum: int, deadline_s: float,
-                   key_id: Optional[str], min_participants: int = 1) -> int:
+                   key_id: Optional[str], min_participants: Optional[int] = None) -> int:
+        floor = self.settings.min_participants
+        min_participants = floor if min_participants is None else min_participants
+        if min_participants < floor:
+            raise ApiError(422, "too_few_participants",
+                           f"min_participants ({min_participants}) is below this cloud's floor of {floor}: an "
+                           f"aggregate of fewer robots reveals their deltas to the other key holders")
         if min_participants > quorum:
             raise ApiError(422, "invalid_request", f"min_participants ({min_participants}) must be <= quorum ({quorum})")
         with self.write() as s:
@@ -329,30 +339,110 @@ class CloudService:
         self.wake.set()
         return round_id
 
-    def round_info(self, round_id: int) -> dict:
+    def round_info(self, round_id: int, admin: bool = False) -> dict:
         with self.read() as s:
             rnd = s.get(Round, round_id)
             if rnd is None:
                 raise ApiError(404, "unknown_round", f"round {round_id} does not exist")
-            return self._round_dict(s, rnd)
+            return self._round_dict(s, rnd, admin)
 
-    def _round_dict(self, s: Session, rnd: Round) -> dict:
+    def _round_dict(self, s: Session, rnd: Round, admin: bool = False) -> dict:
+        """Counts for everyone; who contributed (identities) only for the admin."""
         ctx = s.get(FleetContext, rnd.key_id)
-        contributors = list(s.scalars(select(Delta.robot_id).where(Delta.round_id == rnd.round_id).order_by(Delta.id)))
+        rows = s.execute(select(Delta.robot_id, Delta.quarantined, Delta.quarantine_reason)
+                         .where(Delta.round_id == rnd.round_id).order_by(Delta.id)).all()
+        contributors = [r for r, q, _ in rows if not q] if admin else []
+        quarantined = [dict(robot_id=r if admin else None, reason=why or "") for r, q, why in rows if q]
         return dict(round_id=rnd.round_id, skill_id=rnd.skill_id, base_version=rnd.base_version, key_id=rnd.key_id,
                     backend=ctx.backend if ctx else "", params_id=ctx.params_id if ctx else "", quorum=rnd.quorum,
                     min_participants=rnd.min_participants,
                     state=rnd.state, close_reason=rnd.close_reason, opened_at=rnd.opened_at,
                     deadline_at=rnd.deadline_at, closed_at=rnd.closed_at, published_at=rnd.published_at,
                     accepted=rnd.accepted_count, folded=rnd.folded_count, published_version=rnd.published_version,
-                    aggregation_seconds=round(rnd.aggregation_seconds, 6), contributors=contributors)
+                    aggregation_seconds=round(rnd.aggregation_seconds, 6), contributors=contributors,
+                    error=rnd.error, quarantined_deltas=quarantined)
 
-    def list_rounds(self, state: Optional[str] = None, limit: int = 100) -> list[dict]:
+    def list_rounds(self, state: Optional[str] = None, limit: int = 100, admin: bool = False) -> list[dict]:
         with self.read() as s:
             stmt = select(Round).order_by(Round.round_id.desc()).limit(limit)
             if state:
                 stmt = stmt.where(Round.state == state)
-            return [self._round_dict(s, r) for r in s.scalars(stmt)]
+            return [self._round_dict(s, r, admin) for r in s.scalars(stmt)]
+
+    def degraded_rounds(self) -> list[int]:
+        """Rounds that need an operator: quarantined, or still running with a quarantined delta."""
+        with self.read() as s:
+            bad = set(s.scalars(select(Round.round_id).where(Round.state == "quarantined")))
+            bad |= set(s.scalars(select(Delta.round_id).join(Round, Round.round_id == Delta.round_id)
+                                 .where(Delta.quarantined.is_(True), Round.state.in_(("open", "closed")))))
+        return sorted(bad)
+
+    # ------------------------------------------------------------------ admin: repair
+    def cancel_round(self, round_id: int) -> dict:
+        """Admin: stop a round for good (nothing is published); its ciphertexts are deleted."""
+        with self.write() as s:
+            rnd = self._round_for_update(s, round_id)
+            if rnd is None:
+                raise ApiError(404, "unknown_round", f"round {round_id} does not exist")
+            if rnd.state in FINAL_STATES:
+                raise ApiError(409, "round_final", f"round {round_id} is already {rnd.state}")
+            rnd.state, rnd.close_reason, rnd.closed_at = "cancelled", "admin", rnd.closed_at or time.time()
+            old_sum, rnd.sum_blob_sha256 = rnd.sum_blob_sha256, None
+            digests = list(s.scalars(select(Delta.blob_sha256).where(Delta.round_id == round_id)))
+        self.delete_blob_if_unreferenced(old_sum)
+        if self.settings.prune_deltas_after_publish:
+            for digest in digests:
+                self.blobs.delete(digest)
+        self.wake.set()
+        return self.round_info(round_id, admin=True)
+
+    def drop_delta(self, round_id: int, robot_id: str) -> dict:
+        """Admin: remove one robot's delta from a running or quarantined round. The running
+        sum is reset and the remaining deltas are folded again, so nothing of it stays."""
+        with self.write() as s:
+            rnd = self._round_for_update(s, round_id)
+            if rnd is None:
+                raise ApiError(404, "unknown_round", f"round {round_id} does not exist")
+            if rnd.state in FINAL_STATES:
+                raise ApiError(409, "round_final", f"round {round_id} is already {rnd.state}")
+            d = s.scalars(select(Delta).where(Delta.round_id == round_id, Delta.robot_id == robot_id)).first()
+            if d is None:
+                raise ApiError(404, "unknown_delta", f"robot {robot_id!r} has no delta in round {round_id}")
+            dropped = d.blob_sha256
+            if not d.quarantined:
+                rnd.accepted_count -= 1
+            s.delete(d)
+            for other in s.scalars(select(Delta).where(Delta.round_id == round_id, Delta.id != d.id)):
+                other.folded, other.folded_at, other.fold_ms = False, None, None
+            old_sum, rnd.sum_blob_sha256, rnd.folded_count = rnd.sum_blob_sha256, None, 0
+            if rnd.state == "quarantined":
+                rnd.error = None
+                open_ = rnd.deadline_at > time.time() and rnd.accepted_count < rnd.quorum and rnd.close_reason is None
+                rnd.state = "open" if open_ else "closed"
+        self.delete_blob_if_unreferenced(dropped)
+        self.delete_blob_if_unreferenced(old_sum)
+        self.wake.set()
+        return self.round_info(round_id, admin=True)
+
+    def quarantine_delta(self, delta_id: int, reason: str) -> None:
+        """The aggregator could not fold this delta: leave it out (with the reason), keep the round."""
+        with self.write() as s:
+            d = s.get(Delta, delta_id)
+            if d is None or d.quarantined or d.folded:
+                return
+            rnd = self._round_for_update(s, d.round_id)
+            d.quarantined, d.quarantine_reason = True, reason[:REASON_LEN]
+            rnd.accepted_count -= 1
+        log.error("round %s: delta of %r quarantined: %s", d.round_id, d.robot_id, reason)
+
+    def quarantine_round(self, round_id: int, reason: str) -> None:
+        """A failure not attributable to one delta (disk, a bug): park this round, keep the others going."""
+        with self.write() as s:
+            rnd = self._round_for_update(s, round_id)
+            if rnd is None or rnd.state in FINAL_STATES:
+                return
+            rnd.state, rnd.error = "quarantined", reason[:REASON_LEN]
+        log.error("round %s quarantined: %s", round_id, reason)
 
     def aggregate_blob(self, round_id: int) -> SkillVersion:
         with self.read() as s:
@@ -363,12 +453,17 @@ class CloudService:
                 raise ApiError(409, "round_not_published",
                                f"round {round_id} is {rnd.state} ({rnd.folded_count}/{rnd.accepted_count} folded); "
                                "the aggregate is available once it is published")
-            return s.scalars(select(SkillVersion).where(SkillVersion.skill_id == rnd.skill_id,
-                                                        SkillVersion.version == rnd.published_version)).one()
+            row = s.scalars(select(SkillVersion).where(SkillVersion.skill_id == rnd.skill_id,
+                                                       SkillVersion.version == rnd.published_version)).one()
+            return row
 
     # ------------------------------------------------------------------ uploads
     def accept_upload(self, robot: Robot, blob: bytes) -> dict:
-        """Verify and store a signed encrypted delta (round_id > 0) or skill version (round_id == 0)."""
+        """Verify and store a signed encrypted delta (round_id > 0) or skill version (round_id == 0).
+
+        Everything the aggregator will check is checked here first, by the same functions
+        (``CloudContext.check_delta`` / ``check_joinable``), so a 201 means "will fold".
+        """
         t0 = time.perf_counter()
         delta = crypto_bridge.parse_delta(blob)
         hdr = crypto_bridge.header_of(delta)
@@ -379,29 +474,43 @@ class CloudService:
         spec = _tensor_spec(delta)
         with self.read() as s:
             self.get_skill(s, hdr.skill_id)
-            ctx = s.get(FleetContext, hdr.key_id)
-            if ctx is None:
+            ctx_row = s.get(FleetContext, hdr.key_id)
+            if ctx_row is None:
                 raise ApiError(422, "wrong_key_id", f"no fleet context registered for key id {hdr.key_id!r}")
-            _check_params(ctx, hdr)
+            _check_params(ctx_row, hdr)
             if hdr.round_id > 0:
                 rnd = s.get(Round, hdr.round_id)
                 self._precheck_round(s, rnd, hdr, robot.robot_id, spec)
-                crypto_bridge.check_round_capacity(self.context(hdr.key_id), delta, rnd.quorum)
+                quorum = rnd.quorum
             elif hdr.base_version != 0 and s.scalars(select(SkillVersion).where(
                     SkillVersion.skill_id == hdr.skill_id, SkillVersion.version == hdr.base_version)).first() is None:
                 raise ApiError(422, "wrong_base_version", f"skill {hdr.skill_id!r} has no version {hdr.base_version}")
+            self._check_nonce_unused(s, delta.header["nonce"])
+        ctx = self.context(hdr.key_id)
+        bound = crypto_bridge.check_delta(ctx, delta)  # the aggregator's own per-delta checks
+        if hdr.round_id > 0:
+            crypto_bridge.check_round_capacity(ctx, delta, quorum)
         digest = self.blobs.put(blob)
         try:
             if hdr.round_id > 0:
-                receipt = self._insert_delta(robot.robot_id, hdr, digest, len(blob), spec)
+                receipt = self._insert_delta(robot.robot_id, hdr, digest, len(blob), spec, ctx, delta, bound)
             else:
-                receipt = self._insert_skill_version(robot.robot_id, hdr, digest, len(blob), ctx)
+                receipt = self._insert_skill_version(robot.robot_id, hdr, digest, len(blob), ctx_row, delta)
         except BaseException:
             self.delete_blob_if_unreferenced(digest)
             raise
         self.latency.add("upload", (time.perf_counter() - t0) * 1000.0)
         self.wake.set()
         return receipt
+
+    @staticmethod
+    def _check_nonce_unused(s: Session, nonce: str) -> None:
+        if s.get(UploadNonce, nonce) is not None:
+            raise ApiError(409, "nonce_reused", f"nonce {nonce} was already used by an accepted upload (replay)")
+
+    def _use_nonce(self, s: Session, nonce: str, robot_id: str) -> None:
+        self._check_nonce_unused(s, nonce)
+        s.add(UploadNonce(nonce=nonce, robot_id=robot_id, created_at=time.time()))
 
     def _precheck_round(self, s: Session, rnd: Optional[Round], hdr, robot_id: str, spec) -> None:
         if rnd is None:
@@ -415,40 +524,61 @@ class CloudService:
             raise ApiError(422, "wrong_key_id", f"round {rnd.round_id} uses key {rnd.key_id!r}, delta uses {hdr.key_id!r}")
         if rnd.state != "open" or rnd.deadline_at <= time.time():
             raise ApiError(409, "round_closed", f"round {rnd.round_id} is {rnd.state if rnd.state != 'open' else 'past its deadline'}")
-        if rnd.tensor_spec is not None and spec is not None and rnd.tensor_spec != spec:
-            raise ApiError(422, "wrong_shapes", f"delta tensors {spec} differ from the round's {rnd.tensor_spec}")
+        want = _canonical_spec(rnd.tensor_spec)
+        # a non-canonical order is refused by check_delta with its own error code
+        if want is not None and spec is not None and spec == sorted(spec) and want != spec:
+            raise ApiError(422, "wrong_shapes", f"delta tensors {spec} differ from the round's {want}")
         dup = s.scalars(select(Delta.id).where(Delta.round_id == rnd.round_id, Delta.robot_id == robot_id)).first()
         if dup is not None:
             raise ApiError(409, "duplicate_upload", f"robot {robot_id!r} already uploaded a delta to round {rnd.round_id}")
 
-    def _insert_delta(self, robot_id: str, hdr, digest: str, size: int, spec) -> dict:
+    def _round_summary(self, s: Session, rnd: Round) -> dict:
+        """The round as the aggregator will see it, in the shape of an aggregate header."""
+        rows = s.execute(select(Delta.robot_id, Delta.nonce, Delta.bound)
+                         .where(Delta.round_id == rnd.round_id, Delta.quarantined.is_(False))).all()
+        return dict(skill_id=rnd.skill_id, base_version=rnd.base_version, round_id=rnd.round_id,
+                    shapes=_canonical_spec(rnd.tensor_spec), mask_cohort=rnd.mask_cohort,
+                    robot_ids=[r for r, _, _ in rows], nonces=[n for _, n, _ in rows if n],
+                    count=len(rows), bound_sum=sum(int(b or 0) for _, _, b in rows))
+
+    def _insert_delta(self, robot_id: str, hdr, digest: str, size: int, spec, ctx, delta, bound: int) -> dict:
         try:
             with self.write() as s:
                 rnd = self._round_for_update(s, hdr.round_id)
                 self._precheck_round(s, rnd, hdr, robot_id, spec)  # again, now serialised
+                summary = self._round_summary(s, rnd)
+                if summary["count"] > 0:  # the aggregator's own cross-delta checks
+                    crypto_bridge.check_joinable(ctx, summary, delta, bound)
+                self._use_nonce(s, delta.header["nonce"], robot_id)
                 now = time.time()
                 s.add(Delta(round_id=rnd.round_id, robot_id=robot_id, blob_sha256=digest, size_bytes=size,
-                            received_at=now, folded=False))
+                            received_at=now, folded=False, nonce=delta.header["nonce"], bound=bound,
+                            quarantined=False))
                 rnd.accepted_count += 1
-                if rnd.tensor_spec is None and spec is not None:
+                if summary["count"] == 0:
                     rnd.tensor_spec = spec
+                    rnd.mask_cohort = delta.header["mask_cohort"]
                 if rnd.accepted_count >= rnd.quorum:
                     rnd.state, rnd.close_reason, rnd.closed_at = "closed", "quorum", now
                 accepted, state = rnd.accepted_count, rnd.state
         except IntegrityError:
             raise ApiError(409, "duplicate_upload",
-                           f"robot {robot_id!r} already uploaded a delta to round {hdr.round_id}") from None
+                           f"robot {robot_id!r} already uploaded a delta (or reused a nonce) in round {hdr.round_id}") from None
         return dict(kind="delta", skill_id=hdr.skill_id, robot_id=robot_id, sha256=digest, size_bytes=size,
                     round_id=hdr.round_id, accepted_in_round=accepted, round_state=state)
 
-    def _insert_skill_version(self, robot_id: str, hdr, digest: str, size: int, ctx: FleetContext) -> dict:
-        with self.write() as s:
-            latest = s.scalar(select(func.max(SkillVersion.version)).where(SkillVersion.skill_id == hdr.skill_id)) or 0
-            version = latest + 1
-            s.add(SkillVersion(skill_id=hdr.skill_id, version=version, parent_version=hdr.base_version or None,
-                               payload_format="encrypted_delta", blob_sha256=digest, size_bytes=size,
-                               key_id=hdr.key_id, backend=ctx.backend, params_id=ctx.params_id, round_id=None,
-                               num_contributors=1, uploaded_by=robot_id, created_at=time.time()))
+    def _insert_skill_version(self, robot_id: str, hdr, digest: str, size: int, ctx: FleetContext, delta) -> dict:
+        try:
+            with self.write() as s:
+                self._use_nonce(s, delta.header["nonce"], robot_id)  # one signed blob makes one version
+                latest = s.scalar(select(func.max(SkillVersion.version)).where(SkillVersion.skill_id == hdr.skill_id)) or 0
+                version = latest + 1
+                s.add(SkillVersion(skill_id=hdr.skill_id, version=version, parent_version=hdr.base_version or None,
+                                   payload_format="encrypted_delta", blob_sha256=digest, size_bytes=size,
+                                   key_id=hdr.key_id, backend=ctx.backend, params_id=ctx.params_id, round_id=None,
+                                   num_contributors=1, uploaded_by=robot_id, created_at=time.time()))
+        except IntegrityError:
+            raise ApiError(409, "nonce_reused", "this upload's nonce was already used (replay)") from None
         return dict(kind="skill", skill_id=hdr.skill_id, robot_id=robot_id, sha256=digest, size_bytes=size,
                     version=version)
 
@@ -508,11 +638,27 @@ def _check_params(ctx: FleetContext, hdr) -> None:
                        f"fleet key {ctx.key_id!r} uses parameter set {ctx.params_id!r}, delta uses {hdr.params_id!r}")
 
 
-def _tensor_spec(delta: Any) -> Optional[dict]:
-    h = delta.header
-    shapes = h.get("shapes") if isinstance(h, dict) else getattr(h, "shapes", None)
-    if shapes is None:
+def _tensor_spec(delta: Any) -> Optional[list]:
+    """[[name, shape], ...] exactly as in the header (canonical order is checked by check_delta)."""
+    shapes = delta.header.get("shapes")
+    return None if shapes is None else [[str(k), [int(x) for x in v]] for k, v in shapes]
+
+
+def _canonical_spec(spec: Any) -> Optional[list]:
+    """A stored tensor spec as a [[name, shape], ...] list (rows before 0003 stored a dict)."""
+    if spec is None:
         return None
-    if isinstance(shapes, dict):
-        return {str(k): [int(x) for x in v] for k, v in shapes.items()}
-    return {str(k): [int(x) for x in v] for k, v in shapes}
+    items = spec.items() if isinstance(spec, dict) else spec
+    return sorted([[str(k), [int(x) for x in v]] for k, v in items])
+
+
+def _load_or_create_signing_key(path):
+    """The cloud's own Ed25519 key (signs published aggregates); created 0600 on first start."""
+    from scfl_nodes.core.crypto import generate_signing_key, load_signing_key
+
+    if path.is_file():
+        return load_signing_key(path)
+    key = generate_signing_key()
+    key.save(path)
+    log.info("created the cloud's aggregate signing key %s", path)
+    return key

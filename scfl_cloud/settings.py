@@ -6,6 +6,7 @@ import dataclasses
 import os
 import secrets
 from pathlib import Path
+from typing import Optional
 
 DEFAULT_MAX_UPLOAD_BYTES = 32 * 1024 * 1024
 
@@ -19,10 +20,16 @@ class CloudSettings:
     admin_token: str
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     max_context_bytes: int = 256 * 1024 * 1024
+    max_json_bytes: int = 1024 * 1024  # every JSON request body
     worker_poll_s: float = 0.5
     fold_batch: int = 32
-    prune_deltas_after_publish: bool = False
+    # retention: per-robot ciphertexts are deleted once their round is published/expired/cancelled
+    prune_deltas_after_publish: bool = True
     public_status: bool = True
+    # no aggregate of fewer robots is ever published (a 1- or 2-robot "sum" reveals deltas to key holders)
+    min_participants: int = 3
+    tls_cert: Optional[Path] = None
+    tls_key: Optional[Path] = None
 
     def __post_init__(self) -> None:
         if not self.db_url or "://" not in self.db_url:
@@ -35,6 +42,18 @@ class CloudSettings:
             raise ValueError("worker poll interval must be > 0")
         if self.fold_batch < 1:
             raise ValueError("fold batch must be >= 1")
+        if self.min_participants < 1:
+            raise ValueError(f"min participants must be >= 1, got {self.min_participants}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("give both a TLS certificate and its key, or neither")
+        for path in (self.tls_cert, self.tls_key):
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"TLS file {path} does not exist")
+
+    @property
+    def signing_key_path(self) -> Path:
+        """The cloud's Ed25519 key that signs published aggregates (0600, created on first start)."""
+        return Path(self.storage_dir) / "cloud_signing_key.pem"
 
     @property
     def blob_dir(self) -> Path:

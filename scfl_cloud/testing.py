@@ -34,7 +34,8 @@ class CloudServer:
     def __init__(self, storage_dir: str | os.PathLike, db_url: Optional[str] = None, *,
                  admin_token: Optional[str] = None, max_upload_bytes: Optional[int] = None,
                  extra_env: Optional[dict] = None, extra_args: Optional[list[str]] = None,
-                 log_level: str = "warning") -> None:
+                 log_level: str = "warning", tls: Optional[tuple[str, str, str]] = None) -> None:
+        """``tls``: (certificate, key, CA certificate) PEM paths: serve HTTPS, clients trust the CA."""
         self.storage_dir = Path(storage_dir)
         self.storage_dir.mkdir(parents=True, exist_ok=True)
         self.db_url = db_url or f"sqlite:///{self.storage_dir / 'scfl.db'}"
@@ -46,10 +47,11 @@ class CloudServer:
         self.port: Optional[int] = None
         self.proc: Optional[subprocess.Popen] = None
         self.log_path = self.storage_dir / "server.log"
+        self.tls = tls
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"https://localhost:{self.port}" if self.tls else f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 60.0) -> "CloudServer":
         """Start (or restart after kill/stop) on a fresh free port; returns when /healthz answers."""
@@ -60,6 +62,8 @@ class CloudServer:
                "--host", "127.0.0.1", "--port", str(self.port), "--log-level", self.log_level, *self.extra_args]
         if self.max_upload_bytes is not None:
             cmd += ["--max-upload-mb", repr(self.max_upload_bytes / 2**20)]
+        if self.tls:
+            cmd += ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])]
         # the token travels in the environment, not argv (argv is world-readable in ps)
         env = {**os.environ, **self.extra_env, "SCFL_CLOUD_ADMIN_TOKEN": self.admin_token}
         repo = str(Path(__file__).resolve().parents[1])
@@ -68,7 +72,7 @@ class CloudServer:
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         log.close()
         deadline = time.monotonic() + timeout
-        with CloudClient(self.url, timeout=2.0) as probe:
+        with self.client(timeout=2.0) as probe:
             while True:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"cloud server exited with {self.proc.returncode}; log tail:\n{self.log_tail()}")
@@ -104,10 +108,12 @@ class CloudServer:
             self.proc.wait(10)
 
     def client(self, token: Optional[str] = None, **kw) -> CloudClient:
+        if self.tls:
+            kw.setdefault("ca_cert", str(self.tls[2]))
         return CloudClient(self.url, token=token, **kw)
 
     def admin_client(self, **kw) -> CloudClient:
-        return CloudClient(self.url, admin_token=self.admin_token, **kw)
+        return self.client(admin_token=self.admin_token, **kw)
 
     def __enter__(self) -> "CloudServer":
         return self.start()

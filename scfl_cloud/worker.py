@@ -91,12 +91,21 @@ class AggregationWorker:
             pending = list(s.scalars(select(Round.round_id).where(
                 Round.state.in_(("open", "closed")), Round.folded_count < Round.accepted_count).order_by(Round.round_id)))
             ready = list(s.scalars(select(Round.round_id).where(
-                Round.state == "closed", Round.folded_count == Round.accepted_count, Round.accepted_count > 0)))
+                Round.state == "closed", Round.folded_count == Round.accepted_count)))
+        # One round's failure never stops the others: it is quarantined with the reason.
         for round_id in pending:
-            did |= self.fold_batch(round_id)
+            did |= self._guarded(round_id, self.fold_batch)
         for round_id in ready:
-            did |= self.publish(round_id)
+            did |= self._guarded(round_id, self.publish)
         return did
+
+    def _guarded(self, round_id: int, step) -> bool:
+        try:
+            return step(round_id)
+        except Exception as exc:
+            log.exception("round %s: %s failed", round_id, step.__name__)
+            self.service.quarantine_round(round_id, f"{step.__name__}: {type(exc).__name__}: {exc}")
+            return True
 
     def close_expired(self) -> bool:
         svc = self.service
@@ -108,12 +117,18 @@ class AggregationWorker:
                 rnd = svc._round_for_update(s, round_id)
                 if rnd is None or rnd.state != "open":
                     continue
-                if rnd.accepted_count >= max(1, rnd.min_participants):
-                    rnd.state, rnd.close_reason = "closed", "deadline"
-                else:
-                    rnd.state, rnd.close_reason = "expired", "deadline"
                 rnd.closed_at = now
-            log.info("round %s closed at deadline", round_id)
+                if rnd.accepted_count >= max(svc.settings.min_participants, rnd.min_participants):
+                    rnd.state, rnd.close_reason = "closed", "deadline"
+                    continue
+                rnd.state, rnd.close_reason = "expired", "deadline"
+                old_sum, rnd.sum_blob_sha256 = rnd.sum_blob_sha256, None
+                deltas = list(s.scalars(select(Delta.blob_sha256).where(Delta.round_id == round_id)))
+            log.info("round %s expired at its deadline with too few deltas", round_id)
+            svc.delete_blob_if_unreferenced(old_sum)  # a partial sum of too few robots is never kept
+            if svc.settings.prune_deltas_after_publish:
+                for digest in deltas:
+                    svc.blobs.delete(digest)
         return bool(expired)
 
     def fold_batch(self, round_id: int) -> bool:
@@ -123,7 +138,7 @@ class AggregationWorker:
             old_sum = rnd.sum_blob_sha256
             key_id = rnd.key_id
             todo = [(d.id, d.blob_sha256) for d in s.scalars(
-                select(Delta).where(Delta.round_id == round_id, Delta.folded.is_(False))
+                select(Delta).where(Delta.round_id == round_id, Delta.folded.is_(False), Delta.quarantined.is_(False))
                 .order_by(Delta.id).limit(svc.settings.fold_batch))]
         if not todo:
             return False
@@ -133,8 +148,15 @@ class AggregationWorker:
         fold_ms: dict[int, float] = {}
         for delta_id, digest in todo:
             t0 = time.perf_counter()
-            delta = crypto_bridge.parse_delta(svc.blobs.get(digest))
-            agg = crypto_bridge.add(ctx, agg, delta)
+            try:
+                delta = crypto_bridge.parse_delta(svc.blobs.get(digest))
+                agg = crypto_bridge.add(ctx, agg, delta)
+            except Exception as exc:
+                # upload-time validation makes this a lost blob or a bug: leave this delta out
+                # (with the reason) and redo the batch from the committed sum without it
+                detail = getattr(exc, "detail", None) or str(exc)
+                svc.quarantine_delta(delta_id, f"{type(exc).__name__}: {detail}")
+                return True
             del delta
             fold_ms[delta_id] = (time.perf_counter() - t0) * 1000.0
         new_sum = svc.blobs.put(crypto_bridge.aggregate_to_bytes(agg))
@@ -168,28 +190,54 @@ class AggregationWorker:
         return True
 
     def publish(self, round_id: int) -> bool:
+        """Publish a fully folded closed round as a new skill version, signed by the cloud;
+        a round left with fewer contributors than the floor expires instead."""
+        from sqlalchemy import func
+
+        from .models import FleetContext
+
         svc = self.service
+        sum_digest = None
+        with svc.read() as s:
+            rnd = s.get(Round, round_id)
+            if rnd is not None:
+                sum_digest = rnd.sum_blob_sha256
+        signature = None
+        if sum_digest:  # sign outside the write lock (reads the whole sum)
+            signature = crypto_bridge.sign_aggregate(svc.blobs.get(sum_digest), svc.signing_key)
         with svc.write() as s:
             rnd = svc._round_for_update(s, round_id)
-            if rnd is None or rnd.state != "closed" or rnd.folded_count != rnd.accepted_count or not rnd.sum_blob_sha256:
+            if rnd is None or rnd.state != "closed" or rnd.folded_count != rnd.accepted_count:
                 return False
-            from .models import FleetContext
-            from sqlalchemy import func
-
-            ctx = s.get(FleetContext, rnd.key_id)
-            latest = s.scalar(select(func.max(SkillVersion.version)).where(SkillVersion.skill_id == rnd.skill_id)) or 0
-            now = time.time()
-            s.add(SkillVersion(skill_id=rnd.skill_id, version=latest + 1, parent_version=rnd.base_version or None,
-                               payload_format="encrypted_aggregate", blob_sha256=rnd.sum_blob_sha256,
-                               size_bytes=svc.blobs.size(rnd.sum_blob_sha256), key_id=rnd.key_id,
-                               backend=ctx.backend, params_id=ctx.params_id, round_id=rnd.round_id,
-                               num_contributors=rnd.folded_count, uploaded_by=None, created_at=now))
-            rnd.state, rnd.published_version, rnd.published_at = "published", latest + 1, now
-            closed_at = rnd.closed_at or now
+            need = max(svc.settings.min_participants, rnd.min_participants)
             deltas = list(s.scalars(select(Delta.blob_sha256).where(Delta.round_id == round_id)))
-        svc.latency.add("close_to_publish", (now - closed_at) * 1000.0)
-        log.info("round %s published as %s v%s", round_id, rnd.skill_id, latest + 1)
-        if svc.settings.prune_deltas_after_publish:
+            if rnd.folded_count < need or not rnd.sum_blob_sha256:
+                rnd.state, rnd.close_reason = "expired", "too_few"
+                rnd.error = f"{rnd.folded_count} valid contribution(s), fewer than the {need} needed to publish"
+                old_sum, rnd.sum_blob_sha256 = rnd.sum_blob_sha256, None
+                published = False
+            else:
+                if rnd.sum_blob_sha256 != sum_digest:
+                    return True  # the sum moved while signing: sign again
+                ctx = s.get(FleetContext, rnd.key_id)
+                latest = s.scalar(select(func.max(SkillVersion.version)).where(SkillVersion.skill_id == rnd.skill_id)) or 0
+                now = time.time()
+                s.add(SkillVersion(skill_id=rnd.skill_id, version=latest + 1, parent_version=rnd.base_version or None,
+                                   payload_format="encrypted_aggregate", blob_sha256=rnd.sum_blob_sha256,
+                                   size_bytes=svc.blobs.size(rnd.sum_blob_sha256), key_id=rnd.key_id,
+                                   backend=ctx.backend, params_id=ctx.params_id, round_id=rnd.round_id,
+                                   num_contributors=rnd.folded_count, uploaded_by=None, created_at=now,
+                                   cloud_signature=signature))
+                rnd.state, rnd.published_version, rnd.published_at = "published", latest + 1, now
+                closed_at = rnd.closed_at or now
+                old_sum, published = None, True
+        if published:
+            svc.latency.add("close_to_publish", (now - closed_at) * 1000.0)
+            log.info("round %s published as %s v%s", round_id, rnd.skill_id, latest + 1)
+        else:
+            log.warning("round %s expired: %s", round_id, rnd.error)
+            svc.delete_blob_if_unreferenced(old_sum)
+        if svc.settings.prune_deltas_after_publish:  # retention: per-robot ciphertexts go once the round ends
             for digest in deltas:
                 svc.blobs.delete(digest)
         return True

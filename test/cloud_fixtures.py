@@ -110,7 +110,7 @@ def fleet_key():
     return generate_fleet_keys("rlwe")
 
 
-SHAPES = [["w", [48, 32]], ["b", [32]]]  # ~1.5k values: small ciphertexts keep the tests fast
+SHAPES = [["b", [32]], ["w", [48, 32]]]  # ~1.5k values (canonical order: sorted names); small = fast tests
 CLIP = 1.0
 
 
@@ -143,7 +143,7 @@ def expected_sum(fleet_key, tensor_list, shapes=SHAPES) -> dict[str, np.ndarray]
     from scfl_nodes.core.crypto import dequantize, quantize
 
     total = sum(quantize(t, CLIP, fleet_key.params.scale) for t in tensor_list)
-    return dequantize(total, shapes, fleet_key.params.scale)
+    return dequantize(total, sorted(shapes), fleet_key.params.scale)  # values are laid out by sorted name
 
 
 def blob_files(storage: Path) -> set[str]:

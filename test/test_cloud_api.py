@@ -105,23 +105,29 @@ def test_five_robot_round_decrypts_to_exact_sum(cloud, fleet_key):
     assert v1["round_id"] == rnd["round_id"] and v1["parent_version"] is None
     assert robot_client.download_skill_version(skill, 1) == robot_client.download_aggregate(rnd["round_id"])
 
-    # next round trains on v1 -> v2 with parent 1
-    rnd2 = admin.open_round(skill, base_version=1, quorum=2, deadline_s=120)
-    for bot in robots[:2]:
+    # next round trains on v1 -> v2 with parent 1 (3 robots: the cloud's floor)
+    rnd2 = admin.open_round(skill, base_version=1, quorum=3, deadline_s=120)
+    for bot in robots[:3]:
         _, blob = bot.delta(skill, rnd2["round_id"], base_version=1)
         server.client(bot.token).upload_delta(bot.token, blob)
     info2 = admin.wait_for_round(rnd2["round_id"], timeout=60)
     v2 = robot_client.get_skill(skill)["versions"][-1]
-    assert (info2["published_version"], v2["version"], v2["parent_version"], v2["num_contributors"]) == (2, 2, 1, 2)
+    assert (info2["published_version"], v2["version"], v2["parent_version"], v2["num_contributors"]) == (2, 2, 1, 3)
 
     # only token hashes are stored
     with engine.connect() as conn:
         stored = conn.execute(select(Robot.token_hash).where(Robot.robot_id == "e2e-0")).scalar_one()
     assert stored == hashlib.sha256(robots[0].token.encode()).hexdigest() and robots[0].token not in stored
 
-    status = robot_client.status()
-    assert status["latencies"]["fold_per_delta"]["count"] >= 7
+    status = admin.status()
+    assert status["latencies"]["fold_per_delta"]["count"] >= 8
     assert any(r["robot_id"] == "e2e-0" and r["last_seen_at"] for r in status["robot_list"])
+    # robots (and anonymous readers) see counts, not identities
+    public = robot_client.status()
+    assert public["robot_list"] == [] and public["robots"] >= 5
+    assert all(r["contributors"] == [] for r in public["rounds"])
+    assert robot_client.round_status(rnd["round_id"])["contributors"] == []
+    assert httpx.get(server.url + "/cloud/status").json()["robot_list"] == []
 
 
 def test_rejected_requests_change_nothing(cloud, fleet_key):
@@ -159,14 +165,14 @@ def test_rejected_requests_change_nothing(cloud, fleet_key):
     expect_error(401, "unauthorized", server.client(b.token).list_robots)
     robot_as_admin = server.client()
     robot_as_admin.admin_token = b.token
-    expect_error(401, "unauthorized", robot_as_admin.open_round, skill, 0, 2, 60)
+    expect_error(401, "unauthorized", robot_as_admin.open_round, skill, 0, 3, 60)
     _, blob_c = c.delta(skill, rid)
     expect_error(403, "robot_mismatch", up_b.upload_delta, b.token, blob_c)
     # unknown skill (in the delta, on GET, when opening a round)
     _, unknown = b.delta("skill_nope", rid)
     expect_error(404, "unknown_skill", up_b.upload_delta, b.token, unknown)
     expect_error(404, "unknown_skill", up_b.get_skill, "skill_nope")
-    expect_error(404, "unknown_skill", admin.open_round, "skill_nope", 0, 2, 60)
+    expect_error(404, "unknown_skill", admin.open_round, "skill_nope", 0, 3, 60)
     # wrong base version, unknown round, wrong shapes, wrong fleet key
     _, wrong_base = b.delta(skill, rid, base_version=7)
     expect_error(422, "wrong_base_version", up_b.upload_delta, b.token, wrong_base)
@@ -264,7 +270,7 @@ def test_quorum_closes_under_concurrent_uploads(cloud, fleet_key):
 def test_deadline_closes_partial_round_and_expires_empty_one(cloud, fleet_key):
     server, admin, engine = cloud
     skill = admin.create_skill("late", ["close at the deadline"], skill_id="skill_deadline")["skill_id"]
-    bots = [RobotHelper(f"dl-{i}", admin, fleet_key, seed=200 + i) for i in range(2)]
+    bots = [RobotHelper(f"dl-{i}", admin, fleet_key, seed=200 + i) for i in range(3)]
     rid = admin.open_round(skill, 0, quorum=5, deadline_s=4.0)["round_id"]
     plain = []
     for bot in bots:
@@ -272,7 +278,7 @@ def test_deadline_closes_partial_round_and_expires_empty_one(cloud, fleet_key):
         server.client(bot.token).upload_delta(bot.token, blob)
         plain.append(t)
     info = admin.wait_for_round(rid, timeout=30)
-    assert (info["state"], info["close_reason"], info["accepted"]) == ("published", "deadline", 2)
+    assert (info["state"], info["close_reason"], info["accepted"]) == ("published", "deadline", 3)
     from scfl_nodes.core.crypto import EncryptedAggregate
 
     got = fleet_key.decrypt_aggregate(EncryptedAggregate.from_bytes(admin.download_aggregate(rid)))
@@ -281,13 +287,20 @@ def test_deadline_closes_partial_round_and_expires_empty_one(cloud, fleet_key):
     empty = admin.open_round(skill, 1, quorum=3, deadline_s=0.5)["round_id"]
     assert admin.wait_for_round(empty, timeout=30)["state"] == "expired"
     expect_error(409, "round_not_published", admin.download_aggregate, empty)
-    # below min_participants at the deadline: expired, nothing published (a lone delta stays private)
-    lonely = admin.open_round(skill, 1, quorum=3, deadline_s=3.0, min_participants=2)["round_id"]
-    server.client(bots[0].token).upload_delta(bots[0].token, bots[0].delta(skill, lonely, base_version=1)[1])
+    # below min_participants (default: the cloud's floor of 3) at the deadline: expired, nothing
+    # published (two deltas stay private)
+    lonely = admin.open_round(skill, 1, quorum=3, deadline_s=3.0)["round_id"]
+    assert admin.round_status(lonely)["min_participants"] == 3
+    for bot in bots[:2]:
+        server.client(bot.token).upload_delta(bot.token, bot.delta(skill, lonely, base_version=1)[1])
     info = admin.wait_for_round(lonely, timeout=30)
-    assert (info["state"], info["accepted"], info["published_version"]) == ("expired", 1, None)
+    assert (info["state"], info["accepted"], info["published_version"]) == ("expired", 2, None)
     assert [v["version"] for v in admin.get_skill(skill)["versions"]] == [1]
-    expect_error(422, "invalid_request", admin.open_round, skill, 1, 2, 60, min_participants=3)
+    expect_error(422, "invalid_request", admin.open_round, skill, 1, 3, 60, min_participants=4)
+    # the cloud refuses rounds that could publish fewer than 3 contributors
+    expect_error(422, "too_few_participants", admin.open_round, skill, 1, 3, 60, min_participants=2)
+    expect_error(422, "too_few_participants", admin.open_round, skill, 1, 1, 60, min_participants=1)
+    expect_error(422, "invalid_request", admin.open_round, skill, 1, 2, 60)  # quorum below the floor
 
 
 def test_skill_catalog_upload_and_download(cloud, fleet_key):
@@ -356,7 +369,7 @@ def test_openapi_matches_models(cloud):
     r = httpx.get(server.url + "/api/v1/nowhere")
     assert r.status_code == 404 and r.json()["error"] == "not_found"
     health = admin.healthz()
-    assert health["status"] == "ok" and health["worker_alive"] and health["schema_revision"] == "0002"
+    assert health["status"] == "ok" and health["worker_alive"] and health["schema_revision"] == "0003"
 
 
 def test_tenseal_fleet_round_with_public_only_context(cloud, fleet_key):
@@ -368,8 +381,8 @@ def test_tenseal_fleet_round_with_public_only_context(cloud, fleet_key):
     ctx = admin.put_fleet_context(bfv_key.cloud_context())
     assert ctx["backend"] == "tenseal"
     skill = admin.create_skill("bfv", ["encrypted with bfv"], skill_id="skill_bfv")["skill_id"]
-    bots = [RobotHelper(f"bfv-{i}", admin, bfv_key, seed=400 + i) for i in range(2)]
-    rid = admin.open_round(skill, 0, quorum=2, deadline_s=120, key_id=ctx["key_id"])["round_id"]
+    bots = [RobotHelper(f"bfv-{i}", admin, bfv_key, seed=400 + i) for i in range(3)]
+    rid = admin.open_round(skill, 0, quorum=3, deadline_s=120, key_id=ctx["key_id"])["round_id"]
     plain = []
     for bot in bots:
         t, blob = bot.delta(skill, rid, shapes=[["w", [16, 8]]])
@@ -381,7 +394,7 @@ def test_tenseal_fleet_round_with_public_only_context(cloud, fleet_key):
     want = expected_sum(bfv_key, plain, shapes=[["w", [16, 8]]])
     assert np.array_equal(got["w"], want["w"])
     # a delta made under the other (rlwe) fleet key is refused by the BFV round
-    rid2 = admin.open_round(skill, 1, quorum=2, deadline_s=120, key_id=ctx["key_id"])["round_id"]
+    rid2 = admin.open_round(skill, 1, quorum=3, deadline_s=120, key_id=ctx["key_id"])["round_id"]
     intruder = RobotHelper("bfv-intruder", admin, fleet_key, seed=1)
     _, wrong = intruder.delta(skill, rid2, base_version=1, shapes=[["w", [16, 8]]])
     expect_error(422, "wrong_key_id", server.client(intruder.token).upload_delta, intruder.token, wrong)

@@ -367,10 +367,13 @@ class CloudConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     max_upload_mb: float = 32.0
-    prune_deltas: bool = False
-    public_status: bool = True
+    prune_deltas: bool = True  # retention: per-robot ciphertexts are deleted once their round ends
+    public_status: bool = True  # counts only; identities need the admin token
     worker_poll_s: float = 0.5
     fold_batch: int = 32
+    min_participants: int = 3  # never publish an aggregate of fewer robots
+    tls_cert: str = ""  # PEM certificate chain: serve HTTPS (required off loopback)
+    tls_key: str = ""  # PEM private key of tls_cert
 
     def __post_init__(self) -> None:
         _check(self.db_url == "" or "://" in self.db_url, "cloud.db_url",
@@ -379,6 +382,8 @@ class CloudConfig:
         _check(self.max_upload_mb > 0, "cloud.max_upload_mb", "must be > 0")
         _check(self.worker_poll_s > 0, "cloud.worker_poll_s", "must be > 0")
         _check(self.fold_batch >= 1, "cloud.fold_batch", "must be >= 1")
+        _check(self.min_participants >= 1, "cloud.min_participants", "must be >= 1")
+        _check(bool(self.tls_cert) == bool(self.tls_key), "cloud.tls_cert", "give tls_cert and tls_key together")
 
     @property
     def storage_path(self) -> Path:

@@ -5,7 +5,7 @@ Ed25519 :class:`RobotSigningKey`; the cloud holds a :class:`CloudContext` that c
 add ciphertexts. See docs/encryption.md for the parameters and their security.
 """
 
-from .delta import EncryptedAggregate, EncryptedDelta, check_expected
+from .delta import EncryptedAggregate, EncryptedDelta, check_expected, sign_aggregate, verify_aggregate
 from .errors import (
     CryptoError,
     InsecureParametersError,
@@ -45,6 +45,8 @@ from .params import (
 from .signing import RobotSigningKey, generate_signing_key, load_public_key_bytes, load_signing_key
 
 __all__ = [
+    "sign_aggregate",
+    "verify_aggregate",
     "CloudContext",
     "CryptoError",
     "DEFAULT_PARAMS",

@@ -9,6 +9,7 @@ import numpy as np
 
 from . import rlwe, tenseal_backend
 from .errors import (
+    TensorOrderError,
     KeyMismatchError,
     ReplayError,
     RoundMismatchError,
@@ -24,6 +25,7 @@ from .wire import (
     MAGIC_AGGREGATE,
     MAGIC_DELTA,
     SIGNATURE_LEN,
+    aggregate_statement,
     canonical_json,
     pack,
     pack_prefix,
@@ -122,7 +124,7 @@ def check_canonical_shapes(shapes: list) -> None:
     whose tensor dicts differ only in key order produce summable ciphertexts."""
     names = [name for name, _shape in shapes]
     if names != sorted(set(names)):
-        raise RoundMismatchError("tensor names must be unique and sorted (canonical order); "
+        raise TensorOrderError("tensor names must be unique and sorted (canonical order); "
                                  "encrypt with this build's encrypt_delta, which sorts them")
 
 
@@ -294,5 +296,40 @@ class EncryptedAggregate(_RoundHeaderView):
         return f"EncryptedAggregate(skill={h['skill_id']!r} round={h['round_id']} count={h['count']} backend={h['backend']})"
 
 
-__all__ = ["EncryptedDelta", "EncryptedAggregate", "check_expected", "check_canonical_shapes", "SignatureError",
+def sign_aggregate(blob: bytes, signing_key: Any) -> bytes:
+    """The cloud's Ed25519 signature over a published aggregate (see ``wire.aggregate_statement``)."""
+    agg = EncryptedAggregate.from_bytes(blob)
+    return signing_key.sign(aggregate_statement(blob, agg.header))
+
+
+def verify_aggregate(
+    blob: bytes,
+    signature: bytes,
+    cloud_public_key: bytes,
+    *,
+    key_id: str | None = None,
+    skill_id: str | None = None,
+    round_id: int | None = None,
+    min_contributors: int | None = None,
+) -> EncryptedAggregate:
+    """Robot side, before decrypting: parse the aggregate, check the cloud's signature over
+    its bytes and header (key id, skill, round, count), then the expected values.
+
+    Raises SignatureError (missing/forged signature, relabelled header), KeyMismatchError
+    / RoundMismatchError / ReplayError (not the aggregate asked for), or
+    RoundMismatchError if it sums fewer than ``min_contributors`` uploads.
+    """
+    from .signing import verify_signature
+
+    agg = EncryptedAggregate.from_bytes(blob)
+    if not signature or len(signature) != SIGNATURE_LEN:
+        raise SignatureError("aggregate has no valid cloud signature (expected 64 bytes of Ed25519)")
+    verify_signature(cloud_public_key, aggregate_statement(blob, agg.header), signature)
+    check_expected(agg, key_id=key_id, skill_id=skill_id, round_id=round_id)
+    if min_contributors is not None and agg.count < min_contributors:
+        raise RoundMismatchError(f"aggregate sums {agg.count} upload(s), fewer than the required {min_contributors}")
+    return agg
+
+
+__all__ = ["EncryptedDelta", "sign_aggregate", "verify_aggregate", "EncryptedAggregate", "check_expected", "check_canonical_shapes", "SignatureError",
            "DIGEST_LEN"]

@@ -52,6 +52,18 @@ class RoundMismatchError(CryptoError):
     """A ciphertext belongs to another skill, base version or tensor layout than the round."""
 
 
+class NonceReuseError(ReplayError):
+    """A ciphertext nonce was already used (by this or another robot): replay or a broken RNG."""
+
+
+class TensorOrderError(RoundMismatchError):
+    """Tensor names are not in canonical (sorted, unique) order."""
+
+
+class MaskCohortError(RoundMismatchError):
+    """A delta's pairwise-mask cohort is malformed or differs from the round's."""
+
+
 class InvalidDeltaError(CryptoError):
     """The plaintext delta cannot be encrypted (NaN/inf values, empty, wrong dtype)."""
 

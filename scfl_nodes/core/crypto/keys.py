@@ -21,6 +21,8 @@ from . import rlwe, tenseal_backend
 from .delta import MAX_WEIGHT, EncryptedAggregate, EncryptedDelta, check_canonical_shapes, check_expected
 from .errors import (
     CryptoError,
+    MaskCohortError,
+    NonceReuseError,
     InvalidDeltaError,
     KeyFileError,
     KeyMismatchError,
@@ -150,7 +152,7 @@ class CloudContext:
         check_canonical_shapes(h["shapes"])
         cohort = h["mask_cohort"]
         if cohort is not None and (h["robot_id"] not in cohort or len(cohort) < 2):
-            raise RoundMismatchError("mask_cohort must list at least two robots including the uploader")
+            raise MaskCohortError("mask_cohort must list at least two robots including the uploader")
         params = self.params
         bound = quantized_bound(float(h["clip"]), params.scale)
         if bound > params.max_abs_sum:
@@ -179,11 +181,11 @@ class CloudContext:
         if h["robot_id"] in summary["robot_ids"]:
             raise ReplayError(f"robot {h['robot_id']!r} already contributed to round {summary['round_id']}")
         if h["nonce"] in summary["nonces"]:
-            raise ReplayError(f"ciphertext nonce {h['nonce']} was already added: replay")
+            raise NonceReuseError(f"ciphertext nonce {h['nonce']} was already added: replay")
         if (h["mask_cohort"] is None) != (summary["mask_cohort"] is None) or (
             h["mask_cohort"] is not None and sorted(h["mask_cohort"]) != sorted(summary["mask_cohort"])
         ):
-            raise RoundMismatchError("masked and unmasked (or differently masked) uploads cannot be mixed")
+            raise MaskCohortError("masked and unmasked (or differently masked) uploads cannot be mixed")
         if summary["count"] + 1 > params.max_noise_clients:
             raise OverflowRiskError(f"round already holds {summary['count']} uploads, the noise budget of {params.params_id!r}")
         if summary["bound_sum"] + bound > params.max_abs_sum:

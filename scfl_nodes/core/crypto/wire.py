@@ -36,6 +36,20 @@ _PRE = struct.Struct("<8sHI")
 _PAYLOAD_LEN = struct.Struct("<Q")
 
 
+#: Domain separation: an aggregate signature can never be mistaken for a delta signature.
+AGGREGATE_SIGNATURE_DOMAIN = b"scfl aggregate signature v1\x00"
+AGGREGATE_SIGNED_FIELDS = ("backend", "params_id", "key_id", "skill_id", "base_version", "round_id", "count")
+
+
+def aggregate_statement(blob: bytes, header: dict) -> bytes:
+    """The bytes the cloud signs (Ed25519) when it publishes an aggregate: the SHA-256 of
+    the container plus, explicitly, the header fields a robot acts on (key id, skill, round,
+    contributor count). Relabelling any of them, or any byte, breaks the signature."""
+    fields = {k: header[k] for k in AGGREGATE_SIGNED_FIELDS}
+    fields["sha256"] = hashlib.sha256(blob).hexdigest()
+    return AGGREGATE_SIGNATURE_DOMAIN + canonical_json(fields)
+
+
 def canonical_json(header: dict) -> bytes:
     return json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
