@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
+from fastapi import HTTPException  # FastAPI re-raises its own class from body parsing (a 413, not a 400)
 
 # endpoints with binary bodies and their own limits; every other body is JSON
 UPLOAD_PATH = "/api/v1/skills/upload"

@@ -415,10 +415,11 @@ class CloudService:
             for other in s.scalars(select(Delta).where(Delta.round_id == round_id, Delta.id != d.id)):
                 other.folded, other.folded_at, other.fold_ms = False, None, None
             old_sum, rnd.sum_blob_sha256, rnd.folded_count = rnd.sum_blob_sha256, None, 0
-            if rnd.state == "quarantined":
-                rnd.error = None
-                open_ = rnd.deadline_at > time.time() and rnd.accepted_count < rnd.quorum and rnd.close_reason is None
-                rnd.state = "open" if open_ else "closed"
+            rnd.error = None
+            if rnd.deadline_at > time.time() and rnd.accepted_count < rnd.quorum:
+                rnd.state, rnd.close_reason, rnd.closed_at = "open", None, None  # room again: keep collecting
+            elif rnd.state == "quarantined":
+                rnd.state = "closed"
         self.delete_blob_if_unreferenced(dropped)
         self.delete_blob_if_unreferenced(old_sum)
         self.wake.set()
