@@ -6,6 +6,7 @@ import shutil
 import struct
 import subprocess
 
+import httpx
 import pytest
 
 from cloud_fixtures import DB_KINDS, RobotHelper, make_db_url
@@ -41,13 +42,13 @@ def test_status_page_in_headless_chromium(request, tmp_path, db_kind, fleet_key)
         admin.put_fleet_context(fleet_key.cloud_context())
         done = admin.create_skill("drawer-close", ["push the drawer closed"], skill_id="skill_drawer")["skill_id"]
         live = admin.create_skill("door-lock", ["lock the door"], skill_id="skill_door")["skill_id"]
-        bots = [RobotHelper(f"arm-{i}", admin, fleet_key, seed=i) for i in range(3)]
-        r1 = admin.open_round(done, 0, quorum=2, deadline_s=600)["round_id"]
-        for bot in bots[:2]:
+        bots = [RobotHelper(f"arm-{i}", admin, fleet_key, seed=i) for i in range(4)]
+        r1 = admin.open_round(done, 0, quorum=3, deadline_s=600)["round_id"]
+        for bot in bots[:3]:
             server.client(bot.token).upload_delta(bot.token, bot.delta(done, r1)[1])
         admin.wait_for_round(r1, timeout=60)
         r2 = admin.open_round(live, 0, quorum=3, deadline_s=600)["round_id"]
-        server.client(bots[2].token).upload_delta(bots[2].token, bots[2].delta(live, r2)[1])
+        server.client(bots[3].token).upload_delta(bots[3].token, bots[3].delta(live, r2)[1])
 
         png = tmp_path / "status.png"
         shot = _run_chromium([f"--screenshot={png}", "--window-size=1280,900", server.url + "/"], tmp_path)
@@ -70,10 +71,14 @@ def test_status_page_in_headless_chromium(request, tmp_path, db_kind, fleet_key)
         assert dom.returncode == 0, dom.stderr[-2000:]
         html = dom.stdout
         assert "<title>scfl cloud status</title>" in html
-        for text in ("skill_drawer", "skill_door", "arm-0", "arm-1", "arm-2", "push the drawer closed",
+        for text in ("skill_drawer", "skill_door", "push the drawer closed", "robot identities need the admin token",
                      f"#{r1}", f"#{r2}", "published", "(quorum)", "fold per delta", "routing"):
             assert text in html, text
-        assert 'id="n-robots">3<' in html and 'id="n-open">1<' in html and 'id="n-versions">1<' in html
+        # the public page shows counts, never identities (robot ids, keys, contributors)
+        assert not any(f"arm-{i}" in html for i in range(4))
+        private = httpx.get(server.url + "/", headers={"Authorization": f"Bearer {server.admin_token}"}).text
+        assert all(f"arm-{i}" in private for i in range(4))
+        assert 'id="n-robots">4<' in html and 'id="n-open">1<' in html and 'id="n-versions">1<' in html
         # the in-progress round shows its progress: 0 or 1 folded / 1 accepted / quorum 3
         assert " / 1 / 3" in html
         assert server.log_tail().count("Traceback") == 0
