@@ -193,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-s", type=float, default=900, help="wall-clock budget per N")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "cloud.json"))
     args = p.parse_args(argv)
-    if any(n < 1 or n > 2000 for n in args.n):
-        p.error("each N must be in 1..2000")
+    if any(n < 3 or n > 2000 for n in args.n):
+        p.error("each N must be in 3..2000 (the cloud never publishes an aggregate of fewer than 3 robots)")
 
     from scfl_nodes.core.crypto import generate_fleet_keys
 

@@ -59,7 +59,7 @@ def test_bridge_uploads_survives_outage_and_installs_aggregate(fleet, tmp_path, 
 
     port = cloud_testing.free_port()
     monkeypatch.setattr(cloud_testing, "free_port", lambda: port)  # restart on the same URL
-    server = CloudServer(tmp_path / "cloud").start()
+    server = CloudServer(tmp_path / "cloud", extra_args=["--min-participants", "1"]).start()  # a 1-robot round
     admin = server.admin_client()
     admin.put_fleet_context(fleet["fleet_key"].cloud_context())
     token = admin.register_robot("robot-a", fleet["signing"].public_bytes())
