@@ -23,6 +23,9 @@ def register(subparsers) -> None:
     admin.add_argument("--url", default=os.environ.get("SCFL_CLOUD_URL", "http://127.0.0.1:8000"))
     admin.add_argument("--admin-token", default=os.environ.get("SCFL_CLOUD_ADMIN_TOKEN"),
                        help="default $SCFL_CLOUD_ADMIN_TOKEN")
+    admin.add_argument("--ca-cert", default=os.environ.get("SCFL_CLOUD_CA"),
+                       help="PEM CA certificate that signed the server's (default $SCFL_CLOUD_CA; else system CAs)")
+    admin.add_argument("--insecure-http", action="store_true", help="allow plain http:// to a non-loopback host")
     asub = admin.add_subparsers(dest="admin_command", metavar="ACTION", required=True)
     reg = asub.add_parser("register-robot", help="register a robot's Ed25519 public key; prints its token")
     reg.add_argument("robot_id")
@@ -32,6 +35,13 @@ def register(subparsers) -> None:
     rnd.add_argument("--base-version", type=int, default=0)
     rnd.add_argument("--quorum", type=int, required=True)
     rnd.add_argument("--deadline-s", type=float, default=3600.0)
+    rnd.add_argument("--min-participants", type=int, default=None,
+                     help="deltas needed to publish (default and floor: the cloud's, 3)")
+    can = asub.add_parser("cancel-round", help="cancel an unfinished round (nothing is published)")
+    can.add_argument("round_id", type=int)
+    drop = asub.add_parser("drop-delta", help="drop one robot's delta from an unfinished or quarantined round")
+    drop.add_argument("round_id", type=int)
+    drop.add_argument("robot_id")
     ctx = asub.add_parser("put-context", help="register the fleet's public context file (no secret key)")
     ctx.add_argument("path")
     sk = asub.add_parser("create-skill", help="create a skill's metadata")
@@ -83,13 +93,22 @@ def _admin(args: argparse.Namespace) -> int:
 
     if not args.admin_token and args.admin_command not in ("status",):
         raise CliError("admin token required: --admin-token or $SCFL_CLOUD_ADMIN_TOKEN")
-    with CloudClient(args.url, admin_token=args.admin_token) as c:
+    try:
+        c = CloudClient(args.url, admin_token=args.admin_token, ca_cert=args.ca_cert, insecure_http=args.insecure_http)
+    except (ValueError, OSError) as exc:
+        raise CliError(str(exc)) from None
+    with c:
         try:
             if args.admin_command == "register-robot":
                 print(c.register_robot(args.robot_id, _read_public_key(args.public_key)))
             elif args.admin_command == "open-round":
-                out = c.open_round(args.skill_id, args.base_version, args.quorum, args.deadline_s)
+                out = c.open_round(args.skill_id, args.base_version, args.quorum, args.deadline_s,
+                                   min_participants=args.min_participants)
                 print(json.dumps(out, indent=2))
+            elif args.admin_command == "cancel-round":
+                print(json.dumps(c.cancel_round(args.round_id), indent=2))
+            elif args.admin_command == "drop-delta":
+                print(json.dumps(c.drop_delta(args.round_id, args.robot_id), indent=2))
             elif args.admin_command == "put-context":
                 if not os.path.isfile(args.path):
                     raise CliError(f"context file {args.path} does not exist")
