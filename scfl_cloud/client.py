@@ -8,6 +8,7 @@ so callers can tell "retry later" from "the server refused this".
 from __future__ import annotations
 
 import base64
+import os
 import time
 from typing import Any, Iterable, Optional
 
@@ -51,8 +52,8 @@ class CloudClient:
     def __init__(self, base_url: str, *, admin_token: Optional[str] = None, token: Optional[str] = None,
                  timeout: float = 60.0, ca_cert: Optional[str] = None, insecure_http: bool = False,
                  cloud_public_key: Optional[bytes] = None) -> None:
-        """``ca_cert``: PEM file of a private CA that signed the server certificate (else the
-        system trust store). Plain ``http://`` is refused unless the host is loopback or
+        """``ca_cert``: PEM file of a private CA that signed the server certificate (default
+        ``$SCFL_CLOUD_CA``, else the system trust store). Plain ``http://`` is refused unless the host is loopback or
         ``insecure_http`` is set. ``cloud_public_key``: the cloud's aggregate signing key,
         pinned (else fetched once from the fleet context over the verified connection)."""
         import httpx
@@ -63,6 +64,7 @@ class CloudClient:
         self.token = token
         self.cloud_public_key = cloud_public_key
         verify: Any = True
+        ca_cert = ca_cert or os.environ.get("SCFL_CLOUD_CA")  # robots' nodes: the fleet CA without a new parameter
         if ca_cert:
             import ssl
 
