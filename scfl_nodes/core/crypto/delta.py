@@ -69,6 +69,9 @@ def _check_header(header: dict, fields: tuple[str, ...], what: str) -> None:
     for field in ("clip", "weight"):
         if field in fields and not (math.isfinite(header[field]) and header[field] >= 0):
             raise TamperedError(f"{what}: header field {field!r} must be a finite number >= 0")
+    scheme = header.get("mask_scheme")
+    if scheme is not None and (scheme != "secagg" or header.get("mask_cohort") is None):
+        raise TamperedError(f"{what}: mask_scheme must be 'secagg' on a masked header")
     cohort = header.get("mask_cohort")
     if cohort is not None and not (isinstance(cohort, list) and all(isinstance(r, str) for r in cohort)):
         raise TamperedError(f"{what}: mask_cohort must be null or a list of robot ids")
