@@ -386,6 +386,9 @@ class CloudService:
             if hdr.round_id > 0:
                 rnd = s.get(Round, hdr.round_id)
                 self._precheck_round(s, rnd, hdr, robot.robot_id, spec)
+                from . import secagg
+
+                secagg.check_upload(self, s, rnd, delta.header, robot.robot_id)
                 crypto_bridge.check_round_capacity(self.context(hdr.key_id), delta, rnd.quorum)
             elif hdr.base_version != 0 and s.scalars(select(SkillVersion).where(
                     SkillVersion.skill_id == hdr.skill_id, SkillVersion.version == hdr.base_version)).first() is None:

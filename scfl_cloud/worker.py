@@ -149,6 +149,10 @@ class AggregationWorker:
 
     def publish(self, round_id: int) -> bool:
         svc = self.service
+        from . import secagg
+
+        if not secagg.ready_to_publish(svc, round_id):  # secure aggregation: unmask the sum first
+            return False
         with svc.write() as s:
             rnd = svc._round_for_update(s, round_id)
             if rnd is None or rnd.state != "closed" or rnd.folded_count != rnd.accepted_count or not rnd.sum_blob_sha256:
