@@ -189,3 +189,14 @@ def test_cloud_and_one_robot_cannot_recover_another_robots_delta(fleet):
     # sanity: the same subtraction on the honest total recovers the exact sum
     ctx.add_plaintext(agg, vector)
     assert np.array_equal(fleet.decrypt_aggregate_quantized(agg), sum(quantize(d, 1.0, SCALE) for d in deltas.values()))
+
+
+def test_masks_are_on_by_default_for_cohorts_of_three_or_more():
+    from scfl_nodes.core.config import config_from_dict
+    from scfl_nodes.core.federation import strategy_from_config
+
+    strategy = strategy_from_config(config_from_dict({}))
+    assert strategy.secure_masks
+    assert strategy.configure(1, "s", 0, ROBOTS[:3]).secure_masks
+    assert not strategy.configure(1, "s", 0, ROBOTS[:2]).secure_masks  # two robots learn each other's delta anyway
+    assert not strategy_from_config(config_from_dict({"federation": {"secure_masks": False}})).configure(1, "s", 0, ROBOTS).secure_masks

@@ -136,14 +136,40 @@ def _kdf(secret: bytes, info: str) -> bytes:
 
 
 def prg_mod_t(seed_key: bytes, num_values: int, plain_modulus: int) -> np.ndarray:
-    """AES-256-CTR stream as values mod t (4 bytes each for t = 2^32: exact; 8 bytes mod t otherwise)."""
+    """AES-256-CTR stream as values mod t: uint32 words for t = 2^32 (exact, and uint32
+    arithmetic then wraps mod t for free); 8 bytes mod t as uint64 otherwise (bias <= t/2^64)."""
     t = int(plain_modulus)
     if t > 1 << 32:
         raise SecAggError("masks support plaintext moduli up to 2^32")
     width = 4 if t == 1 << 32 else 8
     stream = Cipher(algorithms.AES(seed_key), modes.CTR(b"\x00" * 16)).encryptor().update(bytes(width * num_values))
-    values = np.frombuffer(stream, dtype="<u4" if width == 4 else "<u8").astype(np.uint64)
-    return values if width == 4 else values % np.uint64(t)
+    if width == 4:
+        return np.frombuffer(stream, dtype="<u4").astype(np.uint32)
+    return np.frombuffer(stream, dtype="<u8") % np.uint64(t)
+
+
+class _ModT:
+    """Running sum mod t of mask streams (native uint32 wrap-around for t = 2^32)."""
+
+    def __init__(self, num_values: int, plain_modulus: int):
+        self.t = int(plain_modulus)
+        self.wrap = self.t == 1 << 32
+        self.total = np.zeros(num_values, dtype=np.uint32 if self.wrap else np.uint64)
+
+    def add(self, stream: np.ndarray) -> None:
+        self.total += stream
+        if not self.wrap:
+            self.total %= np.uint64(self.t)
+
+    def sub(self, stream: np.ndarray) -> None:
+        if self.wrap:
+            self.total -= stream
+        else:
+            self.total += np.uint64(self.t) - stream
+            self.total %= np.uint64(self.t)
+
+    def result(self) -> np.ndarray:
+        return self.total.astype(np.uint64)
 
 
 def _self_mask(seed: bytes, context: str, robot_id: str, num_values: int, t: int) -> np.ndarray:
@@ -279,17 +305,16 @@ class SecAggClient:
     # -- 4. mask -------------------------------------------------------------------
     def mask(self, num_values: int, plain_modulus: int) -> np.ndarray:
         """Self mask plus pairwise masks with every other cohort member (uint64 mod t)."""
-        t = np.uint64(plain_modulus)
-        total = _self_mask(self._self_seed, self.context, self.robot_id, num_values, plain_modulus)
+        acc = _ModT(num_values, plain_modulus)
+        acc.add(_self_mask(self._self_seed, self.context, self.robot_id, num_values, plain_modulus))
         for peer in self.cohort:
             if peer == self.robot_id:
                 continue
             shared = self._mask_key.exchange(X25519PublicKey.from_public_bytes(self._roster[peer]["mask"]))
             low, high = sorted((self.robot_id, peer))
             stream = _pair_mask(shared, self.context, low, high, num_values, plain_modulus)
-            total += stream if self.robot_id == low else t - stream
-            total %= t
-        return total
+            acc.add(stream) if self.robot_id == low else acc.sub(stream)
+        return acc.result()
 
     def round_mask(self, plan, num_values: int, plain_modulus: int) -> tuple[np.ndarray, list[str], str]:
         """Strategy hook: (mask, cohort, scheme) for ``plan``'s round."""
@@ -337,7 +362,6 @@ def unmask_vector(
     Needs >= ``threshold`` responses from survivors. Reconstructs each survivor's self
     seed and each dropped robot's mask key (checked against its advertised public key).
     """
-    t = np.uint64(plain_modulus)
     adverts = {a["robot_id"]: a for a in roster}
     points = share_points(adverts)
     survivors = sorted(set(survivors))
@@ -348,11 +372,10 @@ def unmask_vector(
     if len({r["robot_id"] for r in usable}) < threshold:
         raise SecAggError(f"{len(usable)} unmask responses are below the threshold {threshold}")
     usable = usable[:threshold]
-    total = np.zeros(num_values, dtype=np.uint64)
+    acc = _ModT(num_values, plain_modulus)
     for v in survivors:
         seed = combine_bytes({r["x"]: _unb64(r["self_seed_shares"][v]) for r in usable}, 32)
-        total += t - _self_mask(seed, context, v, num_values, plain_modulus)
-        total %= t
+        acc.sub(_self_mask(seed, context, v, num_values, plain_modulus))
     for d in dropped:
         raw = combine_bytes({r["x"]: _unb64(r["mask_key_shares"][d]) for r in usable}, 32)
         key = X25519PrivateKey.from_private_bytes(raw)
@@ -363,9 +386,8 @@ def unmask_vector(
             low, high = sorted((u, d))
             stream = _pair_mask(shared, context, low, high, num_values, plain_modulus)
             # u added +stream if u < d else -stream; d never uploaded its opposite term
-            total += (t - stream) if u == low else stream
-            total %= t
-    return total
+            acc.sub(stream) if u == low else acc.add(stream)
+    return acc.result()
 
 
 __all__ = [

@@ -27,6 +27,11 @@ from ..crypto import CloudContext, EncryptedAggregate, EncryptedDelta, FleetSecr
 from ..crypto.signing import RobotSigningKey
 
 
+#: Smallest cohort that gets masks: with two robots each learns the other's delta from the
+#: sum anyway, so masking them would only cost time.
+MIN_MASK_COHORT = 3
+
+
 @dataclasses.dataclass(frozen=True)
 class RoundPlan:
     """Everything a robot needs to produce its upload for one round."""
@@ -77,7 +82,8 @@ class Strategy:
         if not ids:
             raise ValueError("a round needs at least one robot")
         weights = self.client_weights(ids, activation_stats)
-        return RoundPlan(round_id, skill_id, base_version, tuple(ids), weights, self.clip, self.secure_masks)
+        masked = self.secure_masks and len(ids) >= MIN_MASK_COHORT
+        return RoundPlan(round_id, skill_id, base_version, tuple(ids), weights, self.clip, masked)
 
     # -- robot ---------------------------------------------------------------------
     def encrypt_update(
