@@ -186,6 +186,14 @@ def test_cloud_and_one_robot_cannot_recover_another_robots_delta(fleet):
     assert np.count_nonzero(np.abs(seen - truth) < 2000) < 10  # the delta is nowhere visible
     assert abs(np.corrcoef(seen.astype(np.float64), truth.astype(np.float64))[0, 1]) < 0.15
     assert np.abs(seen).mean() > 2**28  # uniform over Z_t, not a delta of size ~2^13
+    # control: the honest robots' pairwise masks (which the coalition lacks) are all that is left
+    rest = seen % t
+    for peer in ROBOTS[2:]:
+        shared = clients[peer]._mask_key.exchange(
+            secagg.X25519PublicKey.from_public_bytes(secagg._unb64(roster[0]["mask_public"])))
+        rest = (rest - secagg._pair_mask(shared, ctx_str, "robot-0", peer, n, t).astype(np.int64)) % t
+    rest[rest > t // 2] -= t
+    assert np.array_equal(rest, truth)
     # sanity: the same subtraction on the honest total recovers the exact sum
     ctx.add_plaintext(agg, vector)
     assert np.array_equal(fleet.decrypt_aggregate_quantized(agg), sum(quantize(d, 1.0, SCALE) for d in deltas.values()))
@@ -200,3 +208,40 @@ def test_masks_are_on_by_default_for_cohorts_of_three_or_more():
     assert strategy.configure(1, "s", 0, ROBOTS[:3]).secure_masks
     assert not strategy.configure(1, "s", 0, ROBOTS[:2]).secure_masks  # two robots learn each other's delta anyway
     assert not strategy_from_config(config_from_dict({"federation": {"secure_masks": False}})).configure(1, "s", 0, ROBOTS).secure_masks
+
+
+def test_a_late_robots_upload_stays_hidden_by_its_self_mask(fleet):
+    """The cloud declares robot-4 dropped (it rebuilds robot-4's mask key from the survivors'
+    shares, so it knows all of robot-4's pairwise masks), and then robot-4's upload arrives
+    late anyway. Removing every pairwise mask still leaves PRG(b_4): noise."""
+    deltas = _deltas(4)
+    signers, clients, roster = _setup(fleet, ROBOTS)
+    survivors = ROBOTS[:4]
+    uploads, agg, ctx, vector = _run(fleet, clients, signers, roster, deltas, survivors, survivors)
+    late = FedAvg(clip=1.0, secure_masks=True).encrypt_update(
+        FedAvg(clip=1.0, secure_masks=True).configure(7, "door", 0, ROBOTS), fleet, "robot-4", deltas["robot-4"],
+        signers["robot-4"], masker=clients["robot-4"])
+    single = ctx.add(None, late)
+    single.header["mask_scheme"] = single.header["mask_cohort"] = None
+    t = fleet.params.plain_modulus
+    seen = fleet.decrypt_aggregate_quantized(single).astype(np.int64) % t
+    responses = [clients[r].unmask_shares(survivors) for r in survivors]
+    pts = secagg.share_points(ROBOTS)
+    raw = secagg.combine_bytes({pts[r["robot_id"]]: secagg._unb64(r["mask_key_shares"]["robot-4"]) for r in responses[:3]}, 32)
+    key4 = secagg.X25519PrivateKey.from_private_bytes(raw)
+    ctx_str = clients["robot-4"].context
+    for peer, advert in zip(ROBOTS, roster):
+        if peer == "robot-4":
+            continue
+        shared = key4.exchange(secagg.X25519PublicKey.from_public_bytes(secagg._unb64(advert["mask_public"])))
+        stream = secagg._pair_mask(shared, ctx_str, peer, "robot-4", seen.size, t).astype(np.int64)
+        seen = (seen + stream) % t  # robot-4 is the higher id: it subtracted every pair stream
+    seen[seen > t // 2] -= t
+    truth = quantize(deltas["robot-4"], 1.0, SCALE)
+    assert np.count_nonzero(np.abs(seen - truth) < 2000) < 10
+    assert np.abs(seen).mean() > 2**28
+    # control: removing the self mask too (which the cloud never gets for a dropped robot) reveals the delta
+    own = secagg._self_mask(clients["robot-4"]._self_seed, ctx_str, "robot-4", seen.size, t).astype(np.int64)
+    revealed = (seen - own) % t
+    revealed[revealed > t // 2] -= t
+    assert np.array_equal(revealed, truth)
