@@ -162,8 +162,9 @@ def enable(svc: CloudService, round_id: int, body: SecAggEnable) -> dict:
             raise ApiError(422, "cohort_too_small",
                            "secure aggregation needs a cohort (quorum) of at least 3 robots: with 2, each learns the other's delta")
         threshold = body.threshold or _core().default_threshold(rnd.quorum)
-        if not 2 <= threshold <= rnd.quorum:
-            raise ApiError(422, "invalid_threshold", f"threshold must be in [2, quorum = {rnd.quorum}], got {threshold}")
+        if not (2 <= threshold <= rnd.quorum and 2 * threshold > rnd.quorum):
+            raise ApiError(422, "invalid_threshold",
+                           f"threshold must be a majority of the quorum ({rnd.quorum // 2 + 1}..{rnd.quorum}), got {threshold}")
         sa = SecAggRound(round_id=round_id, threshold=threshold, expected=rnd.quorum, stage="advertise",
                          stage_started_at=time.time(), stage_timeout_s=body.stage_timeout_s)
         s.add(sa)

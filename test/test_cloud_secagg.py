@@ -8,7 +8,8 @@ import hashlib
 import numpy as np
 import pytest
 
-from cloud_fixtures import SHAPES, fleet_key  # noqa: F401  (fixture)
+from cloud_fixtures import DB_KINDS, SHAPES, make_db_url
+from cloud_fixtures import fleet_key, pg_cluster  # noqa: F401  (fixtures)
 from scfl_cloud.blobstore import LocalBlobStore
 from scfl_cloud.client import CloudError
 from scfl_cloud.secagg_client import SecAggSession
@@ -20,10 +21,10 @@ pytestmark = pytest.mark.timeout(300)
 SCALE = 2**15
 
 
-@pytest.fixture(scope="module")
-def cloud(tmp_path_factory, fleet_key):
-    storage = tmp_path_factory.mktemp("cloud-secagg")
-    server = CloudServer(storage).start()
+@pytest.fixture(scope="module", params=DB_KINDS)
+def cloud(request, tmp_path_factory, fleet_key):
+    storage = tmp_path_factory.mktemp(f"cloud-secagg-{request.param}")
+    server = CloudServer(storage, make_db_url(request.param, request, storage)).start()
     admin = server.admin_client()
     admin.put_fleet_context(fleet_key.cloud_context())
     yield server, admin, storage
@@ -80,6 +81,11 @@ def test_two_dropouts_after_upload_still_give_the_exact_sum(cloud, fleet_key):
     server, admin, storage = cloud
     skill = admin.create_skill("wipe", ["wipe the table"], skill_id="skill_secagg_a")["skill_id"]
     bots = [Bot(f"sa-{i}", admin, fleet_key, i) for i in range(5)]
+    with pytest.raises(CloudError) as info:
+        admin._json("POST", f"/api/v1/rounds/{admin.open_round(skill, 0, quorum=5, deadline_s=1)['round_id']}/secagg",
+                    json={"threshold": 2}, token=admin.admin_token)
+    assert info.value.code == "invalid_threshold"  # 2 of 5 is not a majority
+    admin.wait_for_round(admin.list_rounds()[0]["round_id"], "expired", timeout=30)
     rid, plan, sessions = _round(server, admin, fleet_key, bots, skill, deadline_s=120)
     receipts = {b.name: _upload(server, fleet_key, b, plan, sessions[b.name]) for b in bots}
     for b in bots[2:]:  # robots 0 and 1 drop out now

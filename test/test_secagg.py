@@ -153,6 +153,10 @@ def test_roster_signatures_and_bindings_are_checked(fleet):
         clients["robot-0"].share_keys([roster[0], forged, roster[2]], pubs)
     with pytest.raises(SecAggError, match="below the threshold"):
         clients["robot-0"].share_keys(roster[:2], pubs)
+    clients["robot-0"].threshold = 1  # as if the cloud announced t = 1
+    with pytest.raises(SecAggError, match="not a majority"):
+        clients["robot-0"].share_keys(roster, pubs)
+    clients["robot-0"].threshold = None
     # a share relayed to the wrong robot does not decrypt
     outbox = {r: c.share_keys(roster, pubs) for r, c in clients.items()}
     with pytest.raises(SecAggError, match="authentication"):

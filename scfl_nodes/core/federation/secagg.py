@@ -246,6 +246,9 @@ class SecAggClient:
         if self.robot_id not in parsed or parsed[self.robot_id]["mask"] != _raw_public(self._mask_key):
             raise SecAggError("the roster does not hold this robot's own keys")
         threshold = self.threshold or default_threshold(len(parsed))
+        if 2 * threshold <= len(parsed):
+            raise SecAggError(f"threshold {threshold} is not a majority of the {len(parsed)}-robot roster: a cloud "
+                              "that shows two halves different survivor lists could unmask a robot")
         if len(parsed) < max(threshold, 3):
             raise SecAggError(f"roster of {len(parsed)} robots is below the threshold {threshold} (or 3)")
         self.threshold = threshold
