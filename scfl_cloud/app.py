@@ -287,6 +287,10 @@ def create_app(settings: CloudSettings) -> FastAPI:
     def download_aggregate(round_id: int = PathParam(ge=1, le=MAX_ID)):
         return _stream(service.aggregate_blob(round_id))
 
+    from .secagg import register_routes as register_secagg_routes
+
+    register_secagg_routes(app, service, admin=admin, robot=robot, anyone=anyone)
+
     # ------------------------------------------------------------------ helpers
     def _stream(row) -> StreamingResponse:
         size = service.blobs.size(row.blob_sha256)

@@ -155,3 +155,40 @@ class UploadNonce(Base):
     nonce: Mapped[str] = mapped_column(String(32), primary_key=True)
     robot_id: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[float] = mapped_column(Float)
+
+
+class SecAggRound(Base):
+    """Secure aggregation with dropout recovery for one round (scfl_cloud/secagg.py).
+
+    Stages: advertise -> share -> upload -> unmask -> done (or failed). ``roster`` is who
+    advertised mask keys, ``cohort`` who relayed key shares (the mask cohort), ``survivors``
+    whose masked delta the round holds when it closes.
+    """
+
+    __tablename__ = "secagg_rounds"
+
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.round_id"), primary_key=True)
+    threshold: Mapped[int] = mapped_column(Integer)
+    expected: Mapped[int] = mapped_column(Integer)
+    stage: Mapped[str] = mapped_column(String(16))
+    stage_started_at: Mapped[float] = mapped_column(Float)
+    stage_timeout_s: Mapped[float] = mapped_column(Float)
+    roster: Mapped[Optional[list[str]]] = mapped_column(JSON, nullable=True)
+    cohort: Mapped[Optional[list[str]]] = mapped_column(JSON, nullable=True)
+    survivors: Mapped[Optional[list[str]]] = mapped_column(JSON, nullable=True)
+    unmasked_at: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    failure: Mapped[Optional[str]] = mapped_column(String(512), nullable=True)
+
+
+class SecAggMessage(Base):
+    """One robot's message of one stage: its mask keys, its encrypted shares, its unmask shares."""
+
+    __tablename__ = "secagg_messages"
+    __table_args__ = (UniqueConstraint("round_id", "kind", "sender", name="uq_secagg_message"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.round_id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # keys | shares | unmask
+    sender: Mapped[str] = mapped_column(String(128))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[float] = mapped_column(Float)

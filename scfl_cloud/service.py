@@ -483,6 +483,9 @@ class CloudService:
                 rnd = s.get(Round, hdr.round_id)
                 self._precheck_round(s, rnd, hdr, robot.robot_id, spec)
                 quorum = rnd.quorum
+                from . import secagg
+
+                secagg.check_upload(self, s, rnd, delta.header, robot.robot_id)
             elif hdr.base_version != 0 and s.scalars(select(SkillVersion).where(
                     SkillVersion.skill_id == hdr.skill_id, SkillVersion.version == hdr.base_version)).first() is None:
                 raise ApiError(422, "wrong_base_version", f"skill {hdr.skill_id!r} has no version {hdr.base_version}")

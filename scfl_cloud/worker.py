@@ -197,6 +197,10 @@ class AggregationWorker:
         from .models import FleetContext
 
         svc = self.service
+        from . import secagg
+
+        if not secagg.ready_to_publish(svc, round_id):  # secure aggregation: unmask the sum first
+            return False
         sum_digest = None
         with svc.read() as s:
             rnd = s.get(Round, round_id)

@@ -369,7 +369,7 @@ def test_openapi_matches_models(cloud):
     r = httpx.get(server.url + "/api/v1/nowhere")
     assert r.status_code == 404 and r.json()["error"] == "not_found"
     health = admin.healthz()
-    assert health["status"] == "ok" and health["worker_alive"] and health["schema_revision"] == "0003"
+    assert health["status"] == "ok" and health["worker_alive"] and health["schema_revision"] == "0004"
 
 
 def test_tenseal_fleet_round_with_public_only_context(cloud, fleet_key):

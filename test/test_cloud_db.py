@@ -32,7 +32,7 @@ def test_migrations_match_models_and_round_trip(request, tmp_path, db_kind):
     try:
         assert current_revision(engine) is None
         migrate(engine)
-        assert current_revision(engine) == "0003"
+        assert current_revision(engine) == "0004"
         with engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
         assert diff == [], f"models and migrations disagree: {diff}"
@@ -51,7 +51,7 @@ def test_migrations_match_models_and_round_trip(request, tmp_path, db_kind):
                                  " opened_at, accepted_count, folded_count, aggregation_seconds)"
                                  " VALUES ('s', 0, 'k', 3, 1, 'open', 0, 0, 0, 0)")
         migrate(engine)
-        assert current_revision(engine) == "0003"
+        assert current_revision(engine) == "0004"
         with engine.connect() as conn:
             assert conn.exec_driver_sql("SELECT quorum, min_participants FROM rounds").all() == [(3, 1)]
     finally:

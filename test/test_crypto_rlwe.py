@@ -104,6 +104,53 @@ def test_ciphertext_satisfies_the_rlwe_equation(fleet_key, signer):
     assert 2.0 < noise.std() < 4.5  # sigma ~ 3.2, not zero (noise is really added)
 
 
+def _exact_noise(key, a_sum, b_sum, m_sum) -> np.ndarray:
+    """b - a*s - (q/t) m mod q, centered: the exact noise, computed with the secret key."""
+    q_mask = np.uint64((1 << 48) - 1)
+    m = np.mod(m_sum, 1 << 32).astype(np.uint64).reshape(b_sum.shape)
+    e = ((b_sum - key._secret._mul.multiply(a_sum) - (m << np.uint64(16))) & q_mask).astype(np.int64)
+    e[e >= 1 << 47] -= 1 << 48
+    return e
+
+
+def test_exact_noise_of_a_sum_is_within_the_written_analysis(fleet_key, signer):
+    """The summed noise of N independent uploads, measured exactly with the secret key, is
+    inside the 2^-40 Chernoff bound of crypto/noise.py (so never flaky); the guard's
+    budgets follow from that analysis."""
+    from scfl_nodes.core.crypto import noise
+
+    params = fleet_key.params
+    values, probs = noise.rlwe_noise_pmf(params.sigma)
+    assert abs(probs.sum() - 1.0) < 1e-12 and values.max() == 39  # the sampler's exact pmf, cut at 12 sigma
+    ctx = fleet_key.cloud_context()
+    rng = np.random.default_rng(5)
+    agg, m_sum = None, np.zeros(4096, np.int64)
+    for i in range(64):
+        v = {"v": rng.uniform(-1, 1, 4096).astype(np.float32)}
+        agg = ctx.add(agg, _encrypt(fleet_key, v, f"r{i}", signer))
+        m_sum += quantize(v, 1.0, SCALE)
+        if i in (0, 63):
+            e = _exact_noise(fleet_key, agg._state.a_sum(), agg._state.b_sum(), m_sum)
+            assert 0 < np.abs(e).max() <= noise.independent_noise_bound(params, i + 1)
+    assert params.max_noise_clients > 1_000_000 and params.worst_case_noise_clients == 840
+    assert params.max_clients(1.0) == 65535  # t/2 limits the default set, not noise
+
+
+def test_worst_case_budget_holds_for_perfectly_correlated_noise(fleet_key, signer):
+    """One ciphertext added to itself 840 times (noise grows linearly: the worst case)
+    decrypts exactly, as the absolute bound 840 x 39 < 2^15 guarantees."""
+    k = fleet_key.params.worst_case_noise_clients
+    values = {"v": np.random.default_rng(6).uniform(-0.001, 0.001, 2048).astype(np.float32)}
+    delta = _encrypt(fleet_key, values, "r0", signer)
+    a = rlwe.expand_a(bytes.fromhex(delta.nonce), 1, fleet_key.params)
+    b = rlwe.unpack_coeffs(delta.payload, 2048).reshape(1, -1)
+    q_mask = np.uint64((1 << 48) - 1)
+    a_k, b_k = (a * np.uint64(k)) & q_mask, (b * np.uint64(k)) & q_mask
+    e = _exact_noise(fleet_key, a_k, b_k, quantize(values, 1.0, SCALE) * k)
+    assert np.abs(e).max() <= k * 39 < 2**15
+    assert np.array_equal(fleet_key._secret.decrypt(a_k, b_k, 2048), quantize(values, 1.0, SCALE) * k)
+
+
 def test_gaussian_and_ternary_samplers_have_the_right_distribution():
     rng = RandomSource()
     e = rng.gaussian(200_000, 3.2)

@@ -196,7 +196,7 @@ def test_strategy_factory_and_config_sections():
 def test_encrypt_update_requires_a_masker_when_the_plan_masks(fleet, signers):
     strategy = FedAvg(secure_masks=True)
     plan = strategy.configure(1, "s", 0, ROBOTS)
-    with pytest.raises(ValueError, match="PairwiseMasker"):
+    with pytest.raises(ValueError, match="SecAggClient"):
         strategy.encrypt_update(plan, fleet, "robot-a", {"w": np.zeros(3, np.float32)}, signers["robot-a"])
     with pytest.raises(KeyError, match="robot-z"):
         FedAvg().encrypt_update(FedAvg().configure(1, "s", 0, ROBOTS), fleet, "robot-z", {"w": np.zeros(3)}, signers["robot-a"])

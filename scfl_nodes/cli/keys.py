@@ -38,13 +38,13 @@ def _params(args: argparse.Namespace) -> int:
 
     if not args.clip > 0:
         raise CliError(f"--clip must be > 0, got {args.clip}")
-    print(f"{'params_id':30s} {'backend':8s} {'n':>5s} {'log2 q':>6s} {'t':>11s} {'bits':>5s} {'max robots':>10s}  default")
+    print(f"{'params_id':30s} {'backend':8s} {'n':>5s} {'log2 q':>6s} {'t':>11s} {'bits':>5s} {'max robots':>10s} {'noise 2^-40':>11s} {'correlated':>10s}  default")
     for p in crypto.PARAM_SETS.values():
         default = "yes" if crypto.DEFAULT_PARAMS[p.backend] == p.params_id else ""
         refused = "" if p.security_bits >= 128 else " (refused: < 128-bit)"
         print(
             f"{p.params_id:30s} {p.backend:8s} {p.n:5d} {p.log_q:6g} {p.plain_modulus:11d} {p.security_bits:5.0f} "
-            f"{p.max_clients(args.clip):10d}  {default}{refused}"
+            f"{p.max_clients(args.clip):10d} {p.max_noise_clients:11d} {p.worst_case_noise_clients:10d}  {default}{refused}"
         )
     return 0
 

@@ -315,7 +315,9 @@ class FederationConfig:
     """Aggregation strategy of federated rounds (scfl_nodes.core.federation)."""
 
     strategy: str = "fedavg"  # fedavg (paper 4.3) or eda (FedVLA expert-driven aggregation)
-    secure_masks: bool = False  # pairwise masks so no fleet-key holder can read one upload
+    # secure aggregation (self + pairwise masks, dropout recovery) for every cohort of >= 3
+    # robots, so no coalition of the cloud and fewer than t robots can read one upload
+    secure_masks: bool = True
     eda_floor: float = 0.05  # smallest EDA weight relative to the largest
 
     def __post_init__(self) -> None:

@@ -99,6 +99,9 @@ def _check_header(header: dict, fields: tuple[str, ...], what: str) -> None:
             raise TamperedError(f"{what}: header field {field!r} must be in [{low}, {MAX_HEADER_INT}]")
     if "nonce" in fields and (len(header["nonce"]) != NONCE_HEX_LEN or not set(header["nonce"]) <= _HEX):
         raise TamperedError(f"{what}: nonce must be {NONCE_HEX_LEN} lowercase hex characters (16 bytes)")
+    scheme = header.get("mask_scheme")
+    if scheme is not None and (scheme != "secagg" or header.get("mask_cohort") is None):
+        raise TamperedError(f"{what}: mask_scheme must be 'secagg' on a masked header")
     cohort = header.get("mask_cohort")
     if cohort is not None and not (isinstance(cohort, list) and all(isinstance(r, str) for r in cohort)):
         raise TamperedError(f"{what}: mask_cohort must be null or a list of robot ids")

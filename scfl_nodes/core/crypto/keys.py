@@ -43,6 +43,11 @@ class IncompleteMaskError(CryptoError):
     """A masked round is missing cohort members, so their pairwise masks do not cancel."""
 
 
+#: "secagg": self + pairwise masks with dropout recovery; the cloud must unmask the sum
+#: (CloudContext.add_plaintext) before robots can decrypt it.
+MASK_SCHEMES = ("secagg",)
+
+
 def quantize(tensors: dict[str, np.ndarray], clip: float, scale: int) -> np.ndarray:
     """Flatten in canonical order (sorted tensor names), clip to [-clip, clip] and round to
     integers of ``scale`` (int64)."""
@@ -186,6 +191,10 @@ class CloudContext:
             h["mask_cohort"] is not None and sorted(h["mask_cohort"]) != sorted(summary["mask_cohort"])
         ):
             raise MaskCohortError("masked and unmasked (or differently masked) uploads cannot be mixed")
+        if summary.get("mask_scheme", h.get("mask_scheme")) != h.get("mask_scheme"):  # cloud records omit it
+            raise MaskCohortError("uploads of different mask schemes cannot be mixed")
+        if summary.get("unmasked"):
+            raise RoundMismatchError("the aggregate was already unmasked; no more uploads can join it")
         if summary["count"] + 1 > params.max_noise_clients:
             raise OverflowRiskError(f"round already holds {summary['count']} uploads, the noise budget of {params.params_id!r}")
         if summary["bound_sum"] + bound > params.max_abs_sum:
@@ -231,6 +240,9 @@ class CloudContext:
                 "bound_sum": 0,
                 "mask_cohort": h["mask_cohort"],
             }
+            if h.get("mask_scheme") is not None:
+                header["mask_scheme"] = h["mask_scheme"]
+                header["unmasked"] = False
             aggregate = EncryptedAggregate(header, state)
         else:
             check_expected(
@@ -271,6 +283,33 @@ class CloudContext:
         check_expected(delta, context=self, round_id=round_id, skill_id=skill_id, base_version=base_version)
         delta.verify(public_key_bytes)
         return self.add(aggregate, delta)
+
+    def add_plaintext(self, aggregate: EncryptedAggregate, values_mod_t: np.ndarray) -> EncryptedAggregate:
+        """Add a public plaintext vector (uint64 mod t, one per value) to the encrypted sum.
+
+        Why: secure aggregation's final step (federation/secagg.py) removes the survivors'
+        self masks and the dropped robots' pairwise masks from the *encrypted* sum; the
+        cloud knows those mask vectors but never the sum itself. Adds no noise. Marks a
+        "secagg" aggregate as unmasked, once.
+        """
+        check_expected(aggregate, context=self)
+        h = aggregate.header
+        if h.get("mask_scheme") != "secagg" or h.get("unmasked"):
+            raise RoundMismatchError("only a not yet unmasked secure-aggregation sum takes an unmasking vector")
+        params = self.params
+        values = np.asarray(values_mod_t, dtype=np.uint64).reshape(-1)
+        if values.size != int(h["num_values"]) or (values >= np.uint64(params.plain_modulus)).any():
+            raise InvalidDeltaError(f"unmasking vector needs {h['num_values']} values in [0, t)")
+        if params.backend == "rlwe":
+            aggregate._state.add_plaintext(values)
+        else:
+            ctx = self._tenseal_context()
+            state = aggregate._state
+            if state and isinstance(state[0], bytes):
+                state = tenseal_backend.load_vectors(ctx, state)
+            aggregate._state = tenseal_backend.add_plain(state, values, params)
+        h["unmasked"] = True
+        return aggregate
 
     def _tenseal_chunks(self, delta: EncryptedDelta) -> list[bytes]:
         chunks = tenseal_backend.unpack_chunks(delta.payload)
@@ -372,7 +411,10 @@ class FleetSecretKey:
         """The exact integer sum (centered mod t) of all quantized contributions."""
         check_expected(aggregate, context=self)
         h = aggregate.header
-        if h["mask_cohort"] is not None and sorted(h["robot_ids"]) != sorted(h["mask_cohort"]):
+        if h.get("mask_scheme") == "secagg":
+            if not h.get("unmasked"):
+                raise IncompleteMaskError("secure-aggregation sum is still masked: the cloud has not unmasked it yet")
+        elif h["mask_cohort"] is not None and sorted(h["robot_ids"]) != sorted(h["mask_cohort"]):
             missing = sorted(set(h["mask_cohort"]) - set(h["robot_ids"]))
             raise IncompleteMaskError(f"masked round is missing robot(s) {', '.join(missing)}: masks do not cancel")
         n_values = int(h["num_values"])
@@ -445,13 +487,15 @@ def encrypt_delta(
     weight: float = 1.0,
     mask: np.ndarray | None = None,
     mask_cohort: list[str] | None = None,
+    mask_scheme: str | None = None,
     rng_seed_for_testing: bytes | None = None,
 ) -> EncryptedDelta:
     """Clip, (weight,) quantize, (mask,) encrypt and sign one robot's delta.
 
     ``weight`` is applied before clipping (robot-side scaling, see federation.EDA).
     ``mask`` (uint64 mod t, one per value) is added to the quantized values; pass the
-    ``mask_cohort`` whose masks it contains. Raises OverflowRiskError before encrypting
+    ``mask_cohort`` whose masks it contains and, for secure aggregation with dropout
+    recovery (self masks the cloud removes), ``mask_scheme="secagg"``. Raises OverflowRiskError before encrypting
     when ``num_clients x clip x scale`` could exceed t/2.
     """
     params = fleet_key.params
@@ -497,6 +541,10 @@ def encrypt_delta(
         "mask_cohort": sorted(mask_cohort) if mask is not None else None,
         "created": 0.0 if rng.deterministic else round(time.time(), 3),
     }
+    if mask is not None and mask_scheme is not None:
+        if mask_scheme not in MASK_SCHEMES:
+            raise InvalidDeltaError(f"unknown mask scheme {mask_scheme!r}; known: {', '.join(MASK_SCHEMES)}")
+        header["mask_scheme"] = mask_scheme  # absent: plain pairwise masks (older format, no field)
     _prefix, digest = pack(MAGIC_DELTA, header, payload)
     signature = signing_key.sign(digest)
     assert len(signature) == SIGNATURE_LEN

@@ -66,11 +66,6 @@ class ParamSet:
     sigma: float = 3.2
     coeff_mod_bit_sizes: tuple[int, ...] = ()  # tenseal only
     note: str = ""
-    # Worst-case number of ciphertexts whose noise still sums below the decryption bound.
-    # rlwe: analytic (below). tenseal: measured with coherent doublings (the same
-    # ciphertext added to itself, so noises add linearly, the worst case); see
-    # test_crypto_tenseal.py::test_noise_capacity_of_the_default_parameters.
-    noise_capacity: int = 0
 
     @property
     def scale(self) -> int:
@@ -92,17 +87,21 @@ class ParamSet:
 
     @property
     def max_noise_clients(self) -> int:
-        """Uploads whose summed noise stays decryptable.
+        """Independent uploads whose summed noise fails to decrypt with probability <= 2^-40.
 
-        rlwe: each error coefficient is a discrete Gaussian cut at 12 sigma, so even
-        perfectly correlated errors decode while N * 12 sigma < q/(2t) (840 at the
-        default set); independent errors (every real upload: fresh seed and noise) sum
-        to sigma * sqrt(N), and N is allowed while 12 sigma sqrt(N) < q/(2t) (~728k).
+        From the written noise analysis in :mod:`.noise` (docs/encryption.md, "Noise
+        budgets"); every real upload has fresh encryption randomness.
         """
-        if self.backend == "rlwe":
-            half_gap = 2.0 ** (self.log_q - math.log2(self.plain_modulus) - 1)
-            return int((half_gap / (12 * self.sigma)) ** 2)
-        return self.noise_capacity
+        from .noise import independent_capacity
+
+        return _cached(independent_capacity, self)
+
+    @property
+    def worst_case_noise_clients(self) -> int:
+        """Uploads that decrypt even with perfectly correlated noise (an absolute bound)."""
+        from .noise import worst_case_capacity
+
+        return _cached(worst_case_capacity, self)
 
     def max_clients(self, clip: float) -> int:
         """How many clients clipped to ``clip`` can be summed exactly (t/2 and noise budget)."""
@@ -149,9 +148,8 @@ PARAM_SETS: dict[str, ParamSet] = {
             plain_modulus=67084289,  # prime, = 1 mod 8192 (batching), ~2^26
             scale_bits=15,
             coeff_mod_bit_sizes=(50, 50),
-            noise_capacity=1 << 17,
-            note="default TenSEAL: BFV N=4096 [50,50], t~2^26: 1023 clients at clip 1.0, exact even for "
-            "worst-case (correlated) noise",
+            note="default TenSEAL: BFV N=4096 [50,50] (50-bit data prime), t~2^26: 1023 clients at clip 1.0, "
+            "exact even for worst-case (correlated) noise",
         ),
         ParamSet(
             "bfv-n4096-q80-t26",
@@ -161,9 +159,8 @@ PARAM_SETS: dict[str, ParamSet] = {
             plain_modulus=67084289,
             scale_bits=15,
             coeff_mod_bit_sizes=(40, 40),
-            noise_capacity=1 << 7,
-            note="BFV N=4096 [40,40], t~2^26: 18% smaller uploads, but the 40-bit data modulus leaves "
-            "noise room for only 128 worst-case uploads",
+            note="BFV N=4096 [40,40], t~2^26: 18% smaller uploads, but the 40-bit data prime leaves noise "
+            "room for only ~670 independent (3 correlated) uploads",
         ),
         ParamSet(
             "bfv-n4096-q80-t786433",
@@ -173,7 +170,6 @@ PARAM_SETS: dict[str, ParamSet] = {
             plain_modulus=786433,
             scale_bits=15,
             coeff_mod_bit_sizes=(40, 40),
-            noise_capacity=1 << 13,
             note="BFV N=4096 [40,40], t=786433 as in the issue: only 12 clients at clip 1.0",
         ),
     )
@@ -181,6 +177,15 @@ PARAM_SETS: dict[str, ParamSet] = {
 
 DEFAULT_PARAMS = {"rlwe": "rlwe-n2048-q48-t32", "tenseal": "bfv-n4096-q100-t26"}
 BACKENDS = ("rlwe", "tenseal")
+
+_NOISE_CACHE: dict[tuple, int] = {}
+
+
+def _cached(fn, params: ParamSet) -> int:
+    key = (fn.__name__, params)
+    if key not in _NOISE_CACHE:
+        _NOISE_CACHE[key] = fn(params)
+    return _NOISE_CACHE[key]
 
 
 def get_params(params_id: str | None = None, backend: str | None = None) -> ParamSet:

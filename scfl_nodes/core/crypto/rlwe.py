@@ -255,6 +255,13 @@ class RlweSum:
         _, b = self._pending_sums()
         return ((self._b_total + b) & self._mask).reshape(self.shape)
 
+    def add_plaintext(self, values_mod_t: np.ndarray) -> None:
+        """b += (q/t) m: a noiseless trivial encryption of public values m mod t."""
+        shift = np.uint64(int(self.params.log_q) - (self.params.plain_modulus.bit_length() - 1))
+        m = np.zeros(self._b_total.size, dtype=np.uint64)
+        m[: values_mod_t.size] = values_mod_t.astype(np.uint64) << shift
+        self._b_total = (self._b_total + m) & self._mask
+
     def to_bytes(self) -> bytes:
         return pack_coeffs(self.a_sum()) + pack_coeffs(self.b_sum())
 

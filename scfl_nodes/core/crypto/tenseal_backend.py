@@ -105,6 +105,16 @@ def add(acc: list | None, vectors: list) -> list:
     return [x + y for x, y in zip(acc, vectors)]
 
 
+def add_plain(vectors: list, values_mod_t: np.ndarray, params: ParamSet) -> list:
+    """Add public plaintext values (mod t) to encrypted vectors, chunk by chunk."""
+    values = _centered_mod(values_mod_t.astype(np.int64), params.plain_modulus)
+    out = []
+    for i, v in enumerate(vectors):
+        chunk = values[i * params.slots : (i + 1) * params.slots]  # the chunking of encrypt()
+        out.append(v + chunk.tolist())
+    return out
+
+
 def decrypt(secret_ctx, vectors: list, num_values: int) -> np.ndarray:
     out = []
     for v in vectors:

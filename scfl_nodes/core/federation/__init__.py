@@ -9,6 +9,7 @@ from .eda import (
     slot_weights,
 )
 from .masks import MaskKey, PairwiseMasker
+from .secagg import SecAggClient, SecAggError, default_threshold, round_context, unmask_vector
 from .strategy import FedAvg, RoundPlan, Strategy, make_strategy, strategy_from_config
 
 __all__ = [
@@ -17,6 +18,11 @@ __all__ = [
     "MaskKey",
     "PairwiseMasker",
     "RoundPlan",
+    "SecAggClient",
+    "SecAggError",
+    "default_threshold",
+    "round_context",
+    "unmask_vector",
     "combine_slots",
     "slot_weights",
     "Strategy",

@@ -81,6 +81,12 @@ class PairwiseMasker:
         self.peers = dict(peer_public_keys)
         self.fleet_id = fleet_id
 
+    def round_mask(self, plan, num_values: int, plain_modulus: int) -> tuple[np.ndarray, list[str], None]:
+        """Strategy hook: (mask, cohort, scheme) for ``plan``'s round; the cohort is the plan's."""
+        mask = self.mask(plan.robot_ids, num_values=num_values, plain_modulus=plain_modulus, skill_id=plan.skill_id,
+                         base_version=plan.base_version, round_id=plan.round_id)
+        return mask, list(plan.robot_ids), None
+
     def mask(
         self,
         cohort: Iterable[str],

@@ -6,7 +6,9 @@ One round, three places:
   robots' expert-activation statistics) into a :class:`RoundPlan` (weights, clip,
   cohort size, masking on/off);
 * robot: :meth:`Strategy.encrypt_update` scales the local delta by the robot's weight,
-  adds its pairwise mask if the plan asks for one, encrypts and signs it;
+  adds its mask if the plan asks for one (a ``SecAggClient`` with dropout recovery, or
+  the legacy ``PairwiseMasker``: anything with ``round_mask(plan, num_values, t)``),
+  encrypts and signs it;
 * cloud: :meth:`Strategy.aggregate_encrypted` only adds ciphertexts (never decrypts);
 * robot: after ``FleetSecretKey.decrypt_aggregate``, :meth:`Strategy.finalize` turns the
   decrypted weighted SUM into the update to apply (divide by the contributors' total
@@ -23,6 +25,11 @@ import numpy as np
 
 from ..crypto import CloudContext, EncryptedAggregate, EncryptedDelta, FleetSecretKey, encrypt_delta
 from ..crypto.signing import RobotSigningKey
+
+
+#: Smallest cohort that gets masks: with two robots each learns the other's delta from the
+#: sum anyway, so masking them would only cost time.
+MIN_MASK_COHORT = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,7 +82,8 @@ class Strategy:
         if not ids:
             raise ValueError("a round needs at least one robot")
         weights = self.client_weights(ids, activation_stats)
-        return RoundPlan(round_id, skill_id, base_version, tuple(ids), weights, self.clip, self.secure_masks)
+        masked = self.secure_masks and len(ids) >= MIN_MASK_COHORT
+        return RoundPlan(round_id, skill_id, base_version, tuple(ids), weights, self.clip, masked)
 
     # -- robot ---------------------------------------------------------------------
     def encrypt_update(
@@ -89,20 +97,12 @@ class Strategy:
         rng_seed_for_testing: bytes | None = None,
     ) -> EncryptedDelta:
         """Weight, (mask,) encrypt and sign this robot's delta according to ``plan``."""
-        mask = cohort = None
+        mask = cohort = scheme = None
         if plan.secure_masks:
             if masker is None:
-                raise ValueError("this round uses pairwise masks: pass the robot's PairwiseMasker")
+                raise ValueError("this round uses masks: pass the robot's SecAggClient (or PairwiseMasker)")
             num_values = sum(int(np.size(v)) for v in delta.values())
-            mask = masker.mask(
-                plan.robot_ids,
-                num_values=num_values,
-                plain_modulus=fleet_key.params.plain_modulus,
-                skill_id=plan.skill_id,
-                base_version=plan.base_version,
-                round_id=plan.round_id,
-            )
-            cohort = list(plan.robot_ids)
+            mask, cohort, scheme = masker.round_mask(plan, num_values, fleet_key.params.plain_modulus)
         return encrypt_delta(
             fleet_key,
             dict(delta),
@@ -116,6 +116,7 @@ class Strategy:
             weight=plan.weight(robot_id),
             mask=mask,
             mask_cohort=cohort,
+            mask_scheme=scheme,
             rng_seed_for_testing=rng_seed_for_testing,
         )
 
