@@ -208,3 +208,59 @@ def test_signed_but_malformed_headers_are_rejected(fleet, signer):
         prefix, digest = pack(MAGIC_DELTA, header, delta.payload)
         with pytest.raises(TamperedError):
             EncryptedDelta.from_bytes(prefix + digest + signer.sign(digest))
+
+
+def _resigned(delta, signer, payload=None, **changes) -> bytes:
+    prefix, digest = pack(MAGIC_DELTA, dict(delta.header, **changes), delta.payload if payload is None else payload)
+    return prefix + digest + signer.sign(digest)
+
+
+def test_tensor_order_is_canonical_and_never_significant(fleet, signer):
+    from scfl_nodes.core.crypto import TensorOrderError, quantize
+
+    a = {"w": np.full((30, 100), 0.25, np.float32), "b": np.full(7, -0.5, np.float32)}
+    b = {"b": np.full(7, 0.125, np.float32), "w": np.full((30, 100), 0.5, np.float32)}
+    da, db = make(fleet, signer, "r0", values=a), make(fleet, signer, "r1", values=b)
+    assert da.header["shapes"] == db.header["shapes"] == [["b", [7]], ["w", [30, 100]]]
+    ctx = fleet.cloud_context()
+    agg = ctx.add(ctx.add(None, da), db)
+    got = fleet.decrypt_aggregate(agg)
+    np.testing.assert_array_equal(got["w"], np.full((30, 100), 0.75))
+    np.testing.assert_array_equal(got["b"], np.full(7, -0.375))
+    assert np.array_equal(quantize(a, 1.0, 4), quantize(dict(reversed(list(a.items()))), 1.0, 4))
+    # a hand-made header in another order is refused by the same check at upload and in add
+    bad = EncryptedDelta.from_bytes(_resigned(db, signer, robot_id="r2", shapes=[["w", [30, 100]], ["b", [7]]]))
+    with pytest.raises(TensorOrderError):
+        ctx.check_delta(bad)
+    with pytest.raises(TensorOrderError):
+        ctx.add(None, bad)
+
+
+@pytest.mark.parametrize("changes, error", [
+    ({"version": 2}, WrongParametersError), ({"version": -1}, WrongParametersError),
+    ({"round_id": -1}, TamperedError), ({"base_version": 2**64}, TamperedError), ({"num_clients": 0}, TamperedError),
+    ({"nonce": "ab"}, TamperedError), ({"nonce": "zz" * 16}, TamperedError), ({"weight": 1e308}, TamperedError),
+    ({"mask_cohort": ["r0", "r0"]}, TamperedError),
+])
+def test_malformed_signed_headers_fail_at_parse(fleet, signer, changes, error):
+    with pytest.raises(error):
+        EncryptedDelta.from_bytes(_resigned(make(fleet, signer), signer, **changes))
+
+
+def test_check_delta_and_check_joinable_are_what_add_checks(fleet, signer):
+    from scfl_nodes.core.crypto import NonceReuseError
+
+    ctx = fleet.cloud_context()
+    first = make(fleet, signer, "r0")
+    short = EncryptedDelta.from_bytes(_resigned(make(fleet, signer, "r1"), signer, payload=b"\0" * 12))
+    for step in (ctx.check_delta, lambda d: ctx.add(None, d)):
+        with pytest.raises(TamperedError, match="payload size"):
+            step(short)
+    agg = ctx.add(None, first)
+    reuse = EncryptedDelta.from_bytes(_resigned(make(fleet, signer, "r2"), signer, nonce=first.header["nonce"]))
+    bound = ctx.check_delta(reuse)  # fine by itself ...
+    with pytest.raises(NonceReuseError):  # ... but not next to the first upload, in both places
+        ctx.check_joinable(agg.header, reuse, bound)
+    with pytest.raises(NonceReuseError):
+        ctx.add(agg, reuse)
+    assert agg.count == 1

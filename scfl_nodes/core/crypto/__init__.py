@@ -12,6 +12,9 @@ from .errors import (
     InvalidDeltaError,
     KeyFileError,
     KeyMismatchError,
+    MaskCohortError,
+    TensorOrderError,
+    NonceReuseError,
     OverflowRiskError,
     ReplayError,
     RoundMismatchError,
@@ -45,6 +48,9 @@ from .params import (
 from .signing import RobotSigningKey, generate_signing_key, load_public_key_bytes, load_signing_key
 
 __all__ = [
+    "MaskCohortError",
+    "TensorOrderError",
+    "NonceReuseError",
     "sign_aggregate",
     "verify_aggregate",
     "CloudContext",

@@ -28,7 +28,6 @@ from .errors import (
     KeyMismatchError,
     OverflowRiskError,
     ReplayError,
-    RoundMismatchError,
     TamperedError,
     TruncatedError,
     WrongBackendError,
