@@ -40,7 +40,7 @@ class NodeConfigError(Exception):
 
 
 class InterfacesNotBuiltError(ImportError):
-    """``scfl_interfaces`` was not generated (run scripts/build_interfaces.sh)."""
+    """``scfl_interfaces`` was not generated (run scripts/build_ros.sh)."""
 
 
 def interfaces_install_dir() -> Path:
@@ -85,7 +85,7 @@ def ensure_interfaces() -> None:
         site = interfaces_install_dir() / "lib" / pyver / "site-packages"
         if not (site / "scfl_interfaces").is_dir():
             raise InterfacesNotBuiltError(
-                f"ROS interfaces scfl_interfaces are not built (looked in {site}); run scripts/build_interfaces.sh"
+                f"ROS interfaces scfl_interfaces are not built (looked in {site}); run scripts/build_ros.sh"
             ) from None
         sys.path.insert(0, str(site))
         import scfl_interfaces  # noqa: F401
@@ -119,13 +119,10 @@ def ros_subprocess_env(base: dict | None = None, domain_id: int | None = None) -
 
 def default_params_file() -> Path | None:
     """``config/nodes.yaml`` of the checkout or of the installed share directory."""
-    for candidate in (
-        REPO_ROOT / "config" / "nodes.yaml",
-        Path(sys.prefix) / "share" / "scfl_nodes" / "config" / "nodes.yaml",
-    ):
-        if candidate.is_file():
-            return candidate
-    return None
+    from scfl_nodes.core.paths import package_path
+
+    candidate = package_path("config/nodes.yaml")
+    return candidate if candidate.is_file() else None
 
 
 # --------------------------------------------------------------------------- parameters
