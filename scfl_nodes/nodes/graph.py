@@ -34,6 +34,9 @@ NODES: dict[str, str] = {
     "bag_player": "replays a rosbag2 (sqlite3 / mcap) with recorded timing",
 }
 
+#: managed (lifecycle) nodes: ``autostart`` parameter; scfl.launch.py drives their transitions
+LIFECYCLE_NODES = ("camera_node", "vla_node")
+
 #: launch argument -> (description, {node: parameter it sets})
 LAUNCH_ARGUMENTS: dict[str, tuple[str, dict[str, str]]] = {
     "params_file": ("YAML file with ros__parameters for every node (config/nodes.yaml)", {}),
