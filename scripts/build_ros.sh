@@ -39,6 +39,8 @@ base_paths=("$root")
 vendored=()
 for pkg in tf2_msgs composition_interfaces; do
   if ! "$py" -c "import $pkg" 2>/dev/null || [[ -d "$install/share/$pkg" ]]; then
+    # built before from a vendor dir that is not beside this checkout: keep that build
+    [[ ! -d "$vendor/interfaces/$pkg" && -d "$install/share/$pkg" ]] && continue
     [[ -d "$vendor/interfaces/$pkg" ]] || die "$pkg is not installed and $vendor/interfaces/$pkg does not exist (set SCFL_VENDOR_ROS2 to shared/vendor/ros2)"
     base_paths+=("$vendor/interfaces/$pkg")
     vendored+=("$pkg")
