@@ -49,7 +49,10 @@ def launch_env(install: Path, domain_id: int, home: Path) -> dict:
             pythonpath.append(str(vendor))
     except ImportError:
         pytest.skip("neither a system `launch` nor ../shared/vendor/ros2/python")
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "AMENT_PREFIX_PATH", "LD_LIBRARY_PATH")}
+    # without the ros-* wheels' bootstrap guard, so that a child re-execs with their library path
+    # added to ours (on a system ROS install the variable does not exist)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "AMENT_PREFIX_PATH", "LD_LIBRARY_PATH", "_ROS_WHEELS_BOOTSTRAP_COMPLETE")}
     env.update(
         AMENT_PREFIX_PATH=os.pathsep.join([str(pkg), str(overlay), sys.prefix]),
         PYTHONPATH=os.pathsep.join(pythonpath),

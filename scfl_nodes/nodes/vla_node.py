@@ -90,7 +90,8 @@ class VlaNode(LifecycleNode):
 
         torch.set_num_threads(self.p["torch_threads"])
         self.diag = Diagnostics(self, f"vla:{self.p['model']}")
-        self.diag.set(Diagnostics.WARN, "unconfigured (model not loaded)")
+        if not self.p["autostart"]:  # (autostart: configured right below, no transient status)
+            self.diag.set(Diagnostics.WARN, "unconfigured (model not loaded)")
         self.policy = None
         self._cv = threading.Condition()
         self._latest_image = None  # (stamp_ns, header, image)
