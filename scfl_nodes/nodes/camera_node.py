@@ -226,7 +226,14 @@ class CameraNode(LifecycleNode):
         self._tf_pub.publish(msg)
 
     def _open(self):
-        return open_source(self.p, self.episode)
+        """Create the source and acquire the device now (a missing camera fails here, not later)."""
+        source = open_source(self.p, self.episode)
+        try:
+            source.open()
+        except BaseException:
+            source.close()
+            raise
+        return source
 
     def _publish_instruction(self) -> None:
         if self.p["camera_type"] == "sim":
