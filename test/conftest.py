@@ -48,6 +48,9 @@ def colcon_install(tmp_path_factory):
     from pathlib import Path
 
     root = Path(REPO_ROOT)
+    reuse = os.environ.get("SCFL_TEST_COLCON_INSTALL")  # debugging: an install this fixture built before
+    if reuse:
+        return Path(reuse)
     prep = subprocess.run(["bash", str(root / "scripts" / "build_ros.sh")], capture_output=True, text=True, timeout=1200)
     assert prep.returncode == 0, prep.stdout + prep.stderr
     ws = tmp_path_factory.mktemp("colcon_ws")

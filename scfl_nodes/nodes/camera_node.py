@@ -49,6 +49,9 @@ from scfl_nodes.nodes.common import (
 )
 
 CAMERA_TYPES = ("realsense", "realsense_playback", "zed", "uvc", "video", "sim")
+#: sources usable only from the thread that opened them (MuJoCo's EGL context is per thread):
+#: configure opens one to check it works, then the capture thread opens its own
+THREAD_BOUND = ("sim",)
 
 PARAMS = [
     Param("camera_type", "sim", "camera source", choices=CAMERA_TYPES),
@@ -143,6 +146,8 @@ class CameraNode(LifecycleNode):
 
         try:
             self._source = self._open()
+            if self.p["camera_type"] in THREAD_BOUND:
+                self._close_source()
         except Exception as exc:
             message = (f"camera unavailable: cannot open {self.p['camera_type']} camera "
                        f"{self.p['device'] or '(default device)'}: {exc}")

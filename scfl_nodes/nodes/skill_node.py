@@ -223,6 +223,7 @@ class SkillNode(Node):
         frame = self.p["marker_frame"]
         stamp = self.get_clock().now().to_msg()
         markers = [Marker(action=Marker.DELETEALL)]
+        markers[0].header.frame_id, markers[0].header.stamp = frame, stamp  # every frame_id on the TF tree
         text = Marker(ns="scfl_skills", id=0, type=Marker.TEXT_VIEW_FACING, action=Marker.ADD)
         text.header.frame_id, text.header.stamp = frame, stamp
         text.pose.position.z = 1.2
