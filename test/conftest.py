@@ -13,9 +13,9 @@ if REPO_ROOT not in sys.path:
 def _add_vendored_launch() -> None:
     """Without a system ROS, the real launch / launch_ros come from ../shared/vendor/ros2/python
     (scripts/env.sh does the same for shells); the project's tree holds no copies."""
-    try:
-        import launch_ros  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("launch_ros") is None:  # no import: rclpy must not load before pyrealsense2
         vendor = os.environ.get("SCFL_VENDOR_ROS2") or os.path.join(os.path.dirname(REPO_ROOT), "shared", "vendor", "ros2")
         python = os.path.join(vendor, "python")
         if os.path.isdir(os.path.join(python, "launch_ros")) and python not in sys.path:
