@@ -1,8 +1,9 @@
-"""The generated scfl_interfaces package: every msg/srv is built, imports, serialises, and a
+"""The generated scfl_interfaces package (scripts/build_ros.sh): every msg/srv is built, imports, serialises, and a
 custom service and message cross process boundaries; the build script is idempotent."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -17,13 +18,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_build_script_is_idempotent_and_covers_every_file():
-    proc = subprocess.run(["bash", str(ROOT / "scripts" / "build_interfaces.sh")], capture_output=True, text=True,
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "build_ros.sh")], capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr
     # second run: nothing changed, so nothing is rebuilt
-    again = subprocess.run(["bash", str(ROOT / "scripts" / "build_interfaces.sh")], capture_output=True, text=True,
+    again = subprocess.run(["bash", str(ROOT / "scripts" / "build_ros.sh")], capture_output=True, text=True,
                            timeout=120)
     assert again.returncode == 0 and "up to date" in again.stdout, again.stdout + again.stderr
+    # ros_ws is a `colcon build --merge-install --symlink-install` of the whole package
+    install = ROOT / "ros_ws" / "install"
+    from scfl_nodes.nodes.graph import NODES
+
+    for node in NODES:
+        assert os.access(install / "lib" / "scfl_nodes" / node, os.X_OK), node
+    launch_file = install / "share" / "scfl_nodes" / "launch" / "scfl.launch.py"
+    assert launch_file.is_symlink() and launch_file.resolve() == (ROOT / "launch" / "scfl.launch.py").resolve()
+    for pkg in ("scfl_nodes", "scfl_interfaces", "tf2_msgs"):
+        assert (install / "share" / "ament_index" / "resource_index" / "packages" / pkg).is_file(), pkg
 
     from scfl_nodes.nodes.common import ensure_interfaces
 

@@ -176,7 +176,7 @@ class SkillNode(Node):
         msg = self._ResidualAction()
         now = self.get_clock().now()
         msg.header.stamp = now.to_msg()
-        msg.header.frame_id = "base"
+        msg.header.frame_id = "base_link"  # REP-105 robot base (camera_node publishes it on /tf_static)
         msg.action = final.astype(np.float32).tolist()
         msg.base_action = action.tolist()
         msg.residual = (final - action).astype(np.float32).tolist()
@@ -223,6 +223,7 @@ class SkillNode(Node):
         frame = self.p["marker_frame"]
         stamp = self.get_clock().now().to_msg()
         markers = [Marker(action=Marker.DELETEALL)]
+        markers[0].header.frame_id, markers[0].header.stamp = frame, stamp  # every frame_id on the TF tree
         text = Marker(ns="scfl_skills", id=0, type=Marker.TEXT_VIEW_FACING, action=Marker.ADD)
         text.header.frame_id, text.header.stamp = frame, stamp
         text.pose.position.z = 1.2
