@@ -170,8 +170,9 @@ class CommandNode(Node):
         with self._lock:
             state = self._state
             problem = self._state_problem(state)
-        if problem is not None:
-            self._refuse(f"{problem}: not commanding")
+        if problem is not None:  # re-checked by _health: clears by itself when fresh states arrive
+            self.refused += 1
+            self.diag.set(Diagnostics.ERROR, f"{problem}: not commanding")
             return
         q, grip, _ = state
         period = 1.0 / self.p["control_rate_hz"]
@@ -190,6 +191,7 @@ class CommandNode(Node):
             self.diag.set(Diagnostics.OK, "commanding")
 
     def _refuse(self, reason: str) -> None:
+        """A refused action: ERROR until the next action is commanded."""
         self.refused += 1
         self._last_failure = reason
         self.diag.set(Diagnostics.ERROR, reason)
