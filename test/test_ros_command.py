@@ -53,24 +53,6 @@ def _action(values, cycle):
     return ResidualAction(action=[float(v) for v in values], cycle=cycle)
 
 
-def _set_params(ros, node, **values):
-    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
-    from rcl_interfaces.srv import SetParameters
-
-    params = []
-    for name, v in values.items():
-        if isinstance(v, bool):
-            pv = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=v)
-        elif isinstance(v, float):
-            pv = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=v)
-        elif isinstance(v, int):
-            pv = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=v)
-        else:
-            pv = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=v)
-        params.append(Parameter(name=name, value=pv))
-    return ros.call(SetParameters, f"{node}/set_parameters", SetParameters.Request(parameters=params)).results
-
-
 def test_command_node_kinematics_limits_staleness_and_dynamic_params(tmp_path):
     from scfl_nodes.core.retarget import load_robot
     from scfl_nodes.nodes.testing import RosHarness
@@ -147,18 +129,18 @@ def test_command_node_kinematics_limits_staleness_and_dynamic_params(tmp_path):
             assert len(arm) == n_before
 
             # 4. dynamic parameters through rcl_interfaces/SetParameters from this process
-            ok = _set_params(ros, "/command_node", control_rate_hz=25.0)
+            ok = ros.set_parameters("/command_node", control_rate_hz=25.0)
             assert ok[0].successful, ok[0].reason
             actions.publish(_action([0.0, 0.1, 0.0, 0.0], 31))
             ros.wait_for(lambda: len(arm) > n_before, 30, "command after the rate change")
             assert arm[-1].points[0].time_from_start.nanosec == int(1e9 / 25.0)  # took effect, no restart
             v = twists[-1].twist.linear
             assert v.x == pytest.approx(0.001 * 25.0)
-            bad = _set_params(ros, "/command_node", velocity_scale=5.0)
+            bad = ros.set_parameters("/command_node", velocity_scale=5.0)
             assert not bad[0].successful and "velocity_scale" in bad[0].reason, bad[0].reason
-            read_only = _set_params(ros, "/command_node", robot="kuka")
+            read_only = ros.set_parameters("/command_node", robot="kuka")
             assert not read_only[0].successful and "read-only" in read_only[0].reason.lower(), read_only[0].reason
-            wrong_type = _set_params(ros, "/command_node", enabled="yes")
+            wrong_type = ros.set_parameters("/command_node", enabled="yes")
             assert not wrong_type[0].successful and wrong_type[0].reason
 
             # 5. the driver stops: stale joint states -> no command, ERROR

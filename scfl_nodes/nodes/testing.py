@@ -111,6 +111,32 @@ class RosHarness:
         self.wait_for(future.done, timeout, f"response of {name}")
         return future.result()
 
+    def set_parameters(self, node: str, timeout: float = 60.0, **values) -> list:
+        """Set parameters of ``node`` (e.g. ``/command_node``) through its rcl_interfaces
+        SetParameters service, as ``ros2 param set`` does; returns the SetParametersResult list."""
+        from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+        from rcl_interfaces.srv import SetParameters
+
+        params = []
+        for name, v in values.items():
+            if isinstance(v, bool):
+                pv = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=v)
+            elif isinstance(v, int):
+                pv = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=v)
+            elif isinstance(v, float):
+                pv = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=v)
+            elif isinstance(v, str):
+                pv = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=v)
+            elif isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v):
+                pv = ParameterValue(type=ParameterType.PARAMETER_STRING_ARRAY, string_array_value=list(v))
+            elif isinstance(v, (list, tuple)):
+                pv = ParameterValue(type=ParameterType.PARAMETER_DOUBLE_ARRAY, double_array_value=[float(x) for x in v])
+            else:
+                raise TypeError(f"unsupported parameter value {v!r}")
+            params.append(Parameter(name=name, value=pv))
+        request = SetParameters.Request(parameters=params)
+        return list(self.call(SetParameters, f"{node.rstrip('/')}/set_parameters", request, timeout).results)
+
     def diagnostics(self) -> list:
         """Every DiagnosticStatus received so far on /diagnostics."""
         if not hasattr(self, "_diag"):

@@ -24,6 +24,7 @@ from scfl_nodes.nodes.common import (
     NodeConfigError,
     Param,
     declare_params,
+    enable_dynamic_params,
     image_to_numpy,
     latched_qos,
     run_node,
@@ -37,11 +38,12 @@ PARAMS = [
     Param("image_topic", "camera/camera/color/image_raw", "camera image input (sensor_msgs/Image)"),
     Param("observation_topic", "scfl/observation_state", "state input paired with images by stamp (scfl_interfaces/Observation)"),
     Param("use_observation", True, "the model needs the low-dimensional state (False: image-only models)"),
-    Param("instruction", "", "task instruction; empty = take it from instruction_topic"),
+    Param("instruction", "", "task instruction; empty = take it from instruction_topic", read_only=False),
     Param("instruction_topic", "scfl/instruction", "latched std_msgs/String with the current task instruction"),
     Param("output_topic", "scfl/base_action", "published base actions (scfl_interfaces/BaseAction)"),
-    Param("pairing_wait_ms", 200.0, "how long to wait for the state with the image's stamp before using the latest one", min=0.0, max=5000.0),
-    Param("image_timeout_s", 2.0, "diagnostics WARN when no image arrived for this long", min=0.1, max=600.0),
+    Param("pairing_wait_ms", 200.0, "how long to wait for the state with the image's stamp before using the latest one",
+          min=0.0, max=5000.0, read_only=False),
+    Param("image_timeout_s", 2.0, "diagnostics WARN when no image arrived for this long", min=0.1, max=600.0, read_only=False),
     Param("torch_threads", 1, "torch intra-op threads (keep small next to the control loop)", min=1, max=64),
 ]
 
@@ -97,6 +99,7 @@ class VlaNode(Node):
         self._latest_image = None  # (stamp_ns, header, image)
         self._states: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
         self._instruction = self.p["instruction"] or None
+        self._topic_instruction = None  # last instruction_topic value (used while the parameter is empty)
         self.frames_in = self.frames_dropped = self.actions_out = 0
         self._last_image_wall = None
         self._sequence = 0
@@ -105,12 +108,14 @@ class VlaNode(Node):
         self.create_subscription(Image, self.p["image_topic"], self._on_image, sensor_qos(), callback_group=group)
         if self.p["use_observation"]:
             self.create_subscription(Observation, self.p["observation_topic"], self._on_state, 50, callback_group=group)
-        if not self.p["instruction"]:
-            self.create_subscription(String, self.p["instruction_topic"], self._on_instruction, latched_qos(), callback_group=group)
+        # always subscribed: the instruction parameter is dynamic and may be emptied at run time
+        self.create_subscription(String, self.p["instruction_topic"], self._on_instruction, latched_qos(), callback_group=group)
         self.pub = self.create_publisher(BaseAction, self.p["output_topic"], 10)
         self.create_timer(0.5, self._check_health, callback_group=MutuallyExclusiveCallbackGroup())
         self._worker = threading.Thread(target=self._infer_loop, name="vla-inference", daemon=True)
         self._worker.start()
+        enable_dynamic_params(self, PARAMS, self.p, apply=self._on_params_changed,
+                              validators={"instruction": _check_instruction})
         self.diag.set(Diagnostics.WARN, f"waiting for images on {self.p['image_topic']}")
 
     # ------------------------------------------------------------------ callbacks (cheap)
@@ -133,9 +138,17 @@ class VlaNode(Node):
             self._cv.notify_all()
 
     def _on_instruction(self, msg) -> None:
+        self._topic_instruction = msg.data
+        if self.p["instruction"]:
+            return  # the parameter wins while it is set
         if msg.data != self._instruction:
             self.get_logger().info(f"instruction: {msg.data!r}")
         self._instruction = msg.data
+
+    def _on_params_changed(self, changed) -> None:
+        if "instruction" in changed:  # the next inference uses it: one reference assignment
+            self._instruction = changed["instruction"] or self._topic_instruction
+            self.get_logger().info(f"instruction: {self._instruction!r}")
 
     # ------------------------------------------------------------------ inference thread
     def _state_for(self, stamp_ns: int):
@@ -208,6 +221,14 @@ class VlaNode(Node):
         self._stop.set()
         with self._cv:
             self._cv.notify_all()
+
+
+def _check_instruction(value: str) -> str:
+    if value and not value.strip():
+        raise ValueError("parameter 'instruction' must not be blank (set '' to follow instruction_topic)")
+    if len(value) > 1000:
+        raise ValueError(f"parameter 'instruction' is {len(value)} characters long (at most 1000)")
+    return value.strip()
 
 
 def main(args=None) -> int:
