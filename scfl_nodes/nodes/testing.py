@@ -93,10 +93,18 @@ class RosHarness:
         raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{self.logs()}")
 
     # ------------------------------------------------------------------ pub/sub/services
-    def subscribe(self, msg_type, topic: str, qos: Any = 10) -> list:
+    def subscribe(self, msg_type, topic: str, qos: Any = 10, on_message: Callable[[Any], None] | None = None) -> list:
+        """Messages on ``topic`` collect in the returned list; ``on_message`` (optional) is called
+        first, on the spin thread (e.g. to take an arrival time)."""
         received: list = []
+
+        def callback(msg) -> None:
+            if on_message is not None:
+                on_message(msg)
+            received.append(msg)
+
         with self._lock:
-            self.node.create_subscription(msg_type, topic, received.append, qos)
+            self.node.create_subscription(msg_type, topic, callback, qos)
         return received
 
     def publisher(self, msg_type, topic: str, qos: Any = 10):
