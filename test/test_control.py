@@ -69,7 +69,9 @@ def test_limits_hold_for_huge_actions_and_postures_at_the_limits(commander):
     robot = commander.robot
     rng = np.random.default_rng(0)
     step = commander.max_joint_step(PERIOD)
-    postures = [robot.home, robot.lower + 1e-4, robot.upper - 1e-4] + [robot.random_configuration(rng) for _ in range(20)]
+    # at the limits, just beyond them (a driver's reading within state_limit_tolerance), random
+    postures = [robot.home, robot.lower + 1e-4, robot.upper - 1e-4, robot.upper + 0.01, robot.lower - 0.01] + [
+        robot.random_configuration(rng) for _ in range(20)]
     actions = [[1e9, -1e9, 1e9, 1e9], [-1e30, 0, 0, -1e30], [0, 0, -1e6, 0]] + list(rng.uniform(-100, 100, (10, 4)))
     for q in postures:
         for a in actions:

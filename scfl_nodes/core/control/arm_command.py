@@ -42,7 +42,7 @@ def joint_positions_by_name(names, positions, wanted) -> np.ndarray:
 
 @dataclasses.dataclass
 class ArmCommand:
-    q_current: np.ndarray  # measured joints (arm)
+    q_current: np.ndarray  # measured joints (arm), as received
     q_target: np.ndarray  # commanded joints after one period
     ee_delta: np.ndarray  # requested end-effector displacement (m, base frame)
     linear_velocity: np.ndarray  # ee_delta / period (m/s, base frame): the twist command
@@ -55,7 +55,7 @@ class ArmCommand:
 @dataclasses.dataclass(frozen=True)
 class ArmCommanderSettings:
     velocity_scale: float = 0.5  # fraction of the URDF joint velocity limits commands may use
-    limit_margin: float = 1e-3  # rad (or m) kept from the URDF position limits
+    limit_margin: float = 1e-3  # rad (or m) that targets keep from the URDF position limits
     state_limit_tolerance: float = 0.02  # measured joints further outside the limits are refused
     position_tolerance: float = 1e-4  # m: IK tolerance of one cycle's target
     orientation_tolerance: float = 1e-3  # rad
@@ -96,7 +96,7 @@ class ArmCommander:
         return self.robot.velocity_limit * self.settings.velocity_scale * period_s
 
     def measured(self, q) -> np.ndarray:
-        """Check a measured arm posture and clamp it into the commandable range."""
+        """Check a measured arm posture: finite, and not far outside the URDF limits."""
         q = np.asarray(q, dtype=float)
         if q.shape != (self.robot.nq,) or not np.isfinite(q).all():
             raise JointStateError(f"need {self.robot.nq} finite joint positions, got {q!r}")
@@ -105,7 +105,20 @@ class ArmCommander:
         if outside.any():
             names = ", ".join(n for n, o in zip(self.robot.joint_names, outside) if o)
             raise JointStateError(f"measured joint(s) {names} outside the URDF limits (wrong URDF or robot?)")
-        return np.minimum(np.maximum(q, self.lower), self.upper)
+        return q
+
+    def joint_box(self, q: np.ndarray, period_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """Joint targets reachable from ``q`` in ``period_s``: ``q ± step`` within the limits.
+
+        A joint measured beyond a limit by more than one step (only possible within
+        ``state_limit_tolerance``) may only go back to that limit.
+        """
+        step = self.max_joint_step(period_s)
+        lower = np.maximum(self.lower, q - step)
+        upper = np.minimum(self.upper, q + step)
+        empty = lower > upper
+        lower[empty] = upper[empty] = np.where(q[empty] > self.upper[empty], self.upper[empty], self.lower[empty])
+        return lower, upper
 
     def command(self, q_measured, action, period_s: float, gripper_measured=None) -> ArmCommand:
         """The command that moves the end effector by the action's displacement in ``period_s``.
@@ -120,13 +133,12 @@ class ArmCommander:
         q0 = self.measured(q_measured)
         start = self.robot.fk(q0)
         target = pin.SE3(start.rotation, start.translation + delta)
-        step = self.max_joint_step(period_s)
-        lower = np.maximum(self.lower, q0 - step)
-        upper = np.minimum(self.upper, q0 + step)
-        if float(np.linalg.norm(delta)) < 1e-12:
+        lower, upper = self.joint_box(q0, period_s)
+        q_init = np.minimum(np.maximum(q0, lower), upper)
+        if float(np.linalg.norm(delta)) < 1e-12 and np.array_equal(q_init, q0):
             q_target, ok = q0.copy(), True
         else:
-            result = solve_ik(self.robot, target, q_init=q0, settings=self.ik, lower=lower, upper=upper)
+            result = solve_ik(self.robot, target, q_init=q_init, settings=self.ik, lower=lower, upper=upper)
             q_target, ok = np.minimum(np.maximum(result.q, lower), upper), result.success
         achieved = self.robot.fk(q_target).translation - start.translation
         grip, grip_time = [], 0.0
