@@ -123,3 +123,21 @@ def test_vla_node_instruction_changes_at_run_time(tmp_path):
             feeder.join(2)
         codes = ros.close()
     assert codes["vla_node"] == 0
+
+
+def test_camera_exposure_is_dynamic_and_refused_by_a_source_without_it(tmp_path):
+    from scfl_nodes.nodes.testing import RosHarness
+
+    with RosHarness(tmp_path) as ros:
+        ros.start("camera_node", {"camera_type": "sim", "width": 32, "height": 32, "fps": 5.0})
+        ros.wait_for(lambda: any(s.name.endswith("/camera_node") and s.message == "streaming"
+                                 for s in ros.diagnostics()), 180, "the simulated camera streaming")
+        refused = ros.set_parameters("/camera_node", exposure=100.0)
+        assert not refused[0].successful and "metaworld source has no exposure control" in refused[0].reason, \
+            refused[0].reason
+        out_of_range = ros.set_parameters("/camera_node", exposure=-5.0)
+        assert not out_of_range[0].successful and "exposure" in out_of_range[0].reason
+        read_only = ros.set_parameters("/camera_node", width=64)
+        assert not read_only[0].successful and "read-only" in read_only[0].reason.lower()
+        codes = ros.close()
+    assert codes["camera_node"] == 0
