@@ -157,8 +157,9 @@ class CommandNode(Node):
         if state is None:
             return self._state_error or f"no joint states on {self.p['joint_states_topic']}"
         age = time.monotonic() - state[2]
+        self.diag.update(joint_state_age_ms=f"{age * 1e3:.0f}")  # a value: the status message stays stable
         if age > self.p["max_joint_state_age_s"]:
-            return f"joint states are stale ({age * 1e3:.0f} ms old, max {self.p['max_joint_state_age_s'] * 1e3:.0f} ms)"
+            return f"joint states are stale (older than {self.p['max_joint_state_age_s'] * 1e3:.0f} ms)"
         return None
 
     def _on_action(self, msg) -> None:
