@@ -1,4 +1,8 @@
-"""ament_python-style setup for scfl_nodes (also installs the `scfl` CLI and the cloud layer)."""
+"""pip install of scfl (the `scfl` CLI, the nodes' Python code and the cloud layer).
+
+ROS 2 builds use CMakeLists.txt (colcon, ament_cmake: interfaces, lib/scfl_nodes executables,
+share/scfl_nodes); this file is for `pip install -e .` / wheels on machines without colcon.
+"""
 
 from glob import glob
 
@@ -30,6 +34,9 @@ setup(
         (f"share/{PACKAGE}/urdf", glob("urdf/*")),
         (f"share/{PACKAGE}/msg", glob("msg/*.msg")),
         (f"share/{PACKAGE}/srv", glob("srv/*.srv")),
+        (f"share/{PACKAGE}/action", glob("action/*.action")),
+        (f"share/{PACKAGE}/data/base_policy", glob("scfl_nodes/data/base_policy/*")),
+        (f"share/{PACKAGE}/data/demo_bag", glob("test/data/demo_bag/*")),
     ],
     python_requires=">=3.10",
     zip_safe=False,

@@ -9,17 +9,26 @@ Argument defaults come from the ``ros`` section of config/scfl.yaml (the same fi
 ros__parameters from ``params_file`` (config/nodes.yaml). Which nodes start is
 ``ros.nodes`` in scfl.yaml. The argument list and how each argument maps onto node
 parameters live in :mod:`scfl_nodes.nodes.graph`, shared with ``scfl up``.
+
+camera_node and vla_node are managed (lifecycle) nodes: they start with ``autostart:=false``
+and this file configures them (camera opened, model loaded) and activates them once
+configured, through launch_ros' lifecycle events. A node whose configure fails (e.g. no
+camera) logs why and stays unconfigured; ``ros2 lifecycle set`` can retry it.
 """
 
 from __future__ import annotations
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, LogInfo, OpaqueFunction
+from launch.actions import DeclareLaunchArgument, EmitEvent, LogInfo, OpaqueFunction, RegisterEventHandler
+from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
+from lifecycle_msgs.msg import Transition
 
 from scfl_nodes.core.config import default_config_path, load_config
-from scfl_nodes.nodes.graph import LAUNCH_ARGUMENTS, node_overrides, resolve_params_file
+from scfl_nodes.nodes.graph import LAUNCH_ARGUMENTS, LIFECYCLE_NODES, node_overrides, resolve_params_file
 
 
 def _as_text(value) -> str:
@@ -46,17 +55,23 @@ def _start_nodes(context, config_path: str):
     params_file = str(resolve_params_file(ros.params_file, config_path))
     actions = [LogInfo(msg=f"scfl: starting {', '.join(ros.nodes)} (params {params_file}, namespace '{ros.namespace}')")]
     for name, overrides in node_overrides(ros).items():
-        actions.append(
-            Node(
-                package="scfl_nodes",
-                executable=name,
-                name=name,
-                namespace=ros.namespace,
-                parameters=[params_file, overrides],
-                output="screen",
-                emulate_tty=True,
-            )
-        )
+        if name not in LIFECYCLE_NODES:
+            actions.append(Node(package="scfl_nodes", executable=name, name=name, namespace=ros.namespace,
+                                parameters=[params_file, overrides], output="screen", emulate_tty=True))
+            continue
+        node = LifecycleNode(package="scfl_nodes", executable=name, name=name, namespace=ros.namespace,
+                             parameters=[params_file, {**overrides, "autostart": False}], output="screen",
+                             emulate_tty=True)
+        activate = EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
+                                               transition_id=Transition.TRANSITION_ACTIVATE))
+        actions += [
+            # configured -> activate (only after configure: a later deactivate is left alone)
+            RegisterEventHandler(OnStateTransition(target_lifecycle_node=node, start_state="configuring",
+                                                   goal_state="inactive", entities=[activate])),
+            node,
+            EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
+                                        transition_id=Transition.TRANSITION_CONFIGURE)),
+        ]
     return actions
 
 

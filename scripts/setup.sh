@@ -32,8 +32,8 @@ $pip install -q torch==2.13.0
 $pip install -q -r requirements.txt
 $pip install -q --no-deps -e .
 
-echo "== building ROS 2 interfaces (msg/, srv/)"
-bash scripts/build_interfaces.sh
+echo "== colcon build of the ROS 2 packages into ros_ws/ (scfl_nodes + scfl_interfaces, vendored tf2_msgs)"
+bash scripts/build_ros.sh
 
 if [[ $run_demo == 1 ]]; then
   echo "== running the main job: scfl demo"

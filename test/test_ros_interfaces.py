@@ -1,4 +1,4 @@
-"""The generated scfl_interfaces package: every msg/srv is built, imports, serialises, and a
+"""The generated scfl_interfaces package (scripts/build_ros.sh): every msg/srv is built, imports, serialises, and a
 custom service and message cross process boundaries; the build script is idempotent."""
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_build_script_is_idempotent_and_covers_every_file():
-    proc = subprocess.run(["bash", str(ROOT / "scripts" / "build_interfaces.sh")], capture_output=True, text=True,
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "build_ros.sh")], capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr
     # second run: nothing changed, so nothing is rebuilt
-    again = subprocess.run(["bash", str(ROOT / "scripts" / "build_interfaces.sh")], capture_output=True, text=True,
+    again = subprocess.run(["bash", str(ROOT / "scripts" / "build_ros.sh")], capture_output=True, text=True,
                            timeout=120)
     assert again.returncode == 0 and "up to date" in again.stdout, again.stdout + again.stderr
 

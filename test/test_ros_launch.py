@@ -1,4 +1,5 @@
-"""launch/scfl.launch.py (robots with ROS 2) and `scfl up` (pip-only) start the same graph from
+"""launch/scfl.launch.py (robots with ROS 2; loaded here with the real launch packages) and
+`scfl up` (pip-only) start the same graph from
 the same YAML; config/nodes.yaml matches what the nodes declare; `scfl up` really runs the
 camera -> vla_node chain and stops cleanly on Ctrl-C."""
 
@@ -11,7 +12,6 @@ import py_compile
 import signal
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -24,82 +24,70 @@ ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILE = ROOT / "launch" / "scfl.launch.py"
 
 
-class _Recorder:
-    def __init__(self, *args, **kwargs):
-        self.args, self.kwargs = args, kwargs
+def _load_launch_file():
+    """The launch file as `ros2 launch` loads it (the real launch / launch_ros packages)."""
+    pytest.importorskip("launch_ros", reason="no system launch_ros and no ../shared/vendor/ros2/python on PYTHONPATH")
+    from launch.launch_description_sources import get_launch_description_from_python_launch_file
+
+    return get_launch_description_from_python_launch_file(str(LAUNCH_FILE))
 
 
-def _fake_launch_modules(values: dict):
-    """Minimal stand-ins for launch / launch_ros (not installable from PyPI) that record calls."""
+def test_launch_file_compiles_and_its_arguments_match_the_yaml():
+    from launch import LaunchContext
+    from launch.utilities import perform_substitutions
 
-    class LaunchConfiguration:
-        def __init__(self, name):
-            self.name = name
-
-        def perform(self, context):
-            return context[self.name]
-
-    mods = {name: types.ModuleType(name) for name in
-            ("launch", "launch.actions", "launch.substitutions", "launch_ros", "launch_ros.actions")}
-    mods["launch"].LaunchDescription = type("LaunchDescription", (_Recorder,), {})
-    for cls in ("DeclareLaunchArgument", "LogInfo", "OpaqueFunction"):
-        setattr(mods["launch.actions"], cls, type(cls, (_Recorder,), {}))
-    mods["launch.substitutions"].LaunchConfiguration = LaunchConfiguration
-    mods["launch_ros.actions"].Node = type("Node", (_Recorder,), {})
-    return mods
-
-
-def _run_launch_file(monkeypatch, values: dict | None):
-    import importlib.util
-
-    for name, mod in _fake_launch_modules(values or {}).items():
-        monkeypatch.setitem(sys.modules, name, mod)
-    spec = importlib.util.spec_from_file_location("scfl_launch", LAUNCH_FILE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.generate_launch_description()
-
-
-def test_launch_file_compiles_and_its_arguments_match_the_yaml(monkeypatch):
     from scfl_nodes.core.config import RosConfig, load_config
     from scfl_nodes.nodes.graph import launch_arguments
 
     py_compile.compile(str(LAUNCH_FILE), doraise=True)
-    description = _run_launch_file(monkeypatch, None)
-    actions = description.args[0]
-    declared = {a.args[0]: a.kwargs for a in actions if type(a).__name__ == "DeclareLaunchArgument"}
+    description = _load_launch_file()
+    declared = {a.name: a for a in description.get_launch_arguments()}
     wanted = {"params_file", "namespace", "use_sim_time", "camera_type", "vla_backend", "cloud_url"}
     assert set(declared) == wanted == set(launch_arguments())
     assert wanted == {f.name for f in dataclasses.fields(RosConfig)} - {"nodes"}
     ros = load_config().ros
     raw = yaml.safe_load((ROOT / "config" / "scfl.yaml").read_text())["ros"]
-    for name, kwargs in declared.items():
-        assert len(kwargs["description"]) > 20, name
+    for name, arg in declared.items():
+        assert len(arg.description) > 20, name
         expected = getattr(ros, name)
         expected = str(expected).lower() if isinstance(expected, bool) else str(expected)
-        assert kwargs["default_value"] == expected == (str(raw[name]).lower() if isinstance(raw[name], bool)
-                                                        else str(raw[name]))
+        default = perform_substitutions(LaunchContext(), arg.default_value)
+        assert default == expected == (str(raw[name]).lower() if isinstance(raw[name], bool) else str(raw[name]))
 
 
-def test_launch_and_scfl_up_start_the_same_nodes(monkeypatch):
+def test_launch_and_scfl_up_start_the_same_nodes():
+    import importlib.util
+
+    from launch import LaunchContext
+    from launch.actions import EmitEvent, RegisterEventHandler
+    from launch_ros.actions import LifecycleNode, Node
+
     from scfl_nodes.cli import build_parser
     from scfl_nodes.cli.up import resolve_graph
+    from scfl_nodes.core.config import default_config_path
+    from scfl_nodes.nodes.graph import LIFECYCLE_NODES
 
     values = {"params_file": "nodes.yaml", "namespace": "robot1", "use_sim_time": "true",
               "camera_type": "realsense", "vla_backend": "onnxruntime", "cloud_url": "https://fleet.example.org"}
-    description = _run_launch_file(monkeypatch, values)
-    opaque = [a for a in description.args[0] if type(a).__name__ == "OpaqueFunction"][0]
-    actions = opaque.kwargs["function"](values, *opaque.kwargs["args"])
-    launched = {a.kwargs["executable"]: a.kwargs for a in actions if type(a).__name__ == "Node"}
+    spec = importlib.util.spec_from_file_location("scfl_launch", LAUNCH_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    context = LaunchContext()
+    context.launch_configurations.update(values)
+    actions = module._start_nodes(context, str(default_config_path()))
+    launched = [a for a in actions if isinstance(a, Node)]
 
     args = build_parser().parse_args(["up", "--namespace", "robot1", "--use-sim-time", "true", "--camera-type",
                                       "realsense", "--vla-backend", "onnxruntime", "--cloud-url",
                                       "https://fleet.example.org"])
     ros, params_file, per_node = resolve_graph(args)
-    assert list(launched) == list(per_node) == list(ros.nodes)
-    for name, kwargs in launched.items():
-        assert kwargs["namespace"] == "robot1" and kwargs["name"] == name and kwargs["package"] == "scfl_nodes"
-        assert kwargs["parameters"] == [str(params_file), per_node[name]]
+    assert [a.node_executable for a in launched] == list(per_node) == list(ros.nodes)
+    for node in launched:
+        assert node.node_package == "scfl_nodes"
+        assert isinstance(node, LifecycleNode) == (node.node_executable in LIFECYCLE_NODES)
+    # each managed node gets a configure event and an activate-after-configure handler
+    assert sum(isinstance(a, EmitEvent) for a in actions) == sum(isinstance(a, RegisterEventHandler) for a in actions) \
+        == len([n for n in ros.nodes if n in LIFECYCLE_NODES])
     assert per_node["camera_node"]["camera_type"] == "realsense"
     assert per_node["vla_node"]["backend"] == "onnxruntime"
     assert all(p["use_sim_time"] is True for p in per_node.values())

@@ -65,8 +65,8 @@ def test_nodes_survive_missing_camera_and_cloud(tmp_path):
 
         ros.wait_for(lambda: status("camera_node", 2), 60, "camera_node diagnostics ERROR")
         assert "camera unavailable" in status("camera_node", 2)[-1].message
-        ros.wait_for(lambda: status("vla_node", 1), 90, "vla_node diagnostics WARN (no images)")
-        assert "images" in status("vla_node", 1)[-1].message
+        ros.wait_for(lambda: [s for s in status("vla_node", 1) if "images" in s.message], 90,
+                     "vla_node diagnostics WARN (no images)")
         # cloud down: the router still answers from the local library and reports WARN
         resp = ros.call(SkillRequest, "/router_node/request_skills",
                         SkillRequest.Request(task_description="close the drawer", max_skills=1), timeout=120)

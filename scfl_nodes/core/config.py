@@ -501,14 +501,9 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
 
 def default_config_path() -> Path:
     """``config/scfl.yaml`` of the checkout, or of the installed ROS share directory."""
-    candidates = [
-        Path(__file__).resolve().parents[2] / "config" / "scfl.yaml",
-        Path(sys.prefix) / "share" / "scfl_nodes" / "config" / "scfl.yaml",
-    ]
-    for path in candidates:
-        if path.is_file():
-            return path
-    return candidates[0]
+    from scfl_nodes.core.paths import package_path
+
+    return package_path("config/scfl.yaml")
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: dict | None = None) -> ScflConfig:

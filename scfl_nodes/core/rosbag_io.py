@@ -38,11 +38,9 @@ class BagMessage:
 
 
 def _interface_dirs() -> list[Path]:
-    root = Path(__file__).resolve().parents[2]
-    dirs = [root / "msg", root / "srv"]
-    import sys
+    from scfl_nodes.core.paths import package_path
 
-    dirs.append(Path(sys.prefix) / "share" / "scfl_nodes" / "msg")
+    dirs = [package_path("msg"), package_path("srv")]
     return [d for d in dirs if d.is_dir()]
 
 

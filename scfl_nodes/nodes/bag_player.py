@@ -17,8 +17,8 @@ from pathlib import Path
 
 from rclpy.node import Node
 
+from scfl_nodes.core.paths import package_path
 from scfl_nodes.nodes.common import (
-    REPO_ROOT,
     Diagnostics,
     NodeConfigError,
     Param,
@@ -27,7 +27,7 @@ from scfl_nodes.nodes.common import (
     run_node,
 )
 
-DEFAULT_BAG = REPO_ROOT / "test" / "data" / "demo_bag"
+DEFAULT_BAG = package_path("test/data/demo_bag")  # installed as share/scfl_nodes/data/demo_bag
 
 PARAMS = [
     Param("bag_path", "", "rosbag2 directory to play (sqlite3 or mcap); empty = the bundled demo bag"),

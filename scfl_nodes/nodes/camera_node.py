@@ -1,9 +1,21 @@
 """camera_node: camera frames -> ``sensor_msgs/Image`` + ``CameraInfo`` (realsense-ros names).
 
+A managed (lifecycle) node: *configure* opens the camera (a missing device fails the transition
+with one clear error and the node stays unconfigured) and publishes the static TF tree,
+*activate* starts streaming, *deactivate* stops it, *cleanup* closes the device.
+``autostart: true`` (config/nodes.yaml; ``scfl up``, a node run alone) makes the node take
+those steps itself and retry configure every ``reconnect_s``; launch/scfl.launch.py sets it
+false and drives the transitions through launch_ros' lifecycle events.
+
 Topics (relative, so a launch namespace prefixes them):
 ``<camera_namespace>/<camera_name>/color/image_raw`` and ``.../color/camera_info`` (plus
-``.../aligned_depth_to_color/image_raw`` when the source has depth), SensorDataQoS, frames in
-REP-103 optical convention (``<camera_name>_color_optical_frame``: z forward, x right, y down).
+``.../aligned_depth_to_color/image_raw`` when the source has depth), frames in REP-103 optical
+convention (``<camera_name>_color_optical_frame``: z forward, x right, y down). QoS as
+realsense-ros publishes: reliable by default (``qos: sensor_data`` selects best effort); the
+project's subscribers are best effort, which accepts both.
+
+``/tf_static`` (transient local, ``tf2_msgs/TFMessage``): world -> base_frame -> camera link ->
+optical frame with the extrinsics ``base_in_world`` and ``camera_in_base`` (core.frames).
 
 Sources come from :mod:`scfl_nodes.core.perception` (RealSense live / ``.db3`` playback, ZED
 side-by-side over UVC, generic UVC / video file, the Meta-World renderer). ``camera_type: sim``
@@ -11,8 +23,8 @@ renders Meta-World with its scripted expert acting and also publishes the simula
 (``scfl/observation_state``, same stamp as the image) and the task instruction
 (``scfl/instruction``, latched) -- what vla_node needs for the state-based scfl base policy.
 
-A missing or failing camera never kills the node: diagnostics go to ERROR and the source is
-reopened every ``reconnect_s``.
+A camera failing while streaming never kills the node: diagnostics go to ERROR and the source
+is reopened every ``reconnect_s``.
 """
 
 from __future__ import annotations
@@ -21,12 +33,13 @@ import threading
 import time
 
 import numpy as np
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 
 from scfl_nodes.nodes.common import (
     Diagnostics,
     NodeConfigError,
     Param,
+    camera_qos,
     declare_params,
     enable_dynamic_params,
     latched_qos,
@@ -34,7 +47,6 @@ from scfl_nodes.nodes.common import (
     hard_exit,
     preload_realsense,
     run_node,
-    sensor_qos,
 )
 
 CAMERA_TYPES = ("realsense", "realsense_playback", "zed", "uvc", "video", "sim")
@@ -52,6 +64,13 @@ PARAMS = [
     Param("sim_task", "drawer-close-v3", "camera_type sim: Meta-World task to render"),
     Param("sim_seed", 0, "camera_type sim: seed of the simulated episodes", min=0, max=2**31 - 1),
     Param("reconnect_s", 2.0, "seconds between attempts to (re)open a missing camera", min=0.1, max=600.0),
+    Param("qos", "reliable", "image/camera_info QoS: reliable (realsense-ros default) or sensor_data (best effort)",
+          choices=("reliable", "sensor_data")),
+    Param("autostart", True, "configure and activate by itself (false: a lifecycle manager / ros2 launch does)"),
+    Param("world_frame", "world", "fixed frame of the static TF tree (REP-105)"),
+    Param("base_frame", "base_link", "robot base frame (REP-105)"),
+    Param("base_in_world", [0.0, 0.0, 0.0, 0.0, 0.0, 0.0], "robot base pose in world: x y z (m) roll pitch yaw (rad)"),
+    Param("camera_in_base", [0.6, 0.0, 0.5, 0.0, 0.6, 3.14159], "camera link pose in the base frame: x y z (m) roll pitch yaw (rad)"),
     Param("exposure", 0.0, "colour exposure in the device's units (RealSense: as realsense-ros rgb_camera.exposure; "
           "UVC: V4L2 exposure_time_absolute, 100 us); 0 = auto exposure", min=0.0, max=1e6, read_only=False),
     Param("gain", -1.0, "colour gain in the device's units; -1 = leave the device's setting", min=-1.0, max=1e6,
@@ -81,13 +100,10 @@ def open_source(p: dict, episode: int = 0):
                        real_time=kind == "video")
 
 
-class CameraNode(Node):
+class CameraNode(LifecycleNode):
     def __init__(self):
         super().__init__("camera_node")
-        from sensor_msgs.msg import CameraInfo, Image
-        from std_msgs.msg import String
-
-        from scfl_interfaces.msg import Observation
+        from scfl_nodes.core.frames import camera_frames, robot_static_tree
 
         self.p = declare_params(self, PARAMS)
         if self.p["camera_type"] == "sim":
@@ -97,58 +113,171 @@ class CameraNode(Node):
                 raise NodeConfigError(f"parameter 'sim_task' must be one of {', '.join(TASKS)}; got {self.p['sim_task']!r}")
         if self.p["camera_type"] in ("video", "realsense_playback") and not self.p["device"]:
             raise NodeConfigError(f"parameter 'device' must name the file to play for camera_type {self.p['camera_type']}")
-        prefix = f"{self.p['camera_namespace']}/{self.p['camera_name']}".strip("/")
-        self.frame_id = f"{self.p['camera_name']}_color_optical_frame"
-        self.image_pub = self.create_publisher(Image, f"{prefix}/color/image_raw", sensor_qos())
-        self.info_pub = self.create_publisher(CameraInfo, f"{prefix}/color/camera_info", sensor_qos())
-        self.depth_pub = self.create_publisher(Image, f"{prefix}/aligned_depth_to_color/image_raw", sensor_qos()) \
-            if self.p["enable_depth"] else None
-        self.state_pub = self.create_publisher(Observation, "scfl/observation_state", 10)
-        self.instruction_pub = self.create_publisher(String, "scfl/instruction", latched_qos())
-        self._Observation, self._CameraInfo, self._String = Observation, CameraInfo, String
+        try:
+            self.static_tree = robot_static_tree(self.p["world_frame"], self.p["base_frame"], self.p["base_in_world"],
+                                                 self.p["camera_name"], self.p["camera_in_base"])
+        except ValueError as exc:
+            raise NodeConfigError(f"parameter 'base_in_world' / 'camera_in_base': {exc}") from None
+        self.frame_id = camera_frames(self.p["camera_name"])[1]
         self.diag = Diagnostics(self, f"camera:{self.p['camera_type']}:{self.p['device'] or 'default'}")
+        self.diag.set(Diagnostics.WARN, "unconfigured")
         self.frames = 0
         self.episode = 0
+        self._source = None
         self._stop = threading.Event()
+        self._thread = None
+        self._pubs: list = []
         self.live_controls = LiveControls(self.p)
         enable_dynamic_params(self, PARAMS, self.p, apply=self.live_controls.request,
                               validators={name: self.live_controls.validator(name) for name in LiveControls.NAMES})
+        self._autostart_timer = self.create_timer(0.01, self._autostart) if self.p["autostart"] else None
+
+    # ------------------------------------------------------------------ lifecycle
+    def _autostart(self) -> None:
+        """configure (retried every reconnect_s while the camera is missing), then activate."""
+        self._autostart_timer.cancel()
+        label = self._state_machine.current_state[1]
+        if label == "unconfigured" and self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            self._autostart_timer = self.create_timer(self.p["reconnect_s"], self._autostart)
+            return
+        if self._state_machine.current_state[1] == "inactive":
+            self.trigger_activate()
+
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        from sensor_msgs.msg import CameraInfo, Image
+        from std_msgs.msg import String
+
+        from scfl_interfaces.msg import Observation
+
+        try:
+            self._source = self._open()
+        except Exception as exc:
+            message = (f"camera unavailable: cannot open {self.p['camera_type']} camera "
+                       f"{self.p['device'] or '(default device)'}: {exc}")
+            self.get_logger().error(f"configure failed: {message}")
+            self.diag.set(Diagnostics.ERROR, f"{message}; "
+                          + (f"retrying every {self.p['reconnect_s']} s" if self.p["autostart"] else "still unconfigured"))
+            return TransitionCallbackReturn.FAILURE
+        prefix = f"{self.p['camera_namespace']}/{self.p['camera_name']}".strip("/")
+        qos = camera_qos(self.p["qos"])
+        self.image_pub = self.create_publisher(Image, f"{prefix}/color/image_raw", qos)
+        self.info_pub = self.create_publisher(CameraInfo, f"{prefix}/color/camera_info", qos)
+        self.depth_pub = self.create_publisher(Image, f"{prefix}/aligned_depth_to_color/image_raw", qos) \
+            if self.p["enable_depth"] else None
+        self.state_pub = self.create_publisher(Observation, "scfl/observation_state", 10)
+        self.instruction_pub = self.create_publisher(String, "scfl/instruction", latched_qos())
+        self._pubs = [p for p in (self.image_pub, self.info_pub, self.depth_pub, self.state_pub, self.instruction_pub) if p]
+        self._Observation, self._CameraInfo, self._String = Observation, CameraInfo, String
+        self._publish_static_tf()
+        self._publish_instruction()
+        self.diag.set(Diagnostics.OK, "configured (camera open, not streaming)")
+        self.get_logger().info(f"{self.p['camera_type']} camera opened -> {self.image_pub.topic_name} "
+                               f"({self.p['width']}x{self.p['height']} @ {self.p['fps']} fps, qos {self.p['qos']})")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        self._stop.clear()
         self._thread = threading.Thread(target=self._capture_loop, name="camera-capture", daemon=True)
         self._thread.start()
-        self.get_logger().info(f"{self.p['camera_type']} camera -> {self.image_pub.topic_name} "
-                               f"({self.p['width']}x{self.p['height']} @ {self.p['fps']} fps)")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        self._stop_streaming()
+        self.diag.set(Diagnostics.OK, "inactive (camera open, not streaming)")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        self._close()
+        self.diag.set(Diagnostics.WARN, "unconfigured")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self.shutdown()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_streaming(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=15.0)  # one frame of a slow source on a loaded machine
+            if self._thread.is_alive():
+                self.get_logger().warning("capture thread still busy after 15 s; leaving it")
+            else:
+                self._thread = None
+
+    def _close(self) -> None:
+        if self._source is not None:
+            try:
+                self._source.close()
+            except Exception:
+                pass
+            self._source = None
+        for pub in self._pubs:
+            self.destroy_publisher(pub)
+        self._pubs = []
+
+    # ------------------------------------------------------------------ streaming
+    def _publish_static_tf(self) -> None:
+        from geometry_msgs.msg import TransformStamped
+        from tf2_msgs.msg import TFMessage
+
+        if not hasattr(self, "_tf_pub"):
+            self._tf_pub = self.create_publisher(TFMessage, "/tf_static", latched_qos())
+        stamp = self.get_clock().now().to_msg()
+        msg = TFMessage()
+        for t in self.static_tree:
+            ts = TransformStamped()
+            ts.header.stamp, ts.header.frame_id, ts.child_frame_id = stamp, t.parent, t.child
+            ts.transform.translation.x, ts.transform.translation.y, ts.transform.translation.z = t.translation
+            (ts.transform.rotation.x, ts.transform.rotation.y, ts.transform.rotation.z,
+             ts.transform.rotation.w) = t.rotation
+            msg.transforms.append(ts)
+        self._tf_pub.publish(msg)
 
     def _open(self):
+        """Create the source and acquire the device now (a missing camera fails here, not later)."""
         source = open_source(self.p, self.episode)
+        try:
+            source.open()
+        except BaseException:
+            source.close()
+            raise
+        return source
+
+    def _publish_instruction(self) -> None:
         if self.p["camera_type"] == "sim":
             from scfl_nodes.core.sim import instruction_for
 
             self.instruction_pub.publish(self._String(data=instruction_for(self.p["sim_task"])))
-        return source
 
     def _capture_loop(self) -> None:
         # Live cameras block in frames() at their own rate; the simulator is paced to ``fps``.
         period = 1.0 / self.p["fps"] if self.p["camera_type"] == "sim" else 0.0
         while not self._stop.is_set():
             try:
-                source = self._open()
-                frames = iter(source.frames())
+                if self._source is None:
+                    self._source = self._open()
+                    self._publish_instruction()
+                frames = iter(self._source.frames())
                 frame = next(frames)
             except StopIteration:
+                self._close_source()
                 self.episode += 1
                 continue
             except Exception as exc:
+                self._close_source()
+                if self._stop.is_set():
+                    break
                 self.diag.set(Diagnostics.ERROR, f"camera unavailable: {exc}; retrying every {self.p['reconnect_s']} s")
                 self._stop.wait(self.p["reconnect_s"])
                 continue
             self.diag.set(Diagnostics.OK, "streaming")
             next_t = time.monotonic()
-            self.live_controls.opened(source)
+            self.live_controls.opened(self._source)
             try:
                 while not self._stop.is_set():
-                    for problem in self.live_controls.apply(source):  # between frames, on this thread
+                    for problem in self.live_controls.apply(self._source):  # between frames, on this thread
                         self.diag.set(Diagnostics.WARN, problem)
-                    state = getattr(source, "last_state", None)  # simulator: the state of this frame
+                    state = getattr(self._source, "last_state", None)  # simulator: the state of this frame
                     self._publish(frame.color, frame.depth if self.p["enable_depth"] else None,
                                   None if state is None else np.asarray(state, np.float32), frame.intrinsics)
                     next_t += period
@@ -159,24 +288,31 @@ class CameraNode(Node):
                         next_t = time.monotonic()
                     frame = next(frames)
             except StopIteration:  # end of a video / recording / simulated episode
+                self._close_source()
                 self.episode += 1
                 if self.episode == 1:
                     self.get_logger().info(f"{self.p['camera_type']} source ended; reopening it (looping)")
             except Exception as exc:
+                self._close_source()
+                if self._stop.is_set():
+                    break
                 self.diag.set(Diagnostics.ERROR, f"camera stream failed: {type(exc).__name__}: {exc}; reopening")
                 self._stop.wait(self.p["reconnect_s"])
-            finally:
-                self.live_controls.opened(None)
-                try:
-                    source.close()
-                except Exception:
-                    pass
+
+    def _close_source(self) -> None:
+        source, self._source = self._source, None
+        self.live_controls.opened(None)
+        if source is not None:
+            try:
+                source.close()
+            except Exception:
+                pass
 
     def _publish(self, color, depth, state, intrinsics) -> None:
         stamp = self.get_clock().now().to_msg()
         if state is not None:  # before the image: vla_node pairs them by stamp
             obs = self._Observation(state=state.tolist())
-            obs.header.stamp, obs.header.frame_id = stamp, "world"
+            obs.header.stamp, obs.header.frame_id = stamp, self.p["world_frame"]
             self.state_pub.publish(obs)
         self.image_pub.publish(numpy_to_image(color, stamp, self.frame_id, "rgb8"))
         h, w = color.shape[:2]
@@ -199,8 +335,9 @@ class CameraNode(Node):
         self.diag.update(frames=self.frames)
 
     def shutdown(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=3.0)
+        self._stop_streaming()
+        if self._thread is None:  # never close a source the capture thread still reads
+            self._close_source()
 
 
 class LiveControls:

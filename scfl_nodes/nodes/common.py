@@ -40,7 +40,7 @@ class NodeConfigError(Exception):
 
 
 class InterfacesNotBuiltError(ImportError):
-    """``scfl_interfaces`` was not generated (run scripts/build_interfaces.sh)."""
+    """``scfl_interfaces`` was not generated (run scripts/build_ros.sh)."""
 
 
 def interfaces_install_dir() -> Path:
@@ -85,7 +85,7 @@ def ensure_interfaces() -> None:
         site = interfaces_install_dir() / "lib" / pyver / "site-packages"
         if not (site / "scfl_interfaces").is_dir():
             raise InterfacesNotBuiltError(
-                f"ROS interfaces scfl_interfaces are not built (looked in {site}); run scripts/build_interfaces.sh"
+                f"ROS interfaces scfl_interfaces are not built (looked in {site}); run scripts/build_ros.sh"
             ) from None
         sys.path.insert(0, str(site))
         import scfl_interfaces  # noqa: F401
@@ -119,13 +119,10 @@ def ros_subprocess_env(base: dict | None = None, domain_id: int | None = None) -
 
 def default_params_file() -> Path | None:
     """``config/nodes.yaml`` of the checkout or of the installed share directory."""
-    for candidate in (
-        REPO_ROOT / "config" / "nodes.yaml",
-        Path(sys.prefix) / "share" / "scfl_nodes" / "config" / "nodes.yaml",
-    ):
-        if candidate.is_file():
-            return candidate
-    return None
+    from scfl_nodes.core.paths import package_path
+
+    candidate = package_path("config/nodes.yaml")
+    return candidate if candidate.is_file() else None
 
 
 # --------------------------------------------------------------------------- parameters
@@ -324,10 +321,14 @@ class Diagnostics:
     def publish(self) -> None:
         from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
+        try:
+            name = f"scfl: {self._node.get_fully_qualified_name()}"
+        except Exception:  # the node is being destroyed (a worker thread reporting while stopping)
+            return
         with self._lock:
             status = DiagnosticStatus(
                 level=bytes([self._level]),
-                name=f"scfl: {self._node.get_fully_qualified_name()}",
+                name=name,
                 message=self._message,
                 hardware_id=self._hardware_id,
                 values=[KeyValue(key=k, value=v) for k, v in sorted(self._values.items())],
@@ -446,7 +447,8 @@ def run_node(node_factory: Callable[[], Any], name: str, args: list[str] | None 
         spin.join(timeout=5.0)  # the executor must be idle before nodes are destroyed
         if hasattr(node, "shutdown"):
             node.shutdown()
-        executor.shutdown(timeout_sec=2.0)
+        executor.shutdown(timeout_sec=2.0)  # joins the callback threads
+        _collect_callback_errors(node, executor)
     except NodeConfigError as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
         code = 2
@@ -462,6 +464,25 @@ def run_node(node_factory: Callable[[], Any], name: str, args: list[str] | None 
     return code
 
 
+def _collect_callback_errors(node, executor) -> None:
+    """Fetch the results of callbacks that finished after the last spin.
+
+    A MultiThreadedExecutor re-raises a callback's exception on its *next* spin; a callback that
+    failed while the node was stopping has none, and rclpy would print "The following exception
+    was never retrieved" when its task is garbage-collected. Real errors are logged here instead;
+    a callback that hit an entity being destroyed during shutdown is expected and dropped.
+    """
+    for task in list(getattr(executor, "_futures", ())):
+        if not task.done():
+            continue
+        exc = task.exception()
+        if exc is not None and "destruction was requested" not in str(exc):
+            try:
+                node.get_logger().error(f"callback failed while stopping: {type(exc).__name__}: {exc}")
+            except Exception:
+                pass
+
+
 def _spin(executor, stop: threading.Event) -> None:
     from rclpy.executors import ExternalShutdownException
 
@@ -475,10 +496,25 @@ def _spin(executor, stop: threading.Event) -> None:
 
 
 def sensor_qos(depth: int = 5):
-    """SensorDataQoS (best effort, volatile, keep last) for camera streams."""
+    """SensorDataQoS (best effort, volatile, keep last): what the project's camera *subscribers*
+    use, because a best-effort subscription matches reliable and best-effort publishers alike
+    (a reliable subscription would get nothing from a SensorDataQoS camera)."""
     from rclpy.qos import qos_profile_sensor_data
 
     return qos_profile_sensor_data
+
+
+def camera_qos(kind: str = "reliable"):
+    """Publisher QoS of camera streams: ``reliable`` as realsense-ros publishes images and
+    camera_info (reliable, volatile, keep last 10: a default-QoS subscriber such as rviz or
+    ``ros2 topic echo`` receives every frame), or ``sensor_data`` (best effort, depth 5)."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+
+    if kind == "sensor_data":
+        return qos_profile_sensor_data
+    if kind != "reliable":
+        raise ValueError(f"camera QoS must be reliable or sensor_data, got {kind!r}")
+    return QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 
 def latched_qos():

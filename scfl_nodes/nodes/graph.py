@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from scfl_nodes.core.paths import package_path
 
 #: every node of the suite: (executable / module name, what it does)
 NODES: dict[str, str] = {
@@ -34,6 +34,9 @@ NODES: dict[str, str] = {
     "federation_bridge_node": "encrypted, signed skill deltas <-> cloud (persistent outbox)",
     "bag_player": "replays a rosbag2 (sqlite3 / mcap) with recorded timing",
 }
+
+#: managed (lifecycle) nodes: ``autostart`` parameter; scfl.launch.py drives their transitions
+LIFECYCLE_NODES = ("camera_node", "vla_node")
 
 #: launch argument -> (description, {node: parameter it sets})
 LAUNCH_ARGUMENTS: dict[str, tuple[str, dict[str, str]]] = {
@@ -60,7 +63,7 @@ def resolve_params_file(params_file: str, config_path: str | os.PathLike | None 
     """A relative ``params_file`` is relative to the directory of scfl.yaml."""
     path = Path(os.path.expanduser(params_file))
     if not path.is_absolute():
-        base = Path(config_path).resolve().parent if config_path else REPO_ROOT / "config"
+        base = Path(config_path).resolve().parent if config_path else package_path("config")
         path = base / path
     return path
 

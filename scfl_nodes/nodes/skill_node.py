@@ -218,7 +218,7 @@ class SkillNode(Node):
         msg = self._ResidualAction()
         now = self.get_clock().now()
         msg.header.stamp = now.to_msg()
-        msg.header.frame_id = "base"
+        msg.header.frame_id = "base_link"  # REP-105 robot base (camera_node publishes it on /tf_static)
         msg.action = final.astype(np.float32).tolist()
         msg.base_action = action.tolist()
         msg.residual = (final - action).astype(np.float32).tolist()

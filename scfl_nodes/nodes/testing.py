@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from scfl_nodes.nodes.common import REPO_ROOT, ensure_interfaces
+from scfl_nodes.core.paths import package_path
+from scfl_nodes.nodes.common import ensure_interfaces
 from scfl_nodes.nodes.graph import NodeProcess
 
 _COUNTER = itertools.count()
@@ -71,7 +72,7 @@ class RosHarness:
     # ------------------------------------------------------------------ nodes
     def start(self, name: str, params: dict[str, Any] | None = None, *, params_file: bool = True,
               namespace: str = "") -> NodeProcess:
-        files = [REPO_ROOT / "config" / "nodes.yaml"] if params_file else []
+        files = [package_path("config/nodes.yaml")] if params_file else []
         proc = NodeProcess(name, files, dict(params or {}), namespace=namespace, domain_id=self.domain_id,
                            log_path=self.workdir / f"{name}.log",
                            env={**os.environ, "FASTDDS_BUILTIN_TRANSPORTS": self.transports})

@@ -6,6 +6,11 @@ lowers the base-action rate but never blocks the control loop in skill_node, whi
 uses the latest base action and knows its age (``BaseAction.age_ms`` and header stamp =
 image stamp). The low-dimensional state that goes with a frame (``Observation``, same stamp)
 is paired by stamp; the instruction comes from a parameter or the latched ``/scfl/instruction``.
+
+A managed (lifecycle) node: *configure* loads the model and subscribes, *activate* starts the
+inference thread, *deactivate* stops it, *cleanup* drops the model. ``autostart: true``
+(config/nodes.yaml) takes those steps by itself; launch/scfl.launch.py sets it false and drives
+the transitions through launch_ros' lifecycle events.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import time
 
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 
 from scfl_nodes.nodes.common import (
     Diagnostics,
@@ -45,6 +50,7 @@ PARAMS = [
           min=0.0, max=5000.0, read_only=False),
     Param("image_timeout_s", 2.0, "diagnostics WARN when no image arrived for this long", min=0.1, max=600.0, read_only=False),
     Param("torch_threads", 1, "torch intra-op threads (keep small next to the control loop)", min=1, max=64),
+    Param("autostart", True, "configure and activate by itself (false: a lifecycle manager / ros2 launch does)"),
 ]
 
 
@@ -78,23 +84,17 @@ def load_policy(model: str, backend: str, device: str):
         raise NodeConfigError(f"cannot load base VLA {model!r} with backend {backend!r}: {msg}") from None
 
 
-class VlaNode(Node):
+class VlaNode(LifecycleNode):
     def __init__(self):
         super().__init__("vla_node")
-        from std_msgs.msg import String
-        from sensor_msgs.msg import Image
-
-        from scfl_interfaces.msg import BaseAction, Observation
-
         self.p = declare_params(self, PARAMS)
         import torch
 
         torch.set_num_threads(self.p["torch_threads"])
         self.diag = Diagnostics(self, f"vla:{self.p['model']}")
-        t0 = time.monotonic()
-        self.policy = load_policy(self.p["model"], self.p["backend"], self.p["device"])
-        self.get_logger().info(f"loaded base VLA {self.p['model']} ({self.p['backend']}) in {time.monotonic() - t0:.1f} s")
-        self._BaseAction = BaseAction
+        if not self.p["autostart"]:  # (autostart: configured right below, no transient status)
+            self.diag.set(Diagnostics.WARN, "unconfigured (model not loaded)")
+        self.policy = None
         self._cv = threading.Condition()
         self._latest_image = None  # (stamp_ns, header, image)
         self._states: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
@@ -104,19 +104,72 @@ class VlaNode(Node):
         self._last_image_wall = None
         self._sequence = 0
         self._stop = threading.Event()
-        group = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(Image, self.p["image_topic"], self._on_image, sensor_qos(), callback_group=group)
-        if self.p["use_observation"]:
-            self.create_subscription(Observation, self.p["observation_topic"], self._on_state, 50, callback_group=group)
-        # always subscribed: the instruction parameter is dynamic and may be emptied at run time
-        self.create_subscription(String, self.p["instruction_topic"], self._on_instruction, latched_qos(), callback_group=group)
-        self.pub = self.create_publisher(BaseAction, self.p["output_topic"], 10)
-        self.create_timer(0.5, self._check_health, callback_group=MutuallyExclusiveCallbackGroup())
-        self._worker = threading.Thread(target=self._infer_loop, name="vla-inference", daemon=True)
-        self._worker.start()
+        self._worker = None
+        self._entities: list = []
         enable_dynamic_params(self, PARAMS, self.p, apply=self._on_params_changed,
                               validators={"instruction": _check_instruction})
+        if self.p["autostart"]:
+            # at construction, like the node before it was managed: a bad model is a start-up error (exit 2)
+            if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                raise NodeConfigError(self._configure_error)
+            self.trigger_activate()
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        from std_msgs.msg import String
+        from sensor_msgs.msg import Image
+
+        from scfl_interfaces.msg import BaseAction, Observation
+
+        t0 = time.monotonic()
+        try:
+            self.policy = load_policy(self.p["model"], self.p["backend"], self.p["device"])
+        except NodeConfigError as exc:
+            self._configure_error = str(exc)
+            self.get_logger().error(f"configure failed: {exc}")
+            self.diag.set(Diagnostics.ERROR, f"model not loaded: {exc}")
+            return TransitionCallbackReturn.FAILURE
+        self.get_logger().info(f"loaded base VLA {self.p['model']} ({self.p['backend']}) in {time.monotonic() - t0:.1f} s")
+        self._BaseAction = BaseAction
+        group = MutuallyExclusiveCallbackGroup()
+        self._entities = [self.create_subscription(Image, self.p["image_topic"], self._on_image, sensor_qos(),
+                                                   callback_group=group)]
+        if self.p["use_observation"]:
+            self._entities.append(self.create_subscription(Observation, self.p["observation_topic"], self._on_state, 50,
+                                                           callback_group=group))
+        # always subscribed: the instruction parameter is dynamic and may be emptied at run time
+        self._entities.append(self.create_subscription(String, self.p["instruction_topic"], self._on_instruction,
+                                                       latched_qos(), callback_group=group))
+        self.pub = self.create_publisher(BaseAction, self.p["output_topic"], 10)
+        self._health = self.create_timer(0.5, self._check_health, callback_group=MutuallyExclusiveCallbackGroup())
+        self.diag.set(Diagnostics.OK, "configured (model loaded, not inferring)")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        self._stop.clear()
+        self._worker = threading.Thread(target=self._infer_loop, name="vla-inference", daemon=True)
+        self._worker.start()
         self.diag.set(Diagnostics.WARN, f"waiting for images on {self.p['image_topic']}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        self.shutdown()
+        self.diag.set(Diagnostics.OK, "inactive (model loaded, not inferring)")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        for sub in self._entities:
+            self.destroy_subscription(sub)
+        self._entities = []
+        self.destroy_publisher(self.pub)
+        self.destroy_timer(self._health)
+        self.policy = None
+        self.diag.set(Diagnostics.WARN, "unconfigured (model not loaded)")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self.shutdown()
+        return TransitionCallbackReturn.SUCCESS
 
     # ------------------------------------------------------------------ callbacks (cheap)
     def _on_image(self, msg) -> None:
@@ -221,6 +274,9 @@ class VlaNode(Node):
         self._stop.set()
         with self._cv:
             self._cv.notify_all()
+        if self._worker is not None:
+            self._worker.join(timeout=5.0)
+            self._worker = None
 
 
 def _check_instruction(value: str) -> str:

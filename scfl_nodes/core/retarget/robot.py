@@ -45,14 +45,9 @@ KNOWN_ROBOTS: dict[str, RobotSpec] = {
 
 def project_urdf_dir() -> Path:
     """``urdf/`` of the checkout, or of the installed ROS share directory."""
-    candidates = [
-        Path(__file__).resolve().parents[3] / "urdf",
-        Path(sys.prefix) / "share" / "scfl_nodes" / "urdf",
-    ]
-    for path in candidates:
-        if path.is_dir():
-            return path
-    return candidates[0]
+    from scfl_nodes.core.paths import package_path
+
+    return package_path("urdf")
 
 
 def example_robot_data_dir() -> Path:

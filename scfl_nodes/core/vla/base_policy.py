@@ -214,7 +214,9 @@ class ModelIntegrityError(ValueError):
 
 
 def default_base_policy_dir() -> Path:
-    return Path(__file__).resolve().parents[2] / "data" / "base_policy"
+    from scfl_nodes.core.paths import package_path
+
+    return package_path("scfl_nodes/data/base_policy")
 
 
 class MetaWorldBasePolicy:
