@@ -15,6 +15,7 @@ NODES = [
     "router_node",
     "skill_node",
     "retarget_node",
+    "command_node",
     "federation_bridge_node",
     "bag_player",
 ]

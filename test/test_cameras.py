@@ -201,3 +201,29 @@ def test_depth_reprojection_shifts_by_the_baseline_disparity():
     np.testing.assert_allclose(aligned[:, 6:46], 2.0)
     np.testing.assert_allclose(aligned[:, 52:], 1.0)
     assert (aligned[:, 46:52] == 0).all()  # disocclusion gap behind the box edge
+
+
+@pytest.mark.timeout(120)
+def test_exposure_like_controls_only_on_live_cameras(tmp_path):
+    """Recordings, video files and the simulator refuse exposure/gain with the reason; live
+    RealSense / UVC sources declare them and refuse while they are not streaming."""
+    from scfl_nodes.core.perception.realsense import RealSenseSource, record_synthetic
+
+    colors, depths = _synthetic(3)
+    recording = open_camera("realsense", playback=record_synthetic(tmp_path / "r.db3", colors, depths))
+    import cv2
+
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (W, H))
+    writer.write(np.zeros((H, W, 3), np.uint8))
+    writer.release()
+    for source in (recording, open_camera("uvc", device=str(clip))):
+        assert source.controls() == frozenset()
+        with pytest.raises(CameraError, match="has no exposure control"):
+            source.set_control("exposure", 100.0)
+    for live in (RealSenseSource(), open_camera("uvc", device="/dev/video99")):
+        assert live.controls() == {"exposure", "gain"}
+        with pytest.raises(CameraError, match="not (streaming|open)"):
+            live.set_control("exposure", 100.0)
+        with pytest.raises(CameraError, match="has no focus control"):
+            live.set_control("focus", 1.0)

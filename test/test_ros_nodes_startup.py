@@ -21,6 +21,10 @@ BAD_PARAMETERS = [
     ("bag_player", ["bag_path:=/nonexistent/bag"], "is not a rosbag2 directory"),
     ("retarget_node", ["robot:=nonexistent_robot"], "cannot build the retargeter: unknown robot"),
     ("skill_node", ["control_rate_hz:=fast"], "control_rate_hz"),
+    ("skill_node", ["active_skills:=[no_such_skill]"], "parameter 'active_skills': skill(s) no_such_skill not installed"),
+    ("command_node", ["robot:=nonexistent_robot"], "cannot load the robot: unknown robot"),
+    ("command_node", ["velocity_scale:=3.0"], "velocity_scale"),
+    ("command_node", ["action_frame_rpy:=[0.0, 1.0]"], "action_frame_rpy"),
 ]
 
 

@@ -1,5 +1,6 @@
 """retarget_node in its own process: the service answer equals the core Retargeter's result;
-rviz topics (latched robot_description, joint states, markers) are published."""
+rviz topics (latched robot_description, joint states, markers) are published under retarget/,
+never on the robot driver's /joint_states and /robot_description."""
 
 from __future__ import annotations
 
@@ -34,10 +35,12 @@ def test_retarget_service_matches_core_and_feeds_rviz(tmp_path):
                                    object_pose_robot=matrix_to_pose(obj_robot), dt=0.5)
         resp = ros.call(RetargetDemo, "/retarget_node/retarget", req, timeout=120)
         # late subscribers still get the transient-local robot_description
-        description = ros.subscribe(String, "/robot_description", latched_qos())
-        joints = ros.subscribe(JointState, "/joint_states")
+        description = ros.subscribe(String, "/retarget/robot_description", latched_qos())
+        joints = ros.subscribe(JointState, "/retarget/joint_states")
         markers = ros.subscribe(MarkerArray, "/scfl/retarget_markers", latched_qos())
         ros.wait_for(lambda: description and joints and markers, 30, "rviz topics")
+        assert ros.node.count_publishers("/joint_states") == 0  # a robot driver's topics stay untouched
+        assert ros.node.count_publishers("/robot_description") == 0
 
     assert resp.success, resp.message
     core = Retargeter.from_config(load_config().retarget)

@@ -344,7 +344,7 @@ class RosConfig:
     def __post_init__(self) -> None:
         import re
 
-        known = ("camera_node", "vla_node", "router_node", "skill_node", "retarget_node",
+        known = ("camera_node", "vla_node", "router_node", "skill_node", "retarget_node", "command_node",
                  "federation_bridge_node", "bag_player")
         _check(bool(self.params_file), "ros.params_file", "must not be empty")
         _check(re.fullmatch(r"(/?[A-Za-z][A-Za-z0-9_]*)*/?", self.namespace) is not None, "ros.namespace",

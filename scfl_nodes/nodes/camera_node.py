@@ -41,6 +41,7 @@ from scfl_nodes.nodes.common import (
     Param,
     camera_qos,
     declare_params,
+    enable_dynamic_params,
     latched_qos,
     numpy_to_image,
     hard_exit,
@@ -73,6 +74,10 @@ PARAMS = [
     Param("base_frame", "base_link", "robot base frame (REP-105)"),
     Param("base_in_world", [0.0, 0.0, 0.0, 0.0, 0.0, 0.0], "robot base pose in world: x y z (m) roll pitch yaw (rad)"),
     Param("camera_in_base", [0.6, 0.0, 0.5, 0.0, 0.6, 3.14159], "camera link pose in the base frame: x y z (m) roll pitch yaw (rad)"),
+    Param("exposure", 0.0, "colour exposure in the device's units (RealSense: as realsense-ros rgb_camera.exposure; "
+          "UVC: V4L2 exposure_time_absolute, 100 us); 0 = auto exposure", min=0.0, max=1e6, read_only=False),
+    Param("gain", -1.0, "colour gain in the device's units; -1 = leave the device's setting", min=-1.0, max=1e6,
+          read_only=False),
 ]
 
 
@@ -125,6 +130,9 @@ class CameraNode(LifecycleNode):
         self._stop = threading.Event()
         self._thread = None
         self._pubs: list = []
+        self.live_controls = LiveControls(self.p)
+        enable_dynamic_params(self, PARAMS, self.p, apply=self.live_controls.request,
+                              validators={name: self.live_controls.validator(name) for name in LiveControls.NAMES})
         self._autostart_timer = self.create_timer(0.01, self._autostart) if self.p["autostart"] else None
 
     # ------------------------------------------------------------------ lifecycle
@@ -269,8 +277,11 @@ class CameraNode(LifecycleNode):
                 continue
             self.diag.set(Diagnostics.OK, "streaming")
             next_t = time.monotonic()
+            self.live_controls.opened(self._source)
             try:
                 while not self._stop.is_set():
+                    for problem in self.live_controls.apply(self._source):  # between frames, on this thread
+                        self.diag.set(Diagnostics.WARN, problem)
                     state = getattr(self._source, "last_state", None)  # simulator: the state of this frame
                     self._publish(frame.color, frame.depth if self.p["enable_depth"] else None,
                                   None if state is None else np.asarray(state, np.float32), frame.intrinsics)
@@ -295,6 +306,7 @@ class CameraNode(LifecycleNode):
 
     def _close_source(self) -> None:
         source, self._source = self._source, None
+        self.live_controls.opened(None)
         if source is not None:
             try:
                 source.close()
@@ -331,6 +343,61 @@ class CameraNode(LifecycleNode):
         self._stop_streaming()
         if self._thread is None:  # never close a source the capture thread still reads
             self._close_source()
+
+
+class LiveControls:
+    """Exposure-like settings changed while the camera streams (dynamic parameters).
+
+    A change is validated against the open source's controls (a source without the control
+    refuses it with the reason) and applied by the capture thread between two frames; the
+    configured values are applied again whenever the camera is (re)opened.
+    """
+
+    NAMES = ("exposure", "gain")
+
+    def __init__(self, params: dict):
+        self._params = params
+        self._lock = threading.Lock()
+        self._pending: dict[str, float] = {}
+        self._source = None
+
+    def _wanted(self) -> dict[str, float]:
+        return {n: self._params[n] for n in self.NAMES if not (n == "gain" and self._params[n] < 0)}
+
+    def validator(self, name: str):
+        def check(value):
+            source = self._source
+            if source is not None and name not in source.controls():
+                raise ValueError(f"parameter '{name}': the {source.name} source has no {name} control "
+                                 f"(controls: {', '.join(sorted(source.controls())) or 'none'})")
+            return value
+        return check
+
+    def request(self, changed: dict) -> None:
+        with self._lock:
+            self._pending.update({k: v for k, v in changed.items() if k in self.NAMES})
+
+    def opened(self, source) -> None:
+        self._source = source
+        if source is not None:
+            with self._lock:  # re-apply what is configured, but only what the source has
+                self._pending = {k: v for k, v in self._wanted().items()
+                                 if k in source.controls() and not (k == "exposure" and v == 0.0)}
+
+    def apply(self, source) -> list[str]:
+        from scfl_nodes.core.perception.base import CameraError
+
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        problems = []
+        for name, value in pending.items():
+            if name == "gain" and value < 0:
+                continue
+            try:
+                source.set_control(name, value)
+            except CameraError as exc:
+                problems.append(str(exc))
+        return problems
 
 
 def _wants_realsense(argv: list[str]) -> bool:

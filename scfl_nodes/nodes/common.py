@@ -128,6 +128,11 @@ def default_params_file() -> Path | None:
 # --------------------------------------------------------------------------- parameters
 
 
+#: the default reason a parameter is read-only (Param.why_read_only)
+READ_ONLY_REASON = ("used once at start-up to set up topics, models, devices or files; "
+                    "change it in the params file and restart the node")
+
+
 @dataclasses.dataclass(frozen=True)
 class Param:
     """A declared node parameter: default, one-line description and the accepted range."""
@@ -138,7 +143,11 @@ class Param:
     min: float | None = None
     max: float | None = None
     choices: Sequence[str] | None = None
+    #: False: safe to change at run time (``ros2 param set``), validated by the callback that
+    #: :func:`enable_dynamic_params` installs. True (default): read once at start-up.
     read_only: bool = True
+    #: why a read-only parameter cannot change at run time (shown by ``ros2 param describe``)
+    why_read_only: str = READ_ONLY_REASON
 
     def descriptor(self):
         from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -146,6 +155,7 @@ class Param:
         desc = self.description
         if self.choices:
             desc += f" (one of: {', '.join(self.choices)})"
+        desc += f" [read-only: {self.why_read_only}]" if self.read_only else " [dynamic: can be set at run time]"
         d = ParameterDescriptor(name=self.name, description=desc, read_only=self.read_only)
         if self.min is not None and self.max is not None:
             if isinstance(self.default, bool):
@@ -200,6 +210,66 @@ def declare_params(node, specs: Sequence[Param]) -> dict[str, Any]:
             raise
         values[spec.name] = spec.check(list(value) if isinstance(value, (list, tuple)) else value)
     return values
+
+
+def enable_dynamic_params(
+    node,
+    specs: Sequence[Param],
+    values: dict[str, Any],
+    apply: Callable[[dict[str, Any]], None] | None = None,
+    validators: dict[str, Callable[[Any], Any]] | None = None,
+) -> None:
+    """Let the ``read_only=False`` parameters of ``specs`` change while the node runs.
+
+    A parameter callback (``add_on_set_parameters_callback``) validates every requested value
+    with the spec's type/range/choices check and the optional ``validators[name](value)``
+    (raise ``NodeConfigError``/``ValueError`` with the reason, or return a normalised value);
+    a bad value is refused with that reason and nothing changes. Read-only parameters are
+    refused by rclpy itself (their descriptor says why). After a successful set, ``values``
+    (the node's parameter dict) is updated and ``apply(changed)`` is called with the new values.
+    Call after :func:`declare_params` (rclpy also runs these callbacks while declaring).
+    """
+    from rcl_interfaces.msg import SetParametersResult
+
+    by_name = {s.name: s for s in specs}
+    validators = dict(validators or {})
+    pending: dict[str, Any] = {}
+
+    def on_set(params) -> SetParametersResult:
+        checked = {}
+        for param in params:
+            spec = by_name.get(param.name)
+            if spec is None:
+                continue  # rclpy's own parameters (use_sim_time, ...)
+            if spec.read_only:
+                return SetParametersResult(successful=False,
+                                           reason=f"parameter '{spec.name}' is read-only: {spec.why_read_only}")
+            value = param.value
+            try:
+                value = spec.check(list(value) if isinstance(value, (list, tuple)) else value)
+                if spec.name in validators:
+                    normalised = validators[spec.name](value)
+                    value = value if normalised is None else normalised
+            except (NodeConfigError, ValueError, TypeError) as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
+            checked[spec.name] = value
+        pending.clear()
+        pending.update(checked)
+        return SetParametersResult(successful=True)
+
+    def after_set(params) -> None:
+        changed = {p.name: pending[p.name] for p in params if p.name in pending}
+        pending.clear()
+        if not changed:
+            return
+        values.update(changed)
+        node.get_logger().info("parameters changed at run time: "
+                               + ", ".join(f"{k}={v!r}" for k, v in changed.items()))
+        if apply is not None:
+            apply(changed)
+
+    node.add_on_set_parameters_callback(on_set)
+    node.add_post_set_parameters_callback(after_set)
 
 
 # --------------------------------------------------------------------------- diagnostics

@@ -30,6 +30,7 @@ NODES: dict[str, str] = {
     "router_node": "~/request_skills service: task -> skills + weights (local gating or cloud)",
     "skill_node": "control loop: base action + sum of weighted residual skills -> ResidualAction",
     "retarget_node": "~/retarget service: human hand + object poses -> robot joint trajectory",
+    "command_node": "final action + /joint_states -> MoveIt Servo twist + joint_trajectory_controller trajectories (IK)",
     "federation_bridge_node": "encrypted, signed skill deltas <-> cloud (persistent outbox)",
     "bag_player": "replays a rosbag2 (sqlite3 / mcap) with recorded timing",
 }

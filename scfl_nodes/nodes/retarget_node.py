@@ -2,9 +2,11 @@
 
 Human hand poses + the object's pose in the demo and in the robot's scene -> object-centric
 end-effector targets (T_ee = T_o^w' (T_o^w)^-1 T_h^w) -> IK with the GMR posture prior ->
-``trajectory_msgs/JointTrajectory``. For rviz it publishes ``/robot_description`` (latched,
-transient local), ``/joint_states`` (the last retargeted trajectory played back in a loop,
-the home posture before) and ``/scfl/retarget_markers`` (EE targets and achieved path).
+``trajectory_msgs/JointTrajectory``. For rviz it publishes ``retarget/robot_description``
+(latched, transient local), ``retarget/joint_states`` (the last retargeted trajectory played
+back in a loop, the home posture before) and ``scfl/retarget_markers`` (EE targets and achieved
+path). The preview lives under ``retarget/`` so that it never collides with a robot driver's
+``joint_states`` / ``robot_description`` (which command_node reads).
 """
 
 from __future__ import annotations
@@ -22,9 +24,13 @@ PARAMS = [
     Param("config_file", "", "scfl.yaml whose retarget section configures robot, solver and IK; empty = default"),
     Param("robot", "", "override retarget.robot (panda, panda-erd or a .urdf path); empty = from config"),
     Param("solver", "", "override retarget.solver (dls or qp); empty = from config"),
-    Param("publish_robot_description", True, "publish the URDF on /robot_description (transient local)"),
+    Param("publish_robot_description", True, "publish the URDF on robot_description_topic (transient local)"),
+    Param("robot_description_topic", "retarget/robot_description",
+          "URDF of the retargeting preview (own namespace: never the robot driver's robot_description)"),
+    Param("joint_states_topic", "retarget/joint_states",
+          "joint states of the retargeting preview (own namespace: never the robot driver's joint_states)"),
     Param("base_frame", "world", "frame of EE targets and markers (the robot's base)"),
-    Param("playback_rate_hz", 10.0, "rate of /joint_states playback of the last trajectory", min=0.5, max=1000.0),
+    Param("playback_rate_hz", 10.0, "rate of the joint_states_topic playback of the last trajectory", min=0.5, max=1000.0),
 ]
 
 
@@ -83,9 +89,9 @@ class RetargetNode(Node):
         self._lock = threading.Lock()
         self._play_index = 0
         if self.p["publish_robot_description"]:
-            self.description_pub = self.create_publisher(String, "robot_description", latched_qos())
+            self.description_pub = self.create_publisher(String, self.p["robot_description_topic"], latched_qos())
             self.description_pub.publish(String(data=urdf_path.read_text()))
-        self.joint_pub = self.create_publisher(JointState, "joint_states", 10)
+        self.joint_pub = self.create_publisher(JointState, self.p["joint_states_topic"], 10)
         self.marker_pub = self.create_publisher(MarkerArray, "scfl/retarget_markers", latched_qos())
         self.create_service(RetargetDemo, "~/retarget", self._on_retarget, callback_group=MutuallyExclusiveCallbackGroup())
         self.create_timer(1.0 / self.p["playback_rate_hz"], self._publish_joint_state,

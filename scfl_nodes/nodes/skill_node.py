@@ -25,6 +25,7 @@ from scfl_nodes.nodes.common import (
     NodeConfigError,
     Param,
     declare_params,
+    enable_dynamic_params,
     latched_qos,
     run_node,
 )
@@ -32,12 +33,15 @@ from scfl_nodes.nodes.common import (
 PARAMS = [
     Param("library_path", "", "skill library root; empty = skill_library.storage_path of config_file"),
     Param("config_file", "", "scfl.yaml to read skill_library from; empty = the default config"),
-    Param("control_rate_hz", 50.0, "control loop rate", min=1.0, max=1000.0),
+    Param("control_rate_hz", 50.0, "control loop rate", min=1.0, max=1000.0, read_only=False),
+    Param("active_skills", [""], "pin these installed skills (equal weights) instead of router_node's choice; "
+          "[''] = follow the router", read_only=False),
     Param("base_action_topic", "scfl/base_action", "input: scfl_interfaces/BaseAction from vla_node"),
     Param("weights_topic", "scfl/skill_weights", "input: scfl_interfaces/SkillWeights from router_node (latched)"),
     Param("installed_topic", "scfl/skill_installed", "input: scfl_interfaces/SkillInstalled (new skill versions)"),
     Param("action_topic", "scfl/action", "output: scfl_interfaces/ResidualAction, one per control cycle"),
-    Param("max_base_age_ms", 500.0, "diagnostics WARN when the newest base action is older than this", min=1.0, max=60000.0),
+    Param("max_base_age_ms", 500.0, "diagnostics WARN when the newest base action is older than this", min=1.0,
+          max=60000.0, read_only=False),
     Param("publish_markers", True, "publish /scfl/markers (visualization_msgs/MarkerArray) with active skills + weights"),
     Param("marker_frame", "world", "frame of the skill markers"),
     Param("torch_threads", 1, "torch intra-op threads", min=1, max=64),
@@ -95,7 +99,7 @@ class SkillNode(Node):
         self.create_subscription(SkillInstalled, self.p["installed_topic"], self._on_installed, 10, callback_group=loading)
         self.pub = self.create_publisher(ResidualAction, self.p["action_topic"], 10)
         self._period = 1.0 / self.p["control_rate_hz"]
-        self.create_timer(self._period, self._control_cycle, callback_group=control)
+        self._control_timer = self.create_timer(self._period, self._control_cycle, callback_group=control)
         self.create_timer(1.0, self._health, callback_group=MutuallyExclusiveCallbackGroup())
         self._marker_pub = None
         if self.p["publish_markers"]:
@@ -103,6 +107,11 @@ class SkillNode(Node):
 
             self._marker_pub = self.create_publisher(MarkerArray, "scfl/markers", 1)
             self.create_timer(0.5, self._publish_markers, callback_group=MutuallyExclusiveCallbackGroup())
+        enable_dynamic_params(self, PARAMS, self.p, apply=self._on_params_changed,
+                              validators={"active_skills": self._check_active_skills})
+        if _pinned(self.p["active_skills"]):
+            self._check_active_skills(self.p["active_skills"])  # raises NodeConfigError: exit 2
+            self._pin(_pinned(self.p["active_skills"]))
         self.get_logger().info(f"control loop at {self.p['control_rate_hz']:.0f} Hz, skill library {lib_path}")
         self.diag.set(Diagnostics.WARN, f"waiting for base actions on {self.p['base_action_topic']}")
 
@@ -137,7 +146,40 @@ class SkillNode(Node):
             return ActiveSkills(None, (), (), np.zeros(0, np.float32), task)
         return ActiveSkills(SkillComposer(modules), tuple(ids), tuple(vers), np.asarray(ws, np.float32), task)
 
+    # ------------------------------------------------------------------ run-time parameters
+    def _check_active_skills(self, value):
+        installed = set(self.library.skill_ids())  # read now: skills installed since start-up count
+        unknown = [s for s in _pinned(value) if s not in installed]
+        if unknown:
+            raise NodeConfigError(f"parameter 'active_skills': skill(s) {', '.join(unknown)} not installed; "
+                                  f"installed: {', '.join(sorted(installed)) or 'none'}")
+        return list(value)
+
+    def _on_params_changed(self, changed) -> None:
+        if "control_rate_hz" in changed:
+            self._period = 1.0 / changed["control_rate_hz"]
+            self._control_timer.timer_period_ns = int(self._period * 1e9)  # next cycle runs at the new rate
+        if "active_skills" in changed:
+            pinned = _pinned(changed["active_skills"])
+            if pinned:
+                self._pin(pinned)
+            elif self._requested is not None:
+                self._on_weights(self._requested)  # back to the router's last choice
+            else:
+                self._active = NO_SKILLS
+
+    def _pin(self, skill_ids) -> None:
+        with self._load_lock:
+            weights = [1.0 / len(skill_ids)] * len(skill_ids)
+            self._active = self._build(skill_ids, [0] * len(skill_ids), weights, "pinned by active_skills")
+            self.swaps += 1
+        self.get_logger().info(f"active skills pinned: {', '.join(self._active.skill_ids)}")
+
     def _on_weights(self, msg) -> None:
+        if _pinned(self.p["active_skills"]):
+            self._requested = msg
+            self.get_logger().info(f"router chose skills for {msg.task_description!r}; active_skills pins others")
+            return
         with self._load_lock:
             self._requested = msg
             versions = list(msg.skill_versions) or [0] * len(msg.skill_ids)
@@ -247,6 +289,10 @@ class SkillNode(Node):
             bar.color.g, bar.color.b, bar.color.a = 0.6, 1.0, 0.9
             markers.append(bar)
         self._marker_pub.publish(MarkerArray(markers=markers))
+
+
+def _pinned(value) -> list[str]:
+    return [s for s in value if s]
 
 
 def main(args=None) -> int:

@@ -94,10 +94,18 @@ class RosHarness:
         raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{self.logs()}")
 
     # ------------------------------------------------------------------ pub/sub/services
-    def subscribe(self, msg_type, topic: str, qos: Any = 10) -> list:
+    def subscribe(self, msg_type, topic: str, qos: Any = 10, on_message: Callable[[Any], None] | None = None) -> list:
+        """Messages on ``topic`` collect in the returned list; ``on_message`` (optional) is called
+        first, on the spin thread (e.g. to take an arrival time)."""
         received: list = []
+
+        def callback(msg) -> None:
+            if on_message is not None:
+                on_message(msg)
+            received.append(msg)
+
         with self._lock:
-            self.node.create_subscription(msg_type, topic, received.append, qos)
+            self.node.create_subscription(msg_type, topic, callback, qos)
         return received
 
     def publisher(self, msg_type, topic: str, qos: Any = 10):
@@ -111,6 +119,32 @@ class RosHarness:
         future = client.call_async(request)
         self.wait_for(future.done, timeout, f"response of {name}")
         return future.result()
+
+    def set_parameters(self, node: str, timeout: float = 60.0, **values) -> list:
+        """Set parameters of ``node`` (e.g. ``/command_node``) through its rcl_interfaces
+        SetParameters service, as ``ros2 param set`` does; returns the SetParametersResult list."""
+        from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+        from rcl_interfaces.srv import SetParameters
+
+        params = []
+        for name, v in values.items():
+            if isinstance(v, bool):
+                pv = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=v)
+            elif isinstance(v, int):
+                pv = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=v)
+            elif isinstance(v, float):
+                pv = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=v)
+            elif isinstance(v, str):
+                pv = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=v)
+            elif isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v):
+                pv = ParameterValue(type=ParameterType.PARAMETER_STRING_ARRAY, string_array_value=list(v))
+            elif isinstance(v, (list, tuple)):
+                pv = ParameterValue(type=ParameterType.PARAMETER_DOUBLE_ARRAY, double_array_value=[float(x) for x in v])
+            else:
+                raise TypeError(f"unsupported parameter value {v!r}")
+            params.append(Parameter(name=name, value=pv))
+        request = SetParameters.Request(parameters=params)
+        return list(self.call(SetParameters, f"{node.rstrip('/')}/set_parameters", request, timeout).results)
 
     def diagnostics(self) -> list:
         """Every DiagnosticStatus received so far on /diagnostics."""

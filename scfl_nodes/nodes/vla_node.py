@@ -29,6 +29,7 @@ from scfl_nodes.nodes.common import (
     NodeConfigError,
     Param,
     declare_params,
+    enable_dynamic_params,
     image_to_numpy,
     latched_qos,
     run_node,
@@ -42,11 +43,12 @@ PARAMS = [
     Param("image_topic", "camera/camera/color/image_raw", "camera image input (sensor_msgs/Image)"),
     Param("observation_topic", "scfl/observation_state", "state input paired with images by stamp (scfl_interfaces/Observation)"),
     Param("use_observation", True, "the model needs the low-dimensional state (False: image-only models)"),
-    Param("instruction", "", "task instruction; empty = take it from instruction_topic"),
+    Param("instruction", "", "task instruction; empty = take it from instruction_topic", read_only=False),
     Param("instruction_topic", "scfl/instruction", "latched std_msgs/String with the current task instruction"),
     Param("output_topic", "scfl/base_action", "published base actions (scfl_interfaces/BaseAction)"),
-    Param("pairing_wait_ms", 200.0, "how long to wait for the state with the image's stamp before using the latest one", min=0.0, max=5000.0),
-    Param("image_timeout_s", 2.0, "diagnostics WARN when no image arrived for this long", min=0.1, max=600.0),
+    Param("pairing_wait_ms", 200.0, "how long to wait for the state with the image's stamp before using the latest one",
+          min=0.0, max=5000.0, read_only=False),
+    Param("image_timeout_s", 2.0, "diagnostics WARN when no image arrived for this long", min=0.1, max=600.0, read_only=False),
     Param("torch_threads", 1, "torch intra-op threads (keep small next to the control loop)", min=1, max=64),
     Param("autostart", True, "configure and activate by itself (false: a lifecycle manager / ros2 launch does)"),
 ]
@@ -97,12 +99,15 @@ class VlaNode(LifecycleNode):
         self._latest_image = None  # (stamp_ns, header, image)
         self._states: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
         self._instruction = self.p["instruction"] or None
+        self._topic_instruction = None  # last instruction_topic value (used while the parameter is empty)
         self.frames_in = self.frames_dropped = self.actions_out = 0
         self._last_image_wall = None
         self._sequence = 0
         self._stop = threading.Event()
         self._worker = None
         self._entities: list = []
+        enable_dynamic_params(self, PARAMS, self.p, apply=self._on_params_changed,
+                              validators={"instruction": _check_instruction})
         if self.p["autostart"]:
             # at construction, like the node before it was managed: a bad model is a start-up error (exit 2)
             if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
@@ -132,9 +137,9 @@ class VlaNode(LifecycleNode):
         if self.p["use_observation"]:
             self._entities.append(self.create_subscription(Observation, self.p["observation_topic"], self._on_state, 50,
                                                            callback_group=group))
-        if not self.p["instruction"]:
-            self._entities.append(self.create_subscription(String, self.p["instruction_topic"], self._on_instruction,
-                                                           latched_qos(), callback_group=group))
+        # always subscribed: the instruction parameter is dynamic and may be emptied at run time
+        self._entities.append(self.create_subscription(String, self.p["instruction_topic"], self._on_instruction,
+                                                       latched_qos(), callback_group=group))
         self.pub = self.create_publisher(BaseAction, self.p["output_topic"], 10)
         self._health = self.create_timer(0.5, self._check_health, callback_group=MutuallyExclusiveCallbackGroup())
         self.diag.set(Diagnostics.OK, "configured (model loaded, not inferring)")
@@ -186,9 +191,17 @@ class VlaNode(LifecycleNode):
             self._cv.notify_all()
 
     def _on_instruction(self, msg) -> None:
+        self._topic_instruction = msg.data
+        if self.p["instruction"]:
+            return  # the parameter wins while it is set
         if msg.data != self._instruction:
             self.get_logger().info(f"instruction: {msg.data!r}")
         self._instruction = msg.data
+
+    def _on_params_changed(self, changed) -> None:
+        if "instruction" in changed:  # the next inference uses it: one reference assignment
+            self._instruction = changed["instruction"] or self._topic_instruction
+            self.get_logger().info(f"instruction: {self._instruction!r}")
 
     # ------------------------------------------------------------------ inference thread
     def _state_for(self, stamp_ns: int):
@@ -264,6 +277,14 @@ class VlaNode(LifecycleNode):
         if self._worker is not None:
             self._worker.join(timeout=5.0)
             self._worker = None
+
+
+def _check_instruction(value: str) -> str:
+    if value and not value.strip():
+        raise ValueError("parameter 'instruction' must not be blank (set '' to follow instruction_topic)")
+    if len(value) > 1000:
+        raise ValueError(f"parameter 'instruction' is {len(value)} characters long (at most 1000)")
+    return value.strip()
 
 
 def main(args=None) -> int:

@@ -80,6 +80,16 @@ class CameraSource(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release the device."""
 
+    def controls(self) -> frozenset[str]:
+        """Image controls :meth:`set_control` can change while the source streams (none here)."""
+        return frozenset()
+
+    def set_control(self, name: str, value: float) -> None:
+        """Set an image control while streaming, in the device's units: ``exposure`` (0 = auto
+        exposure) or ``gain``. Raises :class:`CameraError` saying why when it cannot."""
+        raise CameraError(f"the {self.name} source has no {name} control "
+                          f"(controls: {', '.join(sorted(self.controls())) or 'none'})")
+
     @abc.abstractmethod
     def frames(self, max_frames: int | None = None) -> Iterator[Frame]:
         """Yield frames until the source ends or ``max_frames`` were produced."""

@@ -90,6 +90,26 @@ class OpenCVSource(CameraSource):
             self._cap.release()
             self._cap = None
 
+    def controls(self) -> frozenset[str]:
+        return frozenset() if self.is_file else frozenset({"exposure", "gain"})
+
+    def set_control(self, name: str, value: float) -> None:
+        """V4L2 through OpenCV: exposure = ``exposure_time_absolute`` (100 µs units), 0 = auto
+        (aperture priority); gain in the device's units."""
+        if name not in self.controls():
+            return super().set_control(name, value)
+        if self._cap is None:
+            raise CameraError(f"camera {self.device!r} is not open")
+        cv2 = _cv2()
+        if name == "exposure" and value <= 0:
+            ok = self._cap.set(cv2.CAP_PROP_AUTO_EXPOSURE, 3)  # V4L2_EXPOSURE_APERTURE_PRIORITY
+        elif name == "exposure":
+            ok = self._cap.set(cv2.CAP_PROP_AUTO_EXPOSURE, 1) and self._cap.set(cv2.CAP_PROP_EXPOSURE, float(value))
+        else:
+            ok = self._cap.set(cv2.CAP_PROP_GAIN, float(value))
+        if not ok:
+            raise CameraError(f"camera {self.device!r} refused {name} = {value}")
+
     @property
     def frame_rate(self) -> float:
         self.open()

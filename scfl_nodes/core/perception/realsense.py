@@ -115,6 +115,30 @@ class RealSenseSource(CameraSource):
         self.timeout_ms = timeout_ms
         if self.playback is not None and not self.playback.is_file():
             raise CameraNotFoundError(f"RealSense recording {self.playback} does not exist")
+        self._color_sensor = None  # live colour sensor while streaming (set_control)
+
+    def controls(self) -> frozenset[str]:
+        return frozenset() if self.playback is not None else frozenset({"exposure", "gain"})
+
+    def set_control(self, name: str, value: float) -> None:
+        """Colour sensor options as realsense-ros' ``rgb_camera.exposure`` / ``rgb_camera.gain``;
+        exposure 0 = auto exposure."""
+        if name not in self.controls():
+            return super().set_control(name, value)
+        sensor = self._color_sensor
+        if sensor is None:
+            raise CameraError("the RealSense is not streaming")
+        rs = _rs()
+        try:
+            if name == "exposure" and value <= 0:
+                sensor.set_option(rs.option.enable_auto_exposure, 1)
+            elif name == "exposure":
+                sensor.set_option(rs.option.enable_auto_exposure, 0)
+                sensor.set_option(rs.option.exposure, float(value))
+            else:
+                sensor.set_option(rs.option.gain, float(value))
+        except RuntimeError as exc:
+            raise CameraError(f"the RealSense refused {name} = {value}: {exc}") from None
 
     # -- live or aligned playback: the librealsense pipeline --------------------------------
     def _pipeline_frames(self, max_frames: int | None) -> Iterator[Frame]:
@@ -138,6 +162,8 @@ class RealSenseSource(CameraSource):
                 cfg.enable_stream(rs.stream.depth, self.width, self.height, rs.format.z16, self.fps)
         profile = pipe.start(cfg)
         playback = None
+        if self.playback is None:
+            self._color_sensor = profile.get_device().first_color_sensor()
         if self.playback is not None:
             playback = profile.get_device().as_playback()
             # The pipeline's syncer loses frames when a file plays faster than real time, so the
@@ -174,6 +200,7 @@ class RealSenseSource(CameraSource):
                 yield Frame(color.get_timestamp() / 1000.0, color.get_frame_number(), _to_rgb(color, rs), intr, depth, depth_intr)
                 n += 1
         finally:
+            self._color_sensor = None
             pipe.stop()
 
     # -- exact playback: one frame queue per sensor ----------------------------------------
