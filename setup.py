@@ -29,6 +29,7 @@ setup(
         (f"share/{PACKAGE}/urdf", glob("urdf/*")),
         (f"share/{PACKAGE}/msg", glob("msg/*.msg")),
         (f"share/{PACKAGE}/srv", glob("srv/*.srv")),
+        (f"share/{PACKAGE}/action", glob("action/*.action")),
     ],
     python_requires=">=3.10",
     zip_safe=False,

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Generate and build the ROS 2 interface package `scfl_interfaces` from msg/ and srv/ with the
+# Generate and build the ROS 2 interface package `scfl_interfaces` from msg/, srv/ and action/ with the
 # pip-installed ROS 2 tooling (ros-rosidl-* generators, ros-ament-cmake, colcon, system cmake).
 #
-#   scripts/build_interfaces.sh           build if msg/, srv/ or the template changed (else ~0.1 s)
+#   scripts/build_interfaces.sh           build if msg/, srv/, action/ or the template changed (else ~0.1 s)
 #   scripts/build_interfaces.sh --force   rebuild from scratch
 #
 # Result: ros_ws/install (colcon --merge-install); scripts/env.sh puts it on AMENT_PREFIX_PATH,
@@ -28,7 +28,8 @@ command -v cmake >/dev/null || die "cmake not found (apt-get install cmake build
 shopt -s nullglob
 msgs=("$root"/msg/*.msg)
 srvs=("$root"/srv/*.srv)
-(( ${#msgs[@]} + ${#srvs[@]} > 0 )) || die "no interface files in $root/msg or $root/srv"
+actions=("$root"/action/*.action)
+(( ${#msgs[@]} + ${#srvs[@]} + ${#actions[@]} > 0 )) || die "no interface files in $root/msg, $root/srv or $root/action"
 
 pyver=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 site="$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
@@ -36,12 +37,12 @@ inc="$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
 ws_site="$install/lib/python$pyver/site-packages"
 
 # Everything the generated code depends on: skip the build when nothing changed.
-digest=$( { cat "${msgs[@]}" "${srvs[@]}" "$root"/interfaces/scfl_interfaces/CMakeLists.txt \
+digest=$( { cat "${msgs[@]}" "${srvs[@]}" "${actions[@]}" "$root"/interfaces/scfl_interfaces/CMakeLists.txt \
               "$root"/interfaces/scfl_interfaces/package.xml "${BASH_SOURCE[0]}";
-            printf '%s\n' "${msgs[@]##*/}" "${srvs[@]##*/}" "$py" "$site" "$inc"; } | sha256sum | cut -d' ' -f1)
+            printf '%s\n' "${msgs[@]##*/}" "${srvs[@]##*/}" "${actions[@]##*/}" "$py" "$site" "$inc"; } | sha256sum | cut -d' ' -f1)
 
 check_import() {
-  AMENT_PREFIX_PATH="$install:$venv" PYTHONPATH="$ws_site${PYTHONPATH:+:$PYTHONPATH}" \
+  SCFL_ROOT="$root" AMENT_PREFIX_PATH="$install:$venv" PYTHONPATH="$ws_site${PYTHONPATH:+:$PYTHONPATH}" \
   LD_LIBRARY_PATH="$install/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$py" - <<'EOF'
 
 from scfl_interfaces.msg import SkillWeights
@@ -50,6 +51,11 @@ from rclpy.serialization import serialize_message, deserialize_message
 m = SkillWeights(skill_ids=["a"], weights=[0.5])
 assert deserialize_message(serialize_message(m), SkillWeights).weights[0] == 0.5
 SkillRequest.Request(task_description="x", max_skills=1)
+import glob, os, importlib
+for f in glob.glob(os.path.join(os.environ["SCFL_ROOT"], "action", "*.action")):
+    name = os.path.basename(f)[:-len(".action")]
+    action = getattr(importlib.import_module("scfl_interfaces.action"), name)
+    action.Goal(), action.Result(), action.Feedback()
 EOF
 }
 
@@ -67,12 +73,13 @@ if grep -rlq --include='*.cmake' '/opt/python/cp311-cp311' "$venv/share" 2>/dev/
   die "wheel CMake files still reference /opt/python/cp311-cp311 (unexpected layout): $(grep -rl --include='*.cmake' /opt/python/cp311-cp311 "$venv/share" | head -3)"
 fi
 
-echo "build_interfaces: staging $pkg_src (${#msgs[@]} msg, ${#srvs[@]} srv)"
+echo "build_interfaces: staging $pkg_src (${#msgs[@]} msg, ${#srvs[@]} srv, ${#actions[@]} action)"
 rm -rf "$pkg_src"
-mkdir -p "$pkg_src/msg" "$pkg_src/srv"
+mkdir -p "$pkg_src/msg" "$pkg_src/srv" "$pkg_src/action"
 cp -p "$root"/interfaces/scfl_interfaces/CMakeLists.txt "$root"/interfaces/scfl_interfaces/package.xml "$pkg_src/"
 (( ${#msgs[@]} )) && cp -p "${msgs[@]}" "$pkg_src/msg/"
 (( ${#srvs[@]} )) && cp -p "${srvs[@]}" "$pkg_src/srv/"
+(( ${#actions[@]} )) && cp -p "${actions[@]}" "$pkg_src/action/"
 [[ $force == 1 ]] && rm -rf "$ws/build" "$install"
 rm -f "$stamp"
 
