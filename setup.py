@@ -13,6 +13,8 @@ NODES = [
     "retarget_node",
     "federation_bridge_node",
     "bag_player",
+    "recorder_node",
+    "trainer_node",
 ]
 
 setup(

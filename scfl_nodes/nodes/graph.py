@@ -32,6 +32,8 @@ NODES: dict[str, str] = {
     "retarget_node": "~/retarget service: human hand + object poses -> robot joint trajectory",
     "federation_bridge_node": "encrypted, signed skill deltas <-> cloud (persistent outbox)",
     "bag_player": "replays a rosbag2 (sqlite3 / mcap) with recorded timing",
+    "recorder_node": "~/start, ~/stop: demonstrations (camera, base action, demonstrator command) -> rosbag2",
+    "trainer_node": "~/train_skill action (TrainSkill): recordings -> new local skill version -> scfl/local_update",
 }
 
 #: launch argument -> (description, {node: parameter it sets})

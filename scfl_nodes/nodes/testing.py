@@ -72,11 +72,12 @@ class RosHarness:
     def start(self, name: str, params: dict[str, Any] | None = None, *, params_file: bool = True,
               namespace: str = "") -> NodeProcess:
         files = [REPO_ROOT / "config" / "nodes.yaml"] if params_file else []
+        key = f"{namespace.strip('/')}/{name}" if namespace else name  # two robots: same node, two namespaces
         proc = NodeProcess(name, files, dict(params or {}), namespace=namespace, domain_id=self.domain_id,
-                           log_path=self.workdir / f"{name}.log",
+                           log_path=self.workdir / f"{key.replace('/', '.')}.log",
                            env={**os.environ, "FASTDDS_BUILTIN_TRANSPORTS": self.transports})
         proc.start(self.workdir)
-        self.processes[name] = proc
+        self.processes[key] = proc
         return proc
 
     def logs(self) -> str:
