@@ -13,6 +13,7 @@ action read directly (scfl_nodes.core.training.recording, docs/demonstrations.md
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from pathlib import Path
@@ -70,7 +71,9 @@ class RecorderNode(Node):
         self.root = Path(expand_path(self.p["recordings_path"]))
         self.diag = Diagnostics(self, "recorder")
         self._lock = threading.Lock()
-        self._writer = None
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._write_loop, name="bag-writer", daemon=True)
+        self._thread.start()
         self._bag_path: Path | None = None
         self._started = 0.0
         self._counts: dict[str, int] = {}
@@ -101,15 +104,17 @@ class RecorderNode(Node):
         self.diag.set(Diagnostics.OK, "idle")
 
     # ------------------------------------------------------------------ recording
+    # The bag is written by ONE thread (SQLite objects may not cross threads, and the executor
+    # runs callbacks on any of its threads): callbacks only enqueue raw CDR, in arrival order.
     def _topic(self, key: str) -> str:
         return self._subs[key].topic_name  # fully resolved: /robot1/scfl/base_action
 
     def _writer_for(self, key: str):
         def write(raw: bytes) -> None:
             with self._lock:
-                if self._writer is None:
+                if self._bag_path is None:
                     return
-                self._writer.write(self._topic(key), self.get_clock().now().nanoseconds, raw, self._types[key])
+                self._queue.put(("write", self._topic(key), self.get_clock().now().nanoseconds, raw, self._types[key]))
                 self._counts[key] = self._counts.get(key, 0) + 1
         return write
 
@@ -117,12 +122,45 @@ class RecorderNode(Node):
         self._instruction_raw = raw
         self._writer_for("instruction")(raw)
 
-    def _on_start(self, request, response):
+    def _write_loop(self) -> None:
         from scfl_nodes.core.rosbag_io import BagWriter, string_message
-        from scfl_nodes.core.training.recording import RECORDING_INFO_TOPIC, recording_info
+        from scfl_nodes.core.training.recording import RECORDING_INFO_TOPIC
+
+        writer = None
+        while True:
+            op = self._queue.get()
+            kind = op[0]
+            try:
+                if kind == "write" and writer is not None:
+                    writer.write(*op[1:])
+                elif kind == "open":
+                    _, path, t_ns, info, instruction, done = op
+                    try:
+                        writer = BagWriter(path, self.p["storage"]).__enter__()
+                        writer.write(RECORDING_INFO_TOPIC, t_ns, string_message(info), "std_msgs/msg/String")
+                        if instruction is not None:  # latched before the recording started
+                            writer.write(self._topic("instruction"), t_ns, instruction, self._types["instruction"])
+                        done.set_result(None)
+                    except Exception as exc:
+                        writer = None
+                        done.set_exception(exc)
+                elif kind in ("close", "quit"):
+                    if writer is not None:
+                        writer.__exit__(None, None, None)
+                        writer = None
+                    op[1].set_result(None)
+                    if kind == "quit":
+                        return
+            except Exception as exc:  # a failing disk: say so, keep the node alive
+                self.diag.set(Diagnostics.ERROR, f"recording failed: {type(exc).__name__}: {exc}")
+
+    def _on_start(self, request, response):
+        from concurrent.futures import Future
+
+        from scfl_nodes.core.training.recording import recording_info
 
         with self._lock:
-            if self._writer is not None:
+            if self._bag_path is not None:
                 response.success, response.message = False, f"already recording to {self._bag_path}"
                 return response
             self.root.mkdir(parents=True, exist_ok=True)
@@ -131,30 +169,32 @@ class RecorderNode(Node):
             n = 1
             while path.exists():
                 path, n = self.root / f"{name}_{n}", n + 1
+            info = recording_info(self._topic("base"), self._topic("command"), self.mapping, self._topic("instruction"),
+                                  self._topic("image") if "image" in self._subs else "", self.p["max_command_age_s"])
+            done: Future = Future()
+            self._queue.put(("open", path, self.get_clock().now().nanoseconds, info, self._instruction_raw, done))
             try:
-                writer = BagWriter(path, self.p["storage"]).__enter__()
+                done.result(timeout=30)
             except Exception as exc:
                 response.success, response.message = False, f"cannot create {path}: {exc}"
                 return response
-            now = self.get_clock().now().nanoseconds
-            info = recording_info(self._topic("base"), self._topic("command"), self.mapping, self._topic("instruction"),
-                                  self._topic("image") if "image" in self._subs else "", self.p["max_command_age_s"])
-            writer.write(RECORDING_INFO_TOPIC, now, string_message(info), "std_msgs/msg/String")
-            if self._instruction_raw is not None:  # latched before the recording started
-                writer.write(self._topic("instruction"), now, self._instruction_raw, self._types["instruction"])
-            self._writer, self._bag_path, self._started, self._counts = writer, path, time.monotonic(), {}
+            self._bag_path, self._started, self._counts = path, time.monotonic(), {}
         self.get_logger().info(f"recording started: {path}")
         self.diag.set(Diagnostics.OK, f"recording {path.name}")
         response.success, response.message = True, str(path)
         return response
 
-    def _close(self) -> tuple[Path | None, dict]:
+    def _close(self, kind: str = "close") -> tuple[Path | None, dict]:
+        from concurrent.futures import Future
+
         with self._lock:
-            writer, path, counts = self._writer, self._bag_path, dict(self._counts)
-            self._writer = None
-            if writer is not None:
-                writer.__exit__(None, None, None)
-                self.recordings += 1
+            path, counts = self._bag_path, dict(self._counts)
+            self._bag_path = None
+            done: Future = Future()
+            self._queue.put((kind, done))  # after every write enqueued so far
+        done.result(timeout=60)
+        if path is not None:
+            self.recordings += 1
         return path, counts
 
     def _on_stop(self, request, response):
@@ -169,7 +209,7 @@ class RecorderNode(Node):
         return response
 
     def _check(self) -> None:
-        if self._writer is not None and time.monotonic() - self._started > self.p["max_duration_s"]:
+        if self._bag_path is not None and time.monotonic() - self._started > self.p["max_duration_s"]:
             path, counts = self._close()
             self.get_logger().warning(f"recording {path} stopped after max_duration_s ({counts})")
             self.diag.set(Diagnostics.OK, "idle")
@@ -177,7 +217,8 @@ class RecorderNode(Node):
             self.diag.update(**{f"recorded_{k}": v for k, v in self._counts.items()})
 
     def shutdown(self) -> None:
-        self._close()  # a bag is always closed (readable) when the node stops
+        self._close("quit")  # a bag is always closed (readable) when the node stops
+        self._thread.join(timeout=10)
 
 
 def main(args=None) -> int:

@@ -112,6 +112,31 @@ class RosHarness:
         self.wait_for(future.done, timeout, f"response of {name}")
         return future.result()
 
+    def send_goal(self, action_type, name: str, goal, feedback: Callable | None = None, timeout: float = 60.0):
+        """Send an action goal; returns the ClientGoalHandle (``.accepted``) once the server answered."""
+        from rclpy.action import ActionClient
+
+        with self._lock:
+            client = ActionClient(self.node, action_type, name)
+        self.wait_for(client.server_is_ready, timeout, f"action server {name}")
+        with self._lock:
+            future = client.send_goal_async(goal, feedback_callback=feedback)
+        self.wait_for(future.done, timeout, f"goal response of {name}")
+        return future.result()
+
+    def goal_result(self, goal_handle, timeout: float = 120.0):
+        """Wait for an accepted goal's outcome; returns the response (``.status``, ``.result``)."""
+        with self._lock:
+            future = goal_handle.get_result_async()
+        self.wait_for(future.done, timeout, "the action result")
+        return future.result()
+
+    def cancel_goal(self, goal_handle, timeout: float = 60.0):
+        with self._lock:
+            future = goal_handle.cancel_goal_async()
+        self.wait_for(future.done, timeout, "the cancel response")
+        return future.result()
+
     def diagnostics(self) -> list:
         """Every DiagnosticStatus received so far on /diagnostics."""
         if not hasattr(self, "_diag"):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import time
 
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
@@ -30,6 +31,8 @@ PARAMS = [
     Param("update_topic", "scfl/local_update", "output: SkillInstalled for every locally trained version"),
     Param("min_samples", 10, "goals whose recordings hold fewer paired steps are aborted", min=1, max=10_000_000),
     Param("torch_threads", 1, "torch intra-op threads of the training thread", min=1, max=64),
+    Param("feedback_period_s", 0.1, "minimum seconds between two feedback messages (first and last epoch always)",
+          min=0.0, max=60.0),
     Param("nice", 10, "niceness of the training thread (Linux; higher = yields to the control loop)", min=0, max=19),
 ]
 
@@ -95,8 +98,11 @@ class TrainerNode(Node):
         result = self._TrainSkill.Result(success=state == "succeeded", message=message, **fields)
         getattr(goal_handle, {"succeeded": "succeed", "aborted": "abort", "canceled": "canceled"}[state])()
         self.runs[state] += 1
-        log = self.get_logger().info if state == "succeeded" else self.get_logger().warning
-        log(f"TrainSkill {goal_handle.request.skill!r}: {state}: {message}")
+        text = f"TrainSkill {goal_handle.request.skill!r}: {state}: {message}"
+        if state == "succeeded":  # one call site per severity: rclpy refuses a change at one site
+            self.get_logger().info(text)
+        else:
+            self.get_logger().warning(text)
         return result
 
     def _run(self, goal_handle):
@@ -126,10 +132,16 @@ class TrainerNode(Node):
                                 samples=samples)
 
         outcome: dict = {}
+        last_feedback = [-math.inf]
 
         def on_epoch(entry: dict) -> None:
             if goal_handle.is_cancel_requested:
                 raise TrainingCancelled()
+            now = time.monotonic()
+            if (now - last_feedback[0] < self.p["feedback_period_s"]
+                    and entry["epoch"] not in (1, entry["epochs"])):
+                return  # tiny epochs: feedback at a readable rate, not thousands per second
+            last_feedback[0] = now
             val = entry["val_loss"]
             goal_handle.publish_feedback(self._TrainSkill.Feedback(
                 epoch=entry["epoch"], epochs=entry["epochs"], loss=float(entry["train_loss"]),
