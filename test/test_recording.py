@@ -148,3 +148,17 @@ def test_train_skill_cli_reads_recordings(tmp_path):
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 2 and "no demonstrator commands" in out.stderr and "Traceback" not in out.stderr
     assert SkillLibrary(lib).versions("close_drawer") == [1]
+
+
+@pytest.mark.parametrize("mapping, storage", [(TwistCommand(), "sqlite3"), (JointCommand(("j1", "j2", "j3", "j4")), "mcap")])
+def test_write_recorded_episode_round_trip(tmp_path, mapping, storage):
+    from scfl_nodes.core.training import synthetic_episodes
+    from scfl_nodes.core.training.recording import write_recorded_episode
+
+    ep = synthetic_episodes(1, 25, 16, 4, task="close the drawer", seed=3)[0]
+    write_recorded_episode(tmp_path / "rec", ep, mapping, storage=storage, namespace="robot1")
+    back = read_rosbag_episode(tmp_path / "rec")
+    np.testing.assert_array_equal(back.observation, ep.observation)
+    np.testing.assert_array_equal(back.base_action, ep.base_action)
+    np.testing.assert_allclose(back.expert_action, ep.expert_action, rtol=0, atol=1e-6)
+    assert back.task == "close the drawer" and back.length == 25

@@ -21,6 +21,9 @@ BAD_PARAMETERS = [
     ("bag_player", ["bag_path:=/nonexistent/bag"], "is not a rosbag2 directory"),
     ("retarget_node", ["robot:=nonexistent_robot"], "cannot build the retargeter: unknown robot"),
     ("skill_node", ["control_rate_hz:=fast"], "control_rate_hz"),
+    ("recorder_node", ["command_fields:=[linear.w]"], "parameter 'command_fields': twist command fields must be among"),
+    ("recorder_node", ["storage:=tape"], "parameter 'storage' must be one of sqlite3, mcap"),
+    ("trainer_node", ["nice:=40"], "nice"),
 ]
 
 

@@ -121,7 +121,7 @@ class JointCommand(CommandMapping):
 
     def fill(self, msg: Any, action: Sequence[float]) -> Any:
         msg.name = list(self.joints)
-        msg.position = [float(v) for v in action]
+        msg.position = np.asarray(action, np.float64)  # rclpy and rosbags (CDR float64[]) both take it
         return msg
 
     def info(self) -> dict:
@@ -239,3 +239,44 @@ def read_recorded_episode(path: str | os.PathLike) -> Episode:
                                  f"{base[0].shape[0]}")
     return validate_episode(Episode(np.stack(obs), np.stack(base), np.stack(expert), np.asarray(stamps), task,
                                     str(path)))
+
+
+def write_recorded_episode(path: str | os.PathLike, episode: Episode, mapping: CommandMapping | None = None,
+                           storage: str = "sqlite3", namespace: str = "") -> Path:
+    """Write ``episode`` as recorder_node would have recorded it (benchmarks, conversions):
+    BaseAction + the demonstrator's command stamped with the same image time + the info."""
+    from ..rosbag_io import BagWriter, _header, string_message, typestore
+
+    episode = validate_episode(episode)
+    mapping = mapping or TwistCommand()
+    if mapping.action_dim != episode.action_dim:
+        raise ValueError(f"the command mapping has {mapping.action_dim} values, the episode {episode.action_dim}")
+    types = typestore().types
+    ns = f"/{namespace.strip('/')}" if namespace.strip("/") else ""
+    topics = {"base": f"{ns}/scfl/base_action", "command": f"{ns}/scfl/teleop_cmd", "instruction": f"{ns}/scfl/instruction"}
+    stamps = episode.timestamp if episode.timestamp is not None else 1.0 + np.arange(episode.length) * 0.1
+    stamps_ns = np.round(np.asarray(stamps, np.float64) * 1e9).astype(np.int64)
+    vec = types["geometry_msgs/msg/Vector3"]
+
+    def blank_command(t_ns: int):
+        if isinstance(mapping, TwistCommand):
+            twist = types["geometry_msgs/msg/Twist"](linear=vec(x=0.0, y=0.0, z=0.0), angular=vec(x=0.0, y=0.0, z=0.0))
+            return types[mapping.msgtype](header=_header(t_ns, "base"), twist=twist)
+        return types[mapping.msgtype](header=_header(t_ns, "base"), name=[], position=np.zeros(0),
+                                      velocity=np.zeros(0), effort=np.zeros(0))
+
+    with BagWriter(path, storage) as writer:
+        t0 = int(stamps_ns[0])
+        writer.write(RECORDING_INFO_TOPIC, t0, string_message(
+            recording_info(topics["base"], topics["command"], mapping, topics["instruction"])))
+        if episode.task:
+            writer.write(topics["instruction"], t0, string_message(episode.task))
+        for t in range(episode.length):
+            t_ns = int(stamps_ns[t])
+            cmd = mapping.fill(blank_command(t_ns), episode.expert_action[t])
+            writer.write(topics["command"], t_ns, cmd)
+            writer.write(topics["base"], t_ns + 1, types[BASE_ACTION_TYPE](
+                header=_header(t_ns, "base"), instruction=episode.task or "", action=episode.base_action[t],
+                observation_embedding=episode.observation[t], inference_time_ms=0.0, age_ms=0.0, sequence=t,
+                backend="recorded"))
+    return Path(path)
