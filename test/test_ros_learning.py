@@ -5,8 +5,8 @@ teleoperator, vla_node, skill_node, recorder_node, trainer_node, federation_brid
 real cloud server. Each robot records a demonstration from the running graph, trains through
 the action (feedback arrives), the bridges upload encrypted deltas that the cloud sums, both
 robots install the same aggregate, skill_node switches to it with consecutive cycle numbers,
-and the installed weights equal the plaintext average of the two local updates within
-quantisation. A third, cancelled run installs nothing.
+and the installed weights equal the plaintext sample-weighted average (sum n_k d_k / sum n_k)
+of the two local updates within quantisation. A third, cancelled run installs nothing.
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ SKILL = "close_drawer"
 RECORD_STEPS = {"robot1": 12, "robot2": 24}
 
 
-def expected_aggregate(deltas: list[dict], samples: list[int]) -> dict:
-    """The plaintext FedAvg the bridge must reproduce under encryption.
+CLIP = 1.0  # crypto.clip (default)
+SAMPLE_CAP = 100  # federation.sample_cap of the robots: w_k = n_k / 100 (> the recorded steps)
 
-    TODO(issue 13 item 2, helper fedclient): sample-weighted FedAvg (sum n_k delta_k / sum n_k)
-    once the core federation client lands; the bridge today averages uniformly.
-    """
-    return {k: sum(d[k] for d in deltas) / len(deltas) for k in deltas[0]}
+
+def sample_weighted_average(deltas: list[dict], samples: list[int]) -> dict:
+    """Plaintext FedAvg as McMahan et al. define it: sum_k n_k delta_k / sum_k n_k."""
+    return {k: sum(n * d[k] for n, d in zip(samples, deltas)) / sum(samples) for k in deltas[0]}
 
 
 @pytest.fixture()
@@ -50,7 +50,8 @@ def world(tmp_path):
     shared = SkillPackage.create(SkillModule(emb, 4, 16), "close drawer", ["push the drawer closed"], skill_id=SKILL)
     # training defaults of the robots: early stopping off, so the cancelled run is still running
     config = tmp_path / "scfl.yaml"
-    config.write_text("training:\n  epochs: 3\n  patience: 1000000\n  seed: 0\n")
+    config.write_text("training:\n  epochs: 3\n  lr: 0.01\n  patience: 1000000\n  seed: 0\n"
+                      f"federation:\n  strategy: fedavg\n  weighting: samples\n  sample_cap: {SAMPLE_CAP}\n")
     robots = {}
     for n, name in enumerate(ROBOTS):
         root = tmp_path / name
@@ -193,26 +194,37 @@ def test_two_robots_record_train_federate_install(world):
         assert res.status == GoalStatus.STATUS_ABORTED and "no demonstration episodes" in res.result.message
         assert robots["robot2"]["lib"].versions(SKILL) == [1, 2, 3]
         deltas_on_wire = {name: topics[name]["deltas"][0] for name in robots}
-        samples = [results[name].samples for name in robots]
 
-    # --- the installed weights are the plaintext average of the two local updates
+    # --- the installed weights are the plaintext sample-weighted average of the two local updates
+    from scfl_nodes.core.federation.strategy import WEIGHT_KEY
+
     fleet_key = world["fleet_key"]
-    local_deltas = []
+    local_deltas, weights = [], []
     for name in robots:
         lib = robots[name]["lib"]
         v1, v2 = _flat(lib.get(SKILL, 1)), _flat(lib.get(SKILL, 2))
         delta = {k: v2[k] - v1[k] for k in v1}
-        assert max(np.abs(d).max() for d in delta.values()) > 1e-4  # training changed the skill
+        assert max(np.abs(d).max() for d in delta.values()) > 1e-3  # training changed the skill
+        delta = {k: np.clip(v, -CLIP, CLIP) for k, v in delta.items()}  # crypto.clip bounds every upload
         local_deltas.append(delta)
-        # what went on the wire is this delta, encrypted with the fleet key (not plaintext)
+        n = lib.manifest(SKILL, 2).training["samples"]
+        assert n == results[name].samples < SAMPLE_CAP
+        # on the wire: this delta pre-scaled by w = n / sample_cap, and w itself, encrypted with the fleet key
         wire = WireDelta.from_bytes(bytes(deltas_on_wire[name].blob))
         decrypted = fleet_key.decrypt_aggregate(fleet_key.cloud_context().add(None, wire))
+        w = float(decrypted[WEIGHT_KEY].reshape(-1)[0])
+        assert abs(w - n / SAMPLE_CAP) < 1e-4
+        weights.append(w)
         for k in delta:
-            np.testing.assert_allclose(decrypted[k].reshape(delta[k].shape), delta[k], atol=1e-4)
-        assert lib.manifest(SKILL, 2).training["samples"] == results[name].samples
-    mean = expected_aggregate(local_deltas, samples)
+            np.testing.assert_allclose(decrypted[k].reshape(delta[k].shape), w * delta[k], atol=1e-4)
+    samples = [results[name].samples for name in robots]
+    weighted = sample_weighted_average(local_deltas, samples)
+    uniform = sample_weighted_average(local_deltas, [1] * len(samples))
+    # quantisation: every value of every upload is rounded to 1/scale, then divided by sum_k w_k
+    atol = 4 * len(robots) / (fleet_key.params.scale * sum(weights))
+    assert max(np.abs(weighted[k] - uniform[k]).max() for k in weighted) > 3 * atol  # the weighting is visible
     installed = [_flat(robots[name]["lib"].get(SKILL, 3)) for name in robots]
     base = _flat(robots["robot1"]["lib"].get(SKILL, 1))
     for k in base:
         np.testing.assert_array_equal(installed[0][k], installed[1][k])  # both robots: the same aggregate
-        np.testing.assert_allclose(installed[0][k], base[k] + mean[k], atol=1e-4)
+        np.testing.assert_allclose(installed[0][k], base[k] + weighted[k], atol=atol)
