@@ -162,3 +162,68 @@ def test_write_recorded_episode_round_trip(tmp_path, mapping, storage):
     np.testing.assert_array_equal(back.base_action, ep.base_action)
     np.testing.assert_allclose(back.expert_action, ep.expert_action, rtol=0, atol=1e-6)
     assert back.task == "close the drawer" and back.length == 25
+
+
+@pytest.mark.timeout(300)
+def test_recorder_node_and_scfl_record_joint_commands(tmp_path):
+    """recorder_node in a real graph (joint commands this time), driven by ``scfl record``."""
+    import os
+    import threading
+    import time
+
+    from scfl_nodes.nodes.common import ros_subprocess_env
+    from scfl_nodes.nodes.testing import RosHarness
+
+    joints = ["j1", "j2", "j3", "j4"]
+    with RosHarness(tmp_path / "ros") as ros:
+        from scfl_interfaces.msg import BaseAction
+        from sensor_msgs.msg import JointState
+
+        ros.start("recorder_node", {"recordings_path": str(tmp_path / "recs"), "command_type": "joints",
+                                    "command_topic": "scfl/joint_command", "command_fields": joints,
+                                    "record_images": False, "storage": "mcap"}, namespace="robot1")
+        base_pub = ros.publisher(BaseAction, "/robot1/scfl/base_action", 50)
+        cmd_pub = ros.publisher(JointState, "/robot1/scfl/joint_command", 50)
+        ros.wait_for(lambda: base_pub.get_subscription_count() and cmd_pub.get_subscription_count(), 120,
+                     "recorder subscriptions")
+        stop = threading.Event()
+        sent = []
+
+        def publish():
+            i = 0
+            while not stop.is_set():
+                stamp = ros.node.get_clock().now().to_msg()
+                cmd = JointState(name=list(reversed(joints)), position=[float(i), 0.5, -0.5, 2.0 * i])
+                cmd.header.stamp = stamp
+                cmd_pub.publish(cmd)
+                base = BaseAction(instruction="close the drawer", action=[0.1] * 4, observation_embedding=[float(i)] * 6,
+                                  sequence=i)
+                base.header.stamp = stamp
+                base_pub.publish(base)
+                sent.append(i)
+                i += 1
+                stop.wait(0.05)
+
+        worker = threading.Thread(target=publish, daemon=True)
+        worker.start()
+        try:
+            env = ros_subprocess_env(domain_id=ros.domain_id)
+            env["FASTDDS_BUILTIN_TRANSPORTS"] = ros.transports
+            out = subprocess.run([sys.executable, "-m", "scfl_nodes", "record", "--namespace", "robot1",
+                                  "--duration", "2"], capture_output=True, text=True, timeout=180, env=env)
+        finally:
+            stop.set()
+            worker.join(5)
+    assert out.returncode == 0, out.stderr
+    bag = out.stdout.strip().splitlines()[-1].removeprefix("saved ")
+    assert os.path.isdir(bag) and bag.startswith(str(tmp_path / "recs"))
+    ep = read_rosbag_episode(bag)
+    assert 10 <= ep.length <= len(sent) and ep.task == "close the drawer" and ep.obs_dim == 6
+    i = ep.observation[:, 0]  # the step index travels in the embedding
+    np.testing.assert_allclose(ep.expert_action, np.stack([2.0 * i, -0.5 * np.ones_like(i), 0.5 * np.ones_like(i), i], 1))
+    # no recorder in this domain: one line, exit 2
+    bad = subprocess.run([sys.executable, "-m", "scfl_nodes", "record", "--namespace", "nobody", "--timeout", "2",
+                          "--duration", "1"], capture_output=True, text=True, timeout=120,
+                         env=ros_subprocess_env(domain_id=97))
+    assert bad.returncode == 2 and "no recorder_node at /nobody/recorder_node" in bad.stderr
+    assert "Traceback" not in bad.stderr
