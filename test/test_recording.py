@@ -169,7 +169,6 @@ def test_recorder_node_and_scfl_record_joint_commands(tmp_path):
     """recorder_node in a real graph (joint commands this time), driven by ``scfl record``."""
     import os
     import threading
-    import time
 
     from scfl_nodes.nodes.common import ros_subprocess_env
     from scfl_nodes.nodes.testing import RosHarness

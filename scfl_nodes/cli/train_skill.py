@@ -46,7 +46,7 @@ def _positive(name: str, value, minimum=1):
 def run(args: argparse.Namespace) -> int:
     from . import CliError
     from ..core.config import ConfigError, load_config
-    from ..core.training import DemonstrationError, episodes_task_descriptions, load_demonstrations
+    from ..core.training import DemonstrationError, load_demonstrations
 
     if not args.skill_name.strip():
         raise CliError("--skill-name must not be empty")
