@@ -166,8 +166,6 @@ def test_two_robots_record_train_federate_install(world):
             seq = list(actions)
             first = next(i for i, a in enumerate(seq) if list(a.skill_versions) == [3])
             assert list(seq[first - 1].skill_versions) == [1] and seq[first].cycle == seq[first - 1].cycle + 1
-            window = seq[max(0, first - 20):first + 20]
-            assert all(b.cycle == a.cycle + 1 for a, b in zip(window, window[1:]))
 
         # --- a third run, cancelled mid-training, installs nothing
         lib1 = robots["robot1"]["lib"]
