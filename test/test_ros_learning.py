@@ -51,7 +51,8 @@ def world(tmp_path):
     # training defaults of the robots: early stopping off, so the cancelled run is still running
     config = tmp_path / "scfl.yaml"
     config.write_text("training:\n  epochs: 3\n  lr: 0.01\n  patience: 1000000\n  seed: 0\n"
-                      f"federation:\n  strategy: fedavg\n  weighting: samples\n  sample_cap: {SAMPLE_CAP}\n")
+                      f"federation:\n  strategy: fedavg\n  secure_masks: false\n  weighting: samples\n"
+                      f"  sample_cap: {SAMPLE_CAP}\n")  # masks: test_secagg / test_fleet_federation
     robots = {}
     for n, name in enumerate(ROBOTS):
         root = tmp_path / name
