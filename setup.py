@@ -18,6 +18,8 @@ NODES = [
     "command_node",
     "federation_bridge_node",
     "bag_player",
+    "recorder_node",
+    "trainer_node",
 ]
 
 setup(

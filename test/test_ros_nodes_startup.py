@@ -25,6 +25,9 @@ BAD_PARAMETERS = [
     ("command_node", ["robot:=nonexistent_robot"], "cannot load the robot: unknown robot"),
     ("command_node", ["velocity_scale:=3.0"], "velocity_scale"),
     ("command_node", ["action_frame_rpy:=[0.0, 1.0]"], "action_frame_rpy"),
+    ("recorder_node", ["command_fields:=[linear.w]"], "parameter 'command_fields': twist command fields must be among"),
+    ("recorder_node", ["storage:=tape"], "parameter 'storage' must be one of sqlite3, mcap"),
+    ("trainer_node", ["nice:=40"], "nice"),
 ]
 
 

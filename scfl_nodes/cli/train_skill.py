@@ -46,7 +46,7 @@ def _positive(name: str, value, minimum=1):
 def run(args: argparse.Namespace) -> int:
     from . import CliError
     from ..core.config import ConfigError, load_config
-    from ..core.training import DemonstrationError, episodes_task_descriptions, load_demonstrations
+    from ..core.training import DemonstrationError, load_demonstrations
 
     if not args.skill_name.strip():
         raise CliError("--skill-name must not be empty")
@@ -63,60 +63,26 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config)
     except ConfigError as exc:
         raise CliError(str(exc)) from None
-    tr = cfg.training
     try:
         episodes = load_demonstrations(args.demonstrations)
     except DemonstrationError as exc:
         raise CliError(str(exc)) from None
 
-    from ..core.skills import SkillLibrary, SkillPackage, SkillPackageError  # torch: after input checks
-    from ..core.training import train_residual_skill
+    from ..core.skills import SkillLibrary  # torch: after input checks
+    from ..core.training.skill_training import SkillTrainingError, train_skill_into_library
 
     library = SkillLibrary(args.library or cfg.skill_library.path, max_skills=cfg.skill_library.max_skills)
     try:
-        existing = library.find(args.skill_name)
-    except SkillPackageError as exc:
-        raise CliError(f"skill library {library.root}: {exc}") from None
-    obs_dim, action_dim = episodes[0].obs_dim, episodes[0].action_dim
-    init_module = None
-    if existing is not None and not args.from_scratch:
-        if existing.module.dims["obs_dim"] != obs_dim or existing.module.dims["action_dim"] != action_dim:
-            raise CliError(
-                f"skill {existing.skill_id!r} v{existing.version} has obs_dim={existing.manifest.obs_dim}, "
-                f"action_dim={existing.manifest.action_dim} but the demonstrations have {obs_dim}, {action_dim}; "
-                "pass --from-scratch to train a new version with the new dims"
-            )
-        init_module = existing.module
-    tasks = list(dict.fromkeys(
-        list(args.task) + episodes_task_descriptions(episodes) + list(existing.task_descriptions if existing else [])
-    )) or [args.skill_name]
-
-    module, metrics = train_residual_skill(
-        episodes, obs_dim, action_dim, args.hidden or cfg.skill.hidden,
-        epochs=args.epochs or tr.epochs,
-        lr=args.lr or tr.lr,
-        batch_size=args.batch_size or tr.batch_size,
-        val_fraction=tr.val_fraction if args.val_fraction is None else args.val_fraction,
-        patience=args.patience or tr.patience,
-        seed=tr.seed if args.seed is None else args.seed,
-        weight_decay=tr.weight_decay,
-        init_module=init_module,
-        progress=not args.no_progress,
-    )
-    training = {k: v for k, v in metrics.items() if k != "history"}
-    training["demonstrations"] = str(args.demonstrations)
-    try:
-        if existing is not None:
-            package = existing.derive(module, training=training, version=library.next_version(existing.skill_id),
-                                      task_descriptions=tasks)
-        else:
-            package = SkillPackage.create(module, args.skill_name, tasks, training=training)
-            if package.skill_id in library:
-                package = SkillPackage.create(module, args.skill_name, tasks, training=training,
-                                              version=library.next_version(package.skill_id))
-        path = library.add(package)
-    except SkillPackageError as exc:
-        raise CliError(str(exc)) from None
+        package, path, metrics = train_skill_into_library(
+            library, args.skill_name, episodes, cfg, tasks=args.task, epochs=args.epochs, hidden=args.hidden,
+            lr=args.lr, batch_size=args.batch_size, val_fraction=args.val_fraction, patience=args.patience,
+            seed=args.seed, from_scratch=args.from_scratch, progress=not args.no_progress,
+            extra_training={"demonstrations": str(args.demonstrations)},
+        )
+    except SkillTrainingError as exc:
+        msg = str(exc).replace("train it from scratch", "pass --from-scratch")
+        raise CliError(msg) from None
+    module = package.module
     val = metrics["val_loss"]
     quality = (f"validation MSE {metrics['val_base_mse']:.4g} (base) -> {val:.4g} (base + skill)"
                if val is not None else f"training MSE {metrics['train_loss']:.4g} (no validation split)")

@@ -21,7 +21,10 @@ Sources come from :mod:`scfl_nodes.core.perception` (RealSense live / ``.db3`` p
 side-by-side over UVC, generic UVC / video file, the Meta-World renderer). ``camera_type: sim``
 renders Meta-World with its scripted expert acting and also publishes the simulator state
 (``scfl/observation_state``, same stamp as the image) and the task instruction
-(``scfl/instruction``, latched) -- what vla_node needs for the state-based scfl base policy.
+(``scfl/instruction``, latched) -- what vla_node needs for the state-based scfl base policy --
+and the scripted expert's action as a simulated teleoperator (``scfl/teleop_cmd``,
+``geometry_msgs/TwistStamped`` with the image's stamp, mapped by the core ``TwistCommand``
+that recorder_node and the demonstration loader use to map it back).
 
 A camera failing while streaming never kills the node: diagnostics go to ERROR and the source
 is reopened every ``reconnect_s``.
@@ -66,6 +69,7 @@ PARAMS = [
     Param("enable_depth", False, "publish aligned depth when the source provides it"),
     Param("sim_task", "drawer-close-v3", "camera_type sim: Meta-World task to render"),
     Param("sim_seed", 0, "camera_type sim: seed of the simulated episodes", min=0, max=2**31 - 1),
+    Param("command_topic", "scfl/teleop_cmd", "camera_type sim: the scripted expert's action as geometry_msgs/TwistStamped (a simulated teleoperator)"),
     Param("reconnect_s", 2.0, "seconds between attempts to (re)open a missing camera", min=0.1, max=600.0),
     Param("qos", "reliable", "image/camera_info QoS: reliable (realsense-ros default) or sensor_data (best effort)",
           choices=("reliable", "sensor_data")),
@@ -171,7 +175,15 @@ class CameraNode(LifecycleNode):
             if self.p["enable_depth"] else None
         self.state_pub = self.create_publisher(Observation, "scfl/observation_state", 10)
         self.instruction_pub = self.create_publisher(String, "scfl/instruction", latched_qos())
-        self._pubs = [p for p in (self.image_pub, self.info_pub, self.depth_pub, self.state_pub, self.instruction_pub) if p]
+        self.command_pub = None
+        if self.p["camera_type"] == "sim":
+            from geometry_msgs.msg import TwistStamped
+
+            from scfl_nodes.core.training.recording import TwistCommand
+
+            self.command_pub = self.create_publisher(TwistStamped, self.p["command_topic"], 10)
+            self._TwistStamped, self._command_mapping = TwistStamped, TwistCommand()
+        self._pubs = [p for p in (self.image_pub, self.info_pub, self.depth_pub, self.state_pub, self.instruction_pub, self.command_pub) if p]
         self._Observation, self._CameraInfo, self._String = Observation, CameraInfo, String
         self._publish_static_tf()
         self._publish_instruction()
@@ -284,7 +296,8 @@ class CameraNode(LifecycleNode):
                         self.diag.set(Diagnostics.WARN, problem)
                     state = getattr(self._source, "last_state", None)  # simulator: the state of this frame
                     self._publish(frame.color, frame.depth if self.p["enable_depth"] else None,
-                                  None if state is None else np.asarray(state, np.float32), frame.intrinsics)
+                                  None if state is None else np.asarray(state, np.float32), frame.intrinsics,
+                                  frame.command)
                     next_t += period
                     delay = next_t - time.monotonic()
                     if delay > 0:
@@ -313,12 +326,16 @@ class CameraNode(LifecycleNode):
             except Exception:
                 pass
 
-    def _publish(self, color, depth, state, intrinsics) -> None:
+    def _publish(self, color, depth, state, intrinsics, command=None) -> None:
         stamp = self.get_clock().now().to_msg()
         if state is not None:  # before the image: vla_node pairs them by stamp
             obs = self._Observation(state=state.tolist())
             obs.header.stamp, obs.header.frame_id = stamp, self.p["world_frame"]
             self.state_pub.publish(obs)
+        if command is not None and self.command_pub is not None:  # the demonstrator's command for this frame
+            cmd = self._command_mapping.fill(self._TwistStamped(), command)
+            cmd.header.stamp, cmd.header.frame_id = stamp, "base"
+            self.command_pub.publish(cmd)
         self.image_pub.publish(numpy_to_image(color, stamp, self.frame_id, "rgb8"))
         h, w = color.shape[:2]
         if intrinsics is not None:

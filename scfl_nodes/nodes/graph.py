@@ -33,6 +33,8 @@ NODES: dict[str, str] = {
     "command_node": "final action + /joint_states -> MoveIt Servo twist + joint_trajectory_controller trajectories (IK)",
     "federation_bridge_node": "encrypted, signed skill deltas <-> cloud (persistent outbox)",
     "bag_player": "replays a rosbag2 (sqlite3 / mcap) with recorded timing",
+    "recorder_node": "~/start, ~/stop: demonstrations (camera, base action, demonstrator command) -> rosbag2",
+    "trainer_node": "~/train_skill action (TrainSkill): recordings -> new local skill version -> scfl/local_update",
 }
 
 #: managed (lifecycle) nodes: ``autostart`` parameter; scfl.launch.py drives their transitions

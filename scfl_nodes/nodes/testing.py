@@ -73,11 +73,12 @@ class RosHarness:
     def start(self, name: str, params: dict[str, Any] | None = None, *, params_file: bool = True,
               namespace: str = "") -> NodeProcess:
         files = [package_path("config/nodes.yaml")] if params_file else []
+        key = f"{namespace.strip('/')}/{name}" if namespace else name  # two robots: same node, two namespaces
         proc = NodeProcess(name, files, dict(params or {}), namespace=namespace, domain_id=self.domain_id,
-                           log_path=self.workdir / f"{name}.log",
+                           log_path=self.workdir / f"{key.replace('/', '.')}.log",
                            env={**os.environ, "FASTDDS_BUILTIN_TRANSPORTS": self.transports})
         proc.start(self.workdir)
-        self.processes[name] = proc
+        self.processes[key] = proc
         return proc
 
     def logs(self) -> str:
@@ -145,6 +146,30 @@ class RosHarness:
             params.append(Parameter(name=name, value=pv))
         request = SetParameters.Request(parameters=params)
         return list(self.call(SetParameters, f"{node.rstrip('/')}/set_parameters", request, timeout).results)
+    def send_goal(self, action_type, name: str, goal, feedback: Callable | None = None, timeout: float = 60.0):
+        """Send an action goal; returns the ClientGoalHandle (``.accepted``) once the server answered."""
+        from rclpy.action import ActionClient
+
+        with self._lock:
+            client = ActionClient(self.node, action_type, name)
+        self.wait_for(client.server_is_ready, timeout, f"action server {name}")
+        with self._lock:
+            future = client.send_goal_async(goal, feedback_callback=feedback)
+        self.wait_for(future.done, timeout, f"goal response of {name}")
+        return future.result()
+
+    def goal_result(self, goal_handle, timeout: float = 120.0):
+        """Wait for an accepted goal's outcome; returns the response (``.status``, ``.result``)."""
+        with self._lock:
+            future = goal_handle.get_result_async()
+        self.wait_for(future.done, timeout, "the action result")
+        return future.result()
+
+    def cancel_goal(self, goal_handle, timeout: float = 60.0):
+        with self._lock:
+            future = goal_handle.cancel_goal_async()
+        self.wait_for(future.done, timeout, "the cancel response")
+        return future.result()
 
     def diagnostics(self) -> list:
         """Every DiagnosticStatus received so far on /diagnostics."""

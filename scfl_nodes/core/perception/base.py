@@ -56,6 +56,7 @@ class Frame:
     depth: np.ndarray | None = None
     depth_intrinsics: CameraIntrinsics | None = None
     right: np.ndarray | None = None  # right view of a stereo camera (ZED), when kept
+    command: np.ndarray | None = None  # simulator: the scripted demonstrator's action for this frame
 
     @property
     def depth_aligned(self) -> bool:

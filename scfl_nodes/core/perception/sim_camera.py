@@ -111,8 +111,9 @@ class MetaWorldCameraSource(CameraSource):
         try:
             for step in range(limit):
                 color, depth = self.render()
-                yield Frame(step * dt, step, color, self.intrinsics, depth, self.intrinsics if depth is not None else None)
                 action = np.asarray(self.policy(self.last_state), dtype=np.float32).reshape(-1)
+                yield Frame(step * dt, step, color, self.intrinsics, depth, self.intrinsics if depth is not None else None,
+                            command=action)
                 obs, _, _, truncated, _ = self.env.step(action)
                 self.last_state = np.asarray(obs)
                 if truncated:

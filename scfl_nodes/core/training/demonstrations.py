@@ -230,10 +230,20 @@ def _typestore():
 
 
 def read_rosbag_episode(path: str | os.PathLike) -> Episode:
-    """One episode from a rosbag2 directory (or its ``.db3`` / ``.mcap`` file)."""
+    """One episode from a rosbag2 directory (or its ``.db3`` / ``.mcap`` file): either the
+    Float32MultiArray form below or a robot recording (:mod:`.recording`, recorder_node)."""
     from rosbags.rosbag2 import Reader
 
+    from .recording import is_recording, read_recorded_episode
+
     path = Path(path)
+    try:
+        with Reader(path) as reader:
+            recorded = is_recording(reader.connections)
+    except Exception:
+        recorded = False  # reported below with the reader's own error
+    if recorded:
+        return read_recorded_episode(path)
     typestore = _typestore()
     series: dict[str, list[np.ndarray]] = {topic: [] for topic in ROSBAG_TOPICS.values()}
     stamps: list[int] = []

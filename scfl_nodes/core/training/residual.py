@@ -158,6 +158,7 @@ def train_residual_skill(
     init_module: SkillModule | None = None,
     progress: bool = True,
     num_threads: int | None = 1,
+    on_epoch=None,
 ) -> tuple[SkillModule, dict]:
     """Train (or fine-tune, with ``init_module``) a :class:`SkillModule` on ``expert - base``.
 
@@ -165,15 +166,17 @@ def train_residual_skill(
     validation loss, whether training stopped early, step counts, the base policy's own
     validation error (``val_base_mse``: what a zero residual scores) and the history.
     ``init_module`` is copied, never modified in place. ``num_threads`` caps torch's
-    threads during training (None leaves the global setting alone).
+    threads during training (None leaves the global setting alone). ``on_epoch(entry)`` is called
+    after every epoch with ``{"epoch", "epochs", "train_loss", "val_loss", "samples"}``; an
+    exception it raises (e.g. a cancelled ROS action) stops training and propagates.
     """
     with torch_threads(num_threads):
         return _train(episodes, obs_dim, action_dim, hidden, epochs, lr, batch_size, val_fraction, patience, seed,
-                      weight_decay, loss, init_module, progress)
+                      weight_decay, loss, init_module, progress, on_epoch)
 
 
 def _train(episodes, obs_dim, action_dim, hidden, epochs, lr, batch_size, val_fraction, patience, seed,
-           weight_decay, loss, init_module, progress) -> tuple[SkillModule, dict]:
+           weight_decay, loss, init_module, progress, on_epoch=None) -> tuple[SkillModule, dict]:
     episodes = [validate_episode(e) for e in episodes]  # also turns dicts into Episodes
     if not episodes:
         raise DemonstrationError("no demonstration episodes to train on")
@@ -228,6 +231,8 @@ def _train(episodes, obs_dim, action_dim, hidden, epochs, lr, batch_size, val_fr
     def on_epoch(epoch: int, train_loss: float, bar) -> bool:
         val_loss = evaluate() if v_obs is not None else None
         history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
+        if on_epoch is not None:
+            on_epoch({**history[-1], "epochs": epochs, "samples": int(len(obs))})
         if bar is not None:
             bar.set_postfix(train=f"{train_loss:.4g}", val="-" if val_loss is None else f"{val_loss:.4g}")
         if val_loss is None or val_loss < best["val"]:
