@@ -256,7 +256,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
               dependencies=[Depends(admin)], tags=["rounds"], summary="Open a federated round")
     def open_round(body: schemas.RoundOpen):
         round_id = service.open_round(body.skill_id, body.base_version, body.quorum, body.deadline_s, body.key_id,
-                                      body.min_participants)
+                                      body.min_participants, body.secure_aggregation)
         return service.round_info(round_id, admin=True)
 
     @app.get("/api/v1/rounds", response_model=list[schemas.RoundInfo], responses=ERRORS, tags=["rounds"],

@@ -202,12 +202,14 @@ class CloudClient:
 
     # ------------------------------------------------------------------ rounds
     def open_round(self, skill_id: str, base_version: int, quorum: int, deadline_s: float,
-                   key_id: Optional[str] = None, min_participants: Optional[int] = None) -> dict:
+                   key_id: Optional[str] = None, min_participants: Optional[int] = None,
+                   secure_aggregation: Optional[bool] = None) -> dict:
         """Admin: open a round; it closes at ``quorum`` deltas or at the deadline (published only
         if at least ``min_participants`` deltas arrived, default the cloud's floor of 3, else ``expired``)."""
         body = {"skill_id": skill_id, "base_version": base_version, "quorum": quorum, "deadline_s": deadline_s,
                 **({"min_participants": min_participants} if min_participants is not None else {}),
-                **({"key_id": key_id} if key_id else {})}
+                **({"key_id": key_id} if key_id else {}),
+                **({"secure_aggregation": secure_aggregation} if secure_aggregation is not None else {})}
         return self._json("POST", "/api/v1/rounds", json=body, token=self.admin_token)
 
     def cancel_round(self, round_id: int) -> dict:
@@ -228,6 +230,12 @@ class CloudClient:
     def upload_delta(self, token: Optional[str], blob: bytes) -> dict:
         """Upload one signed encrypted delta (its header names the round); returns the receipt."""
         return self._upload(token, blob)
+
+    def secagg(self, token: Optional[str], round_id: int, method: str, step: str = "", body: Optional[dict] = None) -> Any:
+        """One message of a round's secure-aggregation protocol: ``/api/v1/rounds/{id}/secagg[/step]``
+        (keys, shares, survivors, unmask; docs/cloud.md)."""
+        path = f"/api/v1/rounds/{int(round_id)}/secagg" + (f"/{step}" if step else "")
+        return self._json(method, path, token=token, **({"json": body} if body is not None else {}))
 
     def wait_for_round(self, round_id: int, state: str = "published", timeout: float = 60.0,
                        poll_s: float = 0.1) -> dict:

@@ -131,6 +131,10 @@ class RoundOpen(BaseModel):
     deadline_s: float = Field(gt=0, le=30 * 24 * 3600)
     key_id: Optional[str] = Field(default=None, max_length=128,
                                   description="fleet key; default: the newest registered context")
+    secure_aggregation: Optional[bool] = Field(
+        default=None,
+        description="run secure aggregation (masks, dropout recovery; quorum >= 3); default: the cloud's "
+                    "secure_aggregation setting (auto: on for quorum >= 3); false: a plain round")
 
 
 class QuarantinedDelta(BaseModel):
@@ -160,6 +164,8 @@ class RoundInfo(BaseModel):
     contributors: list[str] = Field(description="robot ids; only for the admin (others see the counts)")
     error: Optional[str] = Field(default=None, description="why the round was quarantined or expired")
     quarantined_deltas: list[QuarantinedDelta] = Field(default_factory=list)
+    secure_aggregation: bool = Field(default=False, description="robots must take part in secure aggregation "
+                                                                "(/secagg) and upload masked deltas")
 
 
 class UploadReceipt(BaseModel):

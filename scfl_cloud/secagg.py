@@ -151,6 +151,23 @@ def _pending(what: str, sa: SecAggRound) -> ApiError:
 
 
 # ----------------------------------------------------------------------------- operations
+def attach(s, rnd: Round, threshold: Optional[int], stage_timeout_s: float) -> SecAggRound:
+    """Make the open, empty round ``rnd`` a secure-aggregation round (inside a write transaction):
+    the admin's explicit request and the automatic default of open_round share this."""
+    if rnd.quorum < 3:
+        raise ApiError(422, "cohort_too_small",
+                       "secure aggregation needs a cohort (quorum) of at least 3 robots: with 2, each learns the other's delta")
+    threshold = threshold or _core().default_threshold(rnd.quorum)
+    if not (2 <= threshold <= rnd.quorum and 2 * threshold > rnd.quorum):
+        raise ApiError(422, "invalid_threshold",
+                       f"threshold must be a majority of the quorum ({rnd.quorum // 2 + 1}..{rnd.quorum}), got {threshold}")
+    sa = SecAggRound(round_id=rnd.round_id, threshold=threshold, expected=rnd.quorum, stage="advertise",
+                     stage_started_at=time.time(), stage_timeout_s=stage_timeout_s)
+    s.add(sa)
+    s.flush()
+    return sa
+
+
 def enable(svc: CloudService, round_id: int, body: SecAggEnable) -> dict:
     with svc.write() as s:
         rnd, sa = _load(s, round_id)
@@ -158,18 +175,7 @@ def enable(svc: CloudService, round_id: int, body: SecAggEnable) -> dict:
             raise ApiError(409, "secagg_exists", f"round {round_id} already runs secure aggregation")
         if rnd.state != "open" or rnd.accepted_count:
             raise ApiError(409, "round_started", f"round {round_id} already has uploads or is {rnd.state}")
-        if rnd.quorum < 3:
-            raise ApiError(422, "cohort_too_small",
-                           "secure aggregation needs a cohort (quorum) of at least 3 robots: with 2, each learns the other's delta")
-        threshold = body.threshold or _core().default_threshold(rnd.quorum)
-        if not (2 <= threshold <= rnd.quorum and 2 * threshold > rnd.quorum):
-            raise ApiError(422, "invalid_threshold",
-                           f"threshold must be a majority of the quorum ({rnd.quorum // 2 + 1}..{rnd.quorum}), got {threshold}")
-        sa = SecAggRound(round_id=round_id, threshold=threshold, expected=rnd.quorum, stage="advertise",
-                         stage_started_at=time.time(), stage_timeout_s=body.stage_timeout_s)
-        s.add(sa)
-        s.flush()
-        return _state_dict(sa)
+        return _state_dict(attach(s, rnd, body.threshold, body.stage_timeout_s))
 
 
 def state(svc: CloudService, round_id: int) -> dict:

@@ -29,13 +29,13 @@ class SecAggSession:
         self.cloud = cloud
         self.token = token
         self.client = client  # scfl_nodes.core.federation.SecAggClient
-        self.base = f"/api/v1/rounds/{int(round_id)}/secagg"
+        self.round_id = int(round_id)
         self.robot_public_keys = robot_public_keys
         self.poll_s = poll_s
         self.timeout_s = timeout_s
 
-    def _call(self, method: str, path: str = "", **kw) -> Any:
-        return self.cloud._json(method, self.base + path, token=self.token, **kw)
+    def _call(self, method: str, path: str = "", json: Optional[dict] = None) -> Any:
+        return self.cloud.secagg(self.token, self.round_id, method, path.lstrip("/"), json)
 
     def _wait(self, fn: Callable[[], Any]) -> Any:
         deadline = time.monotonic() + self.timeout_s

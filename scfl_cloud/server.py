@@ -31,6 +31,9 @@ def add_serve_arguments(p: argparse.ArgumentParser, default_config: str | None =
                    help="keep per-robot delta ciphertexts after their round ends (weaker privacy)")
     p.add_argument("--min-participants", type=int, default=None,
                    help="never publish an aggregate of fewer robots (default 3)")
+    p.add_argument("--secure-aggregation", choices=["auto", "off"], default=None,
+                   help="auto (default): rounds of quorum >= 3 run secure aggregation with dropout recovery; "
+                        "off: only rounds an admin enables")
     p.add_argument("--tls-cert", default=None, help="PEM certificate (chain): serve HTTPS")
     p.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
     p.add_argument("--insecure-http", action="store_true",
@@ -72,6 +75,8 @@ def settings_from_args(args: argparse.Namespace) -> CloudSettings:
                          worker_poll_s=cfg.worker_poll_s, fold_batch=cfg.fold_batch,
                          min_participants=args.min_participants if args.min_participants is not None
                          else cfg.min_participants,
+                         secure_aggregation=args.secure_aggregation or cfg.secure_aggregation,
+                         secagg_stage_timeout_s=cfg.secagg_stage_timeout_s,
                          tls_cert=Path(os.path.expanduser(cert)) if cert else None,
                          tls_key=Path(os.path.expanduser(key)) if key else None)
 

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from . import crypto_bridge
 from .blobstore import LocalBlobStore
 from .db import current_revision, make_engine, migrate, session_factory
-from .models import Delta, FleetContext, Robot, Round, Skill, SkillVersion, UploadNonce
+from .models import Delta, FleetContext, Robot, Round, SecAggRound, Skill, SkillVersion, UploadNonce
 from .settings import CloudSettings
 
 log = logging.getLogger("scfl_cloud")
@@ -303,7 +303,9 @@ class CloudService:
 
     # ------------------------------------------------------------------ rounds
     def open_round(self, skill_id: str, base_version: int, quorum: int, deadline_s: float,
-                   key_id: Optional[str], min_participants: Optional[int] = None) -> int:
+                   key_id: Optional[str], min_participants: Optional[int] = None,
+                   secure_aggregation: Optional[bool] = None) -> int:
+        """``secure_aggregation`` None: the cloud's setting (auto = on for quorum >= 3)."""
         floor = self.settings.min_participants
         min_participants = floor if min_participants is None else min_participants
         if min_participants < floor:
@@ -336,6 +338,12 @@ class CloudService:
             s.add(rnd)
             s.flush()
             round_id = rnd.round_id
+            if secure_aggregation is None:
+                secure_aggregation = self.settings.secure_aggregation == "auto" and quorum >= 3
+            if secure_aggregation:
+                from . import secagg
+
+                secagg.attach(s, rnd, None, self.settings.secagg_stage_timeout_s)
         self.wake.set()
         return round_id
 
@@ -360,7 +368,8 @@ class CloudService:
                     deadline_at=rnd.deadline_at, closed_at=rnd.closed_at, published_at=rnd.published_at,
                     accepted=rnd.accepted_count, folded=rnd.folded_count, published_version=rnd.published_version,
                     aggregation_seconds=round(rnd.aggregation_seconds, 6), contributors=contributors,
-                    error=rnd.error, quarantined_deltas=quarantined)
+                    error=rnd.error, quarantined_deltas=quarantined,
+                    secure_aggregation=s.get(SecAggRound, rnd.round_id) is not None)
 
     def list_rounds(self, state: Optional[str] = None, limit: int = 100, admin: bool = False) -> list[dict]:
         with self.read() as s:

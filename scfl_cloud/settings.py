@@ -28,6 +28,10 @@ class CloudSettings:
     public_status: bool = True
     # no aggregate of fewer robots is ever published (a 1- or 2-robot "sum" reveals deltas to key holders)
     min_participants: int = 3
+    # "auto": every round of quorum >= 3 runs secure aggregation (masks + dropout recovery,
+    # scfl_cloud/secagg.py) unless the operator opens it with secure_aggregation=false; "off": only on request
+    secure_aggregation: str = "auto"
+    secagg_stage_timeout_s: float = 60.0  # how long each key stage of an automatic secure round waits
     tls_cert: Optional[Path] = None
     tls_key: Optional[Path] = None
 
@@ -44,6 +48,10 @@ class CloudSettings:
             raise ValueError("fold batch must be >= 1")
         if self.min_participants < 1:
             raise ValueError(f"min participants must be >= 1, got {self.min_participants}")
+        if self.secure_aggregation not in ("auto", "off"):
+            raise ValueError(f"secure aggregation must be auto or off, got {self.secure_aggregation!r}")
+        if not 0 < self.secagg_stage_timeout_s <= 86_400:
+            raise ValueError("secure-aggregation stage timeout must be in (0, 86400] s")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("give both a TLS certificate and its key, or neither")
         for path in (self.tls_cert, self.tls_key):

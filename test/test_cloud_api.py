@@ -71,7 +71,7 @@ def test_five_robot_round_decrypts_to_exact_sum(cloud, fleet_key):
     server, admin, engine = cloud
     skill = admin.create_skill("stack", ["stack two plates"], skill_id="skill_e2e")["skill_id"]
     robots = [RobotHelper(f"e2e-{i}", admin, fleet_key, seed=i) for i in range(5)]
-    rnd = admin.open_round(skill, base_version=0, quorum=5, deadline_s=120)
+    rnd = admin.open_round(skill, base_version=0, quorum=5, deadline_s=120, secure_aggregation=False)
     assert rnd["state"] == "open" and rnd["accepted"] == 0
     plain = []
     for i, bot in enumerate(robots):
@@ -106,7 +106,7 @@ def test_five_robot_round_decrypts_to_exact_sum(cloud, fleet_key):
     assert robot_client.download_skill_version(skill, 1) == robot_client.download_aggregate(rnd["round_id"])
 
     # next round trains on v1 -> v2 with parent 1 (3 robots: the cloud's floor)
-    rnd2 = admin.open_round(skill, base_version=1, quorum=3, deadline_s=120)
+    rnd2 = admin.open_round(skill, base_version=1, quorum=3, deadline_s=120, secure_aggregation=False)
     for bot in robots[:3]:
         _, blob = bot.delta(skill, rnd2["round_id"], base_version=1)
         server.client(bot.token).upload_delta(bot.token, blob)
@@ -135,7 +135,7 @@ def test_rejected_requests_change_nothing(cloud, fleet_key):
     storage = server.storage_dir
     skill = admin.create_skill("pour", ["pour water into the cup"], skill_id="skill_reject")["skill_id"]
     a, b, c = (RobotHelper(f"rej-{n}", admin, fleet_key, seed=10 + i) for i, n in enumerate("abc"))
-    rnd = admin.open_round(skill, base_version=0, quorum=3, deadline_s=120)
+    rnd = admin.open_round(skill, base_version=0, quorum=3, deadline_s=120, secure_aggregation=False)
     rid = rnd["round_id"]
     ta, blob_a = a.delta(skill, rid)
     server.client(a.token).upload_delta(a.token, blob_a)
@@ -250,7 +250,7 @@ def test_quorum_closes_under_concurrent_uploads(cloud, fleet_key):
     server, admin, engine = cloud
     skill = admin.create_skill("race", ["race to upload"], skill_id="skill_race")["skill_id"]
     bots = [RobotHelper(f"race-{i}", admin, fleet_key, seed=100 + i) for i in range(6)]
-    rid = admin.open_round(skill, 0, quorum=4, deadline_s=120)["round_id"]
+    rid = admin.open_round(skill, 0, quorum=4, deadline_s=120, secure_aggregation=False)["round_id"]
     blobs = [(bot, bot.delta(skill, rid)[1]) for bot in bots]
 
     def up(item):
@@ -271,7 +271,7 @@ def test_deadline_closes_partial_round_and_expires_empty_one(cloud, fleet_key):
     server, admin, engine = cloud
     skill = admin.create_skill("late", ["close at the deadline"], skill_id="skill_deadline")["skill_id"]
     bots = [RobotHelper(f"dl-{i}", admin, fleet_key, seed=200 + i) for i in range(3)]
-    rid = admin.open_round(skill, 0, quorum=5, deadline_s=4.0)["round_id"]
+    rid = admin.open_round(skill, 0, quorum=5, deadline_s=4.0, secure_aggregation=False)["round_id"]
     plain = []
     for bot in bots:
         t, blob = bot.delta(skill, rid)
@@ -284,12 +284,12 @@ def test_deadline_closes_partial_round_and_expires_empty_one(cloud, fleet_key):
     got = fleet_key.decrypt_aggregate(EncryptedAggregate.from_bytes(admin.download_aggregate(rid)))
     want = expected_sum(fleet_key, plain)
     assert all(np.array_equal(got[k], want[k]) for k in want)
-    empty = admin.open_round(skill, 1, quorum=3, deadline_s=0.5)["round_id"]
+    empty = admin.open_round(skill, 1, quorum=3, deadline_s=0.5, secure_aggregation=False)["round_id"]
     assert admin.wait_for_round(empty, timeout=30)["state"] == "expired"
     expect_error(409, "round_not_published", admin.download_aggregate, empty)
     # below min_participants (default: the cloud's floor of 3) at the deadline: expired, nothing
     # published (two deltas stay private)
-    lonely = admin.open_round(skill, 1, quorum=3, deadline_s=3.0)["round_id"]
+    lonely = admin.open_round(skill, 1, quorum=3, deadline_s=3.0, secure_aggregation=False)["round_id"]
     assert admin.round_status(lonely)["min_participants"] == 3
     for bot in bots[:2]:
         server.client(bot.token).upload_delta(bot.token, bot.delta(skill, lonely, base_version=1)[1])
@@ -382,7 +382,7 @@ def test_tenseal_fleet_round_with_public_only_context(cloud, fleet_key):
     assert ctx["backend"] == "tenseal"
     skill = admin.create_skill("bfv", ["encrypted with bfv"], skill_id="skill_bfv")["skill_id"]
     bots = [RobotHelper(f"bfv-{i}", admin, bfv_key, seed=400 + i) for i in range(3)]
-    rid = admin.open_round(skill, 0, quorum=3, deadline_s=120, key_id=ctx["key_id"])["round_id"]
+    rid = admin.open_round(skill, 0, quorum=3, deadline_s=120, key_id=ctx["key_id"], secure_aggregation=False)["round_id"]
     plain = []
     for bot in bots:
         t, blob = bot.delta(skill, rid, shapes=[["w", [16, 8]]])
@@ -394,7 +394,7 @@ def test_tenseal_fleet_round_with_public_only_context(cloud, fleet_key):
     want = expected_sum(bfv_key, plain, shapes=[["w", [16, 8]]])
     assert np.array_equal(got["w"], want["w"])
     # a delta made under the other (rlwe) fleet key is refused by the BFV round
-    rid2 = admin.open_round(skill, 1, quorum=3, deadline_s=120, key_id=ctx["key_id"])["round_id"]
+    rid2 = admin.open_round(skill, 1, quorum=3, deadline_s=120, key_id=ctx["key_id"], secure_aggregation=False)["round_id"]
     intruder = RobotHelper("bfv-intruder", admin, fleet_key, seed=1)
     _, wrong = intruder.delta(skill, rid2, base_version=1, shapes=[["w", [16, 8]]])
     expect_error(422, "wrong_key_id", server.client(intruder.token).upload_delta, intruder.token, wrong)

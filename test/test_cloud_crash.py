@@ -45,7 +45,7 @@ def test_sigkill_mid_round_then_finish(tmp_path, db_url, fleet_key):
         admin.put_fleet_context(fleet_key.cloud_context())
         skill = admin.create_skill("wipe", ["wipe the table"], skill_id="skill_crash")["skill_id"]
         bots = [RobotHelper(f"crash-{i}", admin, fleet_key, seed=i) for i in range(5)]
-        rid = admin.open_round(skill, 0, quorum=5, deadline_s=300)["round_id"]
+        rid = admin.open_round(skill, 0, quorum=5, deadline_s=300, secure_aggregation=False)["round_id"]
         plain = []
         for bot in bots[:3]:
             t, blob = bot.delta(skill, rid)
@@ -104,7 +104,7 @@ def test_crash_between_sum_write_and_commit_does_not_double_count(tmp_path, db_u
         admin.put_fleet_context(fleet_key.cloud_context())
         skill = admin.create_skill("fold", ["fold the towel"], skill_id="skill_fault")["skill_id"]
         bots = [RobotHelper(f"fault-{i}", admin, fleet_key, seed=50 + i) for i in range(4)]
-        rid = admin.open_round(skill, 0, quorum=4, deadline_s=300)["round_id"]
+        rid = admin.open_round(skill, 0, quorum=4, deadline_s=300, secure_aggregation=False)["round_id"]
         t0, blob0 = bots[0].delta(skill, rid)
         server.client(bots[0].token).upload_delta(bots[0].token, blob0)
         server.proc.wait(timeout=60)  # the worker kills the process at the injected fault

@@ -42,7 +42,7 @@ class Bot:
 
 
 def _round(server, admin, fleet_key, bots, skill, *, deadline_s):
-    rnd = admin.open_round(skill, base_version=0, quorum=len(bots), deadline_s=deadline_s)
+    rnd = admin.open_round(skill, base_version=0, quorum=len(bots), deadline_s=deadline_s, secure_aggregation=False)
     rid = rnd["round_id"]
     state = admin._json("POST", f"/api/v1/rounds/{rid}/secagg", json={"threshold": 3}, token=admin.admin_token)
     assert state["stage"] == "advertise" and state["threshold"] == 3
@@ -82,7 +82,7 @@ def test_two_dropouts_after_upload_still_give_the_exact_sum(cloud, fleet_key):
     skill = admin.create_skill("wipe", ["wipe the table"], skill_id="skill_secagg_a")["skill_id"]
     bots = [Bot(f"sa-{i}", admin, fleet_key, i) for i in range(5)]
     with pytest.raises(CloudError) as info:
-        admin._json("POST", f"/api/v1/rounds/{admin.open_round(skill, 0, quorum=5, deadline_s=1)['round_id']}/secagg",
+        admin._json("POST", f"/api/v1/rounds/{admin.open_round(skill, 0, quorum=5, deadline_s=1, secure_aggregation=False)['round_id']}/secagg",
                     json={"threshold": 2}, token=admin.admin_token)
     assert info.value.code == "invalid_threshold"  # 2 of 5 is not a majority
     admin.wait_for_round(admin.list_rounds()[0]["round_id"], "expired", timeout=30)
@@ -139,7 +139,7 @@ def test_two_dropouts_before_upload_still_give_the_exact_sum_of_the_survivors(cl
 def test_secagg_needs_three_robots_and_refuses_misuse(cloud, fleet_key):
     server, admin, _ = cloud
     skill = admin.create_skill("pour", ["pour water"], skill_id="skill_secagg_c")["skill_id"]
-    rnd = admin.open_round(skill, base_version=0, quorum=2, deadline_s=60)
+    rnd = admin.open_round(skill, base_version=0, quorum=2, deadline_s=60)  # < 3 robots: plain by default
     with pytest.raises(CloudError) as info:
         admin._json("POST", f"/api/v1/rounds/{rnd['round_id']}/secagg", json={}, token=admin.admin_token)
     assert info.value.code == "cohort_too_small"

@@ -71,8 +71,8 @@ def test_every_trigger_is_refused_at_upload_while_another_round_publishes(cloud,
     bots = [RobotHelper(f"trg-{i}", admin, fleet_key, seed=700 + i) for i in range(4)]
     a, b, c, d = bots
     up = {bot.robot_id: server.client(bot.token) for bot in bots}
-    rid = admin.open_round(poison, 0, quorum=4, deadline_s=300)["round_id"]
-    other = admin.open_round(honest, 0, quorum=3, deadline_s=300)["round_id"]
+    rid = admin.open_round(poison, 0, quorum=4, deadline_s=300, secure_aggregation=False)["round_id"]
+    other = admin.open_round(honest, 0, quorum=3, deadline_s=300, secure_aggregation=False)["round_id"]
     plain_other = []
     t, blob = a.delta(honest, other)
     up[a.robot_id].upload_delta(a.token, blob)
@@ -226,7 +226,7 @@ def test_published_aggregate_is_signed_and_relabelling_is_detected(cloud, fleet_
     server, admin = cloud
     skill = admin.create_skill("signed", ["signed aggregate"], skill_id="skill_signed")["skill_id"]
     bots = [RobotHelper(f"sig-{i}", admin, fleet_key, seed=900 + i) for i in range(3)]
-    rid = admin.open_round(skill, 0, quorum=3, deadline_s=300)["round_id"]
+    rid = admin.open_round(skill, 0, quorum=3, deadline_s=300, secure_aggregation=False)["round_id"]
     for bot in bots:
         server.client(bot.token).upload_delta(bot.token, bot.delta(skill, rid)[1])
     admin.wait_for_round(rid, timeout=60)
@@ -293,9 +293,9 @@ def test_late_failures_quarantine_only_their_delta_or_round(inproc, fleet_key):
     good = admin.create_skill("good", ["healthy round"], skill_id="skill_good")["skill_id"]
     lost = admin.create_skill("lost", ["lost blob"], skill_id="skill_lost")["skill_id"]
     bots = [_robot(admin, http, f"q-{i}", fleet_key, 1000 + i) for i in range(4)]
-    r_bad = admin.open_round(bad, 0, quorum=3, deadline_s=300)["round_id"]
-    r_good = admin.open_round(good, 0, quorum=3, deadline_s=300)["round_id"]
-    r_lost = admin.open_round(lost, 0, quorum=3, deadline_s=300)["round_id"]
+    r_bad = admin.open_round(bad, 0, quorum=3, deadline_s=300, secure_aggregation=False)["round_id"]
+    r_good = admin.open_round(good, 0, quorum=3, deadline_s=300, secure_aggregation=False)["round_id"]
+    r_lost = admin.open_round(lost, 0, quorum=3, deadline_s=300, secure_aggregation=False)["round_id"]
     plain_bad, plain_good, plain_lost = {}, [], []
     for bot, client in bots[:2]:
         t, blob = bot.delta(bad, r_bad)

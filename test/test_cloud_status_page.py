@@ -43,11 +43,11 @@ def test_status_page_in_headless_chromium(request, tmp_path, db_kind, fleet_key)
         done = admin.create_skill("drawer-close", ["push the drawer closed"], skill_id="skill_drawer")["skill_id"]
         live = admin.create_skill("door-lock", ["lock the door"], skill_id="skill_door")["skill_id"]
         bots = [RobotHelper(f"arm-{i}", admin, fleet_key, seed=i) for i in range(4)]
-        r1 = admin.open_round(done, 0, quorum=3, deadline_s=600)["round_id"]
+        r1 = admin.open_round(done, 0, quorum=3, deadline_s=600, secure_aggregation=False)["round_id"]
         for bot in bots[:3]:
             server.client(bot.token).upload_delta(bot.token, bot.delta(done, r1)[1])
         admin.wait_for_round(r1, timeout=60)
-        r2 = admin.open_round(live, 0, quorum=3, deadline_s=600)["round_id"]
+        r2 = admin.open_round(live, 0, quorum=3, deadline_s=600, secure_aggregation=False)["round_id"]
         server.client(bots[3].token).upload_delta(bots[3].token, bots[3].delta(live, r2)[1])
 
         png = tmp_path / "status.png"

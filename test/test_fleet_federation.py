@@ -66,9 +66,12 @@ def test_encrypted_fedavg_equals_plaintext_up_to_quantization(cloud_fleet, weigh
     dims = {"obs_dim": 12, "action_dim": 4, "hidden": 16}
     g, states, experts = _trained_states(3, dims, num_experts=4)
     samples = {"r0": 1500, "r1": 150, "r2": 800}
-    strategy = FedAvg(clip=1.0, sample_weighted=weighted, sample_cap=2000)
+    strategy = FedAvg(clip=1.0, sample_weighted=weighted, sample_cap=2000, secure_masks=True)
     plain, enc = _federations(cloud_fleet, strategy, f"fedavg-{weighted}")
     got = enc.round(0, _per_skill_updates(g, states, experts, samples))
+    # every skill here has <= 2 contributors: plain rounds by default (3+: test_fleet_secagg.py)
+    rounds = [r for r in cloud.client.list_rounds() if r["skill_id"].startswith(f"fedavg-{weighted}.")]
+    assert rounds and not any(r["secure_aggregation"] for r in rounds)
     # the plaintext reference is the formula: sum n_k d_k / sum n_k (or / N), of clipped deltas
     for e in range(4):
         contributors = [r for r in states if e in experts[r]]
@@ -113,7 +116,7 @@ def test_encrypted_eda_equals_fedvla_formula(cloud_fleet):
     g, states, experts = _trained_states(3, dims, num_experts=4, seed=1)
     activations = {"r0": np.array([3.0, 1.0, 0, 0]), "r1": np.array([0, 2.0, 2.0, 0]), "r2": np.array([0, 0, 1.0, 5.0])}
     slots = fed.slot_tensors(activations, list(g))
-    plain, enc = _federations(cloud_fleet, ExpertDrivenAggregation(clip=1.0), "eda")
+    plain, enc = _federations(cloud_fleet, ExpertDrivenAggregation(clip=1.0, secure_masks=True), "eda")
     updates = {r: {"bank": dict(parent=g, new=states[r], activation=activations[r], slot_tensors=slots)} for r in states}
     got = enc.round(0, updates)
     for i in states:

@@ -381,6 +381,8 @@ class CloudConfig:
     worker_poll_s: float = 0.5
     fold_batch: int = 32
     min_participants: int = 3  # never publish an aggregate of fewer robots
+    secure_aggregation: str = "auto"  # auto: rounds of quorum >= 3 run secure aggregation; off: only on request
+    secagg_stage_timeout_s: float = 60.0  # per key stage of an automatic secure-aggregation round
     tls_cert: str = ""  # PEM certificate chain: serve HTTPS (required off loopback)
     tls_key: str = ""  # PEM private key of tls_cert
 
@@ -392,6 +394,9 @@ class CloudConfig:
         _check(self.worker_poll_s > 0, "cloud.worker_poll_s", "must be > 0")
         _check(self.fold_batch >= 1, "cloud.fold_batch", "must be >= 1")
         _check(self.min_participants >= 1, "cloud.min_participants", "must be >= 1")
+        _check(self.secure_aggregation in ("auto", "off"), "cloud.secure_aggregation",
+               f"must be auto or off, got {self.secure_aggregation!r}")
+        _check(0 < self.secagg_stage_timeout_s <= 86_400, "cloud.secagg_stage_timeout_s", "must be in (0, 86400]")
         _check(bool(self.tls_cert) == bool(self.tls_key), "cloud.tls_cert", "give tls_cert and tls_key together")
 
     @property

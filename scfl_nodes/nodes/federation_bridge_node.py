@@ -41,8 +41,9 @@ PARAMS = [
     Param("outbox_path", "${SCFL_HOME}/outbox", "persistent outbox directory (survives restarts and cloud outages)"),
     Param("library_path", "", "skill library root; empty = skill_library.storage_path of config_file"),
     Param("config_file", "", "scfl.yaml (crypto.clip, crypto.max_clients, federation.*); empty = the default config"),
-    Param("mask_key_path", "${SCFL_HOME}/keys/mask.key", "this robot's X25519 mask key (federation.secure_masks only)"),
-    Param("mask_peers_path", "", "JSON {robot_id: base64 X25519 public key} of the mask cohort (federation.secure_masks only)"),
+    Param("mask_key_path", "${SCFL_HOME}/keys/mask.key", "X25519 key of the legacy fixed-cohort pairwise masks (with mask_peers_path)"),
+    Param("mask_peers_path", "", "JSON {robot_id: base64 X25519 public key}: legacy fixed-cohort pairwise masks on plain "
+                                 "rounds; empty: only secure aggregation (rounds the cloud runs it in, keys per round)"),
     Param("retry_period_s", 5.0, "seconds between upload retries / round polls", min=0.05, max=3600.0),
     Param("poll_period_s", 5.0, "seconds between checks for published aggregates", min=0.05, max=3600.0),
     Param("request_timeout_s", 10.0, "HTTP timeout of one cloud request", min=0.1, max=600.0),
@@ -86,7 +87,9 @@ class FederationBridgeNode(Node):
         except (CryptoError, OSError, ValueError) as exc:
             raise NodeConfigError(f"cannot load keys: {exc}") from None
         strategy = strategy_from_config(cfg)
-        masker = self._masker(cfg, expand_path) if strategy.secure_masks else None
+        # secure aggregation needs no parameter (per-round mask keys, signed with signing_key_path);
+        # mask_peers_path opts into the older fixed-cohort pairwise masks for plain rounds
+        masker = self._masker(cfg, expand_path) if strategy.secure_masks and self.p["mask_peers_path"] else None
         lib_path = expand_path(self.p["library_path"]) if self.p["library_path"] else cfg.skill_library.path
         self.library = SkillLibrary(lib_path)
         outbox = Outbox(expand_path(self.p["outbox_path"]))

@@ -11,7 +11,12 @@ Paper Algorithm 1, robot side, steps 6-9, driven by the configured
    version the parent came from, the delta ``new - parent`` is clipped and pre-scaled by the
    strategy (sample weight, slot weight), encoded by the :class:`~.codecs.Codec`
    (encrypt + sign, pairwise masks if configured; or plaintext for the reference) and written
-   to the outbox.
+   to the outbox. A round the cloud marks ``secure_aggregation`` (every round of >= 3 robots
+   by default) first runs this robot's :class:`~.secure_round.SecureRound` (advertise mask
+   keys, relay Shamir shares, learn the cohort) a step at a time; the upload then carries
+   the secure-aggregation masks, and after the round closes the robot reveals the unmask
+   shares the survivor list calls for. ``federation.secure_masks: false`` refuses such
+   rounds (the cloud would refuse an unmasked upload anyway).
 3. Pending blobs are uploaded; an unreachable cloud (:class:`CloudUnavailable`) only delays
    them, a refusal (4xx) moves them to ``rejected/`` with the reason.
 4. Once all rounds of an update are published, their aggregates are downloaded, decoded,
@@ -36,6 +41,7 @@ from scfl_cloud.client import CloudError, CloudUnavailable  # httpx-only module:
 
 from .codecs import Codec
 from .outbox import Outbox
+from .secure_round import SecureRound, SecureRoundAborted
 from .strategy import RoundSum, Strategy
 
 __all__ = ["CloudError", "CloudUnavailable", "FederationClient", "LocalUpdate", "UpdateStore"]
@@ -96,9 +102,12 @@ class FederationClient:
         log: Callable[[str, str], None] | None = None,
         on_encoded: Callable[[dict, bytes], None] | None = None,
         on_installed: Callable[[dict, dict], None] | None = None,
+        robot_public_keys: Mapping[str, bytes] | None = None,
+        secagg_timeout_s: float = 600.0,
     ):
-        if strategy.secure_masks and codec.masker is None:
-            raise ValueError("federation.secure_masks is on: the codec needs this robot's PairwiseMasker")
+        """``robot_public_keys`` (robot id -> Ed25519 public key), when known, lets the robot check
+        every mask-key advert itself instead of trusting the cloud's check; ``secagg_timeout_s``
+        bounds how long a secure round's state is kept (the cloud fails stalled rounds itself)."""
         self.robot_id = robot_id
         self.strategy = strategy
         self.transport = transport
@@ -109,6 +118,10 @@ class FederationClient:
         self.log = log or (lambda level, msg: None)
         self.on_encoded = on_encoded
         self.on_installed = on_installed
+        self.robot_public_keys = robot_public_keys
+        self.secagg_timeout_s = float(secagg_timeout_s)
+        self.secure_rounds: dict[int, SecureRound] = {}  # round id -> this robot's secure-aggregation state
+        self.secure_rounds_given_up: set[int] = set()
         self.uploads_ok = self.upload_failures = self.installed = 0
         self.bytes_up = 0
         self.crypto_seconds = 0.0
@@ -128,10 +141,12 @@ class FederationClient:
         Raises CloudUnavailable when the cloud cannot be reached (nothing is lost)."""
         self.prepare_waiting()
         self.upload_pending()
+        self.unmask_closed()
         self.install_published()
 
     def idle(self) -> bool:
-        return not (self.outbox.waiting() or self.outbox.pending() or self.outbox.awaiting())
+        return not (self.outbox.waiting() or self.outbox.pending() or self.outbox.awaiting()
+                    or any(s.stage == "uploaded" for s in self.secure_rounds.values()))
 
     def run_until_idle(self, timeout: float = 600.0, poll_s: float = 0.02) -> None:
         """Step until every queued update is installed (fleet simulation, tests)."""
@@ -166,15 +181,25 @@ class FederationClient:
                 self.log("error", self.last["error"])
                 self.outbox.reject_waiting(path, str(exc))
                 continue
-            rounds = {}
+            rounds, secure = {}, {}
             for c in uploads:
                 base = int(update.cloud_versions.get(c.round_skill_id, 0))
                 info = open_rounds.get((c.round_skill_id, base))
-                if info is None:
+                if info is None or int(info["round_id"]) in self.secure_rounds_given_up:
                     break
                 rounds[c.round_skill_id] = (int(info["round_id"]), base)
+                if info.get("secure_aggregation"):
+                    secure[c.round_skill_id] = info
             if len(rounds) < len(uploads):
                 continue  # not every round is open yet: try again on the next step
+            if secure and not self.strategy.secure_masks:
+                self.last["error"] = (f"round(s) {sorted(int(i['round_id']) for i in secure.values())} run secure "
+                                      "aggregation but federation.secure_masks is off: not uploading unmasked")
+                self.log("error", self.last["error"])
+                self.outbox.reject_waiting(path, self.last["error"])
+                continue
+            if not self._secure_rounds_ready(secure.values()):
+                continue  # peers are still exchanging keys: try again on the next step
             cohort = update.cohort
             if cohort is None and self.codec.masker is not None:
                 cohort = sorted({*self.codec.masker.peers, self.robot_id})
@@ -182,8 +207,12 @@ class FederationClient:
             for c in uploads:
                 round_id, base = rounds[c.round_skill_id]
                 t = time.perf_counter()
+                session = self.secure_rounds.get(round_id) if c.round_skill_id in secure else None
                 blob = self.codec.encode(c, robot_id=self.robot_id, round_id=round_id, base_version=base,
-                                         clip=self.strategy.clip, cohort=cohort)
+                                         clip=self.strategy.clip, cohort=cohort,
+                                         secagg=session.client if session is not None else None)
+                if session is not None:
+                    session.stage = "uploaded"  # masked: from now on only the unmask step remains
                 self.crypto_seconds += time.perf_counter() - t
                 meta = {"update_id": update_id, "skill_id": c.round_skill_id, "round_id": round_id,
                         "base_version": base, "weight": float(c.weight), "attempts": 0}
@@ -197,6 +226,52 @@ class FederationClient:
                                    "strategy": self.strategy.describe()}
             self.outbox.set_awaiting(awaiting)
             path.unlink(missing_ok=True)
+
+    def _secure_rounds_ready(self, infos) -> bool:
+        """Advance this robot's part in each secure round; True when every cohort is known."""
+        ready = True
+        for info in infos:
+            rid = int(info["round_id"])
+            session = self.secure_rounds.get(rid)
+            if session is None:
+                session = self.secure_rounds[rid] = SecureRound(
+                    self.robot_id, info, getattr(self.codec, "signing_key", None), self.transport, self.token,
+                    robot_public_keys=self.robot_public_keys, timeout_s=self.secagg_timeout_s)
+            try:
+                if session.expired():
+                    raise SecureRoundAborted(f"round {rid}: secure aggregation did not progress in time")
+                ready = session.advance() and ready
+            except SecureRoundAborted as exc:
+                self._give_up_secure_round(rid, str(exc))
+                ready = False
+        return ready
+
+    def _give_up_secure_round(self, round_id: int, why: str) -> None:
+        """Leave a secure round; an update not yet uploaded waits for the skill's next round."""
+        self.secure_rounds.pop(round_id, None)
+        self.secure_rounds_given_up.add(round_id)
+        self.last["error"] = f"left secure aggregation: {why}"
+        self.log("warning", self.last["error"])
+
+    def unmask_closed(self) -> None:
+        """Reveal the unmask shares of every secure round this robot uploaded to, once it closed."""
+        for rid, session in list(self.secure_rounds.items()):
+            if session.stage == "ready" and rid not in {m["round_id"] for _, m in self.outbox.pending()} \
+                    and self.transport.round_status(rid)["state"] != "open":
+                self._give_up_secure_round(rid, f"round {rid} closed before this robot could upload")
+                continue
+            if session.stage != "uploaded":
+                if session.expired():
+                    self._give_up_secure_round(rid, f"round {rid}: secure aggregation did not progress in time")
+                continue
+            try:
+                if session.expired():
+                    raise SecureRoundAborted(f"round {rid}: no survivor list in time")
+                if session.unmask():
+                    self.secure_rounds.pop(rid)
+                    self.log("info", f"posted unmask shares for secure round {rid}")
+            except SecureRoundAborted as exc:
+                self._give_up_secure_round(rid, str(exc))
 
     def upload_pending(self) -> None:
         for path, meta in self.outbox.pending():

@@ -31,7 +31,9 @@ class Codec:
     masker = None  # PairwiseMasker when uploads carry pairwise masks
 
     def encode(self, c: Contribution, *, robot_id: str, round_id: int, base_version: int, clip: float,
-               cohort: Sequence[str] | None = None) -> bytes:
+               cohort: Sequence[str] | None = None, secagg=None) -> bytes:
+        """``secagg``: this robot's :class:`~.secagg.SecAggClient` of a secure-aggregation round
+        (its cohort is known): the upload carries its self + pairwise masks."""
         raise NotImplementedError
 
     def decode(self, blob: bytes) -> RoundSum:
@@ -59,12 +61,16 @@ class EncryptedCodec(Codec):
         self.backend = fleet_key.backend
         self.key_id = fleet_key.key_id
 
-    def encode(self, c, *, robot_id, round_id, base_version, clip, cohort=None):
+    def encode(self, c, *, robot_id, round_id, base_version, clip, cohort=None, secagg=None):
         from scfl_nodes.core.crypto import encrypt_delta
 
         tensors = {k: np.asarray(v, dtype=np.float32) for k, v in c.tensors.items()}
-        mask = None
-        if self.masker is not None:
+        mask = scheme = None
+        if secagg is not None:
+            cohort = secagg.cohort
+            mask = secagg.mask(sum(int(v.size) for v in tensors.values()), self.fleet_key.params.plain_modulus)
+            scheme = "secagg"
+        elif self.masker is not None:
             if not cohort:
                 raise ValueError("a masked upload needs the round's cohort")
             cohort = sorted(set(cohort))
@@ -74,7 +80,7 @@ class EncryptedCodec(Codec):
         return encrypt_delta(
             self.fleet_key, tensors, skill_id=c.round_skill_id, base_version=base_version, round_id=round_id,
             robot_id=robot_id, signing_key=self.signing_key, clip=clip, num_clients=self.num_clients,
-            weight=float(c.weight), mask=mask, mask_cohort=cohort if mask is not None else None,
+            weight=float(c.weight), mask=mask, mask_cohort=cohort if mask is not None else None, mask_scheme=scheme,
         ).to_bytes()
 
     def decode(self, blob):
@@ -104,7 +110,9 @@ def unpack_plain(blob: bytes) -> tuple[dict, dict[str, np.ndarray]]:
 class PlainCodec(Codec):
     """Plaintext float32 uploads (the reference path): ``weight x tensors``, no clip beyond the strategy's."""
 
-    def encode(self, c, *, robot_id, round_id, base_version, clip, cohort=None):
+    def encode(self, c, *, robot_id, round_id, base_version, clip, cohort=None, secagg=None):
+        if secagg is not None:
+            raise ValueError("plaintext uploads cannot take part in secure aggregation")
         w = float(c.weight)
         tensors = {k: (np.asarray(v, dtype=np.float64) * w).astype(np.float32) for k, v in c.tensors.items()}
         header = {"skill_id": c.round_skill_id, "round_id": int(round_id), "base_version": int(base_version),

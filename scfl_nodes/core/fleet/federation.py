@@ -20,6 +20,7 @@ hands every robot the weights it trained. Transport: the real cloud server over 
 from __future__ import annotations
 
 import tempfile
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -95,8 +96,11 @@ class FleetFederation:
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="scfl-fleet-outbox-")
         root = Path(workdir or self._tmp.name)
         self.stores = {r: SimulatedRobotStore() for r in codecs}
+        # the fleet knows its robots' Ed25519 keys: each robot checks every secure-aggregation key advert itself
+        public_keys = {r: c.signing_key.public_bytes() for r, c in codecs.items() if getattr(c, "signing_key", None)}
         self.clients = {
-            r: FederationClient(r, strategy, transport, codecs[r], self.stores[r], Outbox(root / r), token=tokens.get(r))
+            r: FederationClient(r, strategy, transport, codecs[r], self.stores[r], Outbox(root / r), token=tokens.get(r),
+                                robot_public_keys=public_keys or None)
             for r in codecs
         }
         self.versions: dict[str, int] = {}
@@ -116,6 +120,20 @@ class FleetFederation:
     @property
     def crypto_seconds(self) -> dict[str, float]:
         return {r: c.crypto_seconds for r, c in self.clients.items()}
+
+    def run_until_idle(self, clients, poll_s: float = 0.02) -> None:
+        """Step every robot in turn until all installed their aggregates: robots of a real fleet
+        run concurrently, and a secure-aggregation round needs every member's key messages."""
+        deadline = time.monotonic() + self.deadline_s
+        while True:
+            for client in clients:
+                client.step()
+            if all(client.idle() for client in clients):
+                return
+            if time.monotonic() > deadline:
+                busy = [c.robot_id for c in clients if not c.idle()]
+                raise TimeoutError(f"robots {busy}: federation still busy after {self.deadline_s} s")
+            time.sleep(poll_s)
 
     def round(self, round_index: int, updates: dict[str, dict[str, dict]]) -> dict[str, dict[str, dict]]:
         """One federated round. ``updates[robot][object] = LocalUpdate fields`` (parent, new,
@@ -139,11 +157,9 @@ class FleetFederation:
                 key = f"{self.run_tag}.{obj}.r{round_index}"
                 store.updates[key] = LocalUpdate(f"{self.run_tag}.{obj}", cloud_versions=store.cloud_versions, **fields)
                 client.enqueue({"skill_id": f"{self.run_tag}.{obj}", "key": key}, name=key)
-            client.step()
+        self.run_until_idle([self.clients[r] for r in updates])
         installed = {}
         for robot, objects in updates.items():
-            client = self.clients[robot]
-            client.run_until_idle(self.deadline_s)
             installed[robot] = {obj: self.stores[robot].installed.pop(f"{self.run_tag}.{obj}.r{round_index}")
                                 for obj in objects}
         for skill, rid in rounds.items():

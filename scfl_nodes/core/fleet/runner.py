@@ -169,11 +169,12 @@ class FleetRun:
         from scfl_nodes.core.federation import ExpertDrivenAggregation, FedAvg
 
         if method == "eda_enc":
-            return ExpertDrivenAggregation(clip=self.cfg.clip)
+            return ExpertDrivenAggregation(clip=self.cfg.clip, secure_masks=True)
         # The fleet operator's sample_cap: the largest robot's sample count (weights stay <= 1
         # and keep the most quantization precision; it does not change the weighted mean).
         cap = max(self._samples(r, demos, routing) for r in self.robots)
-        return FedAvg(clip=self.cfg.clip, sample_weighted=self.cfg.weighting == "samples", sample_cap=cap)
+        return FedAvg(clip=self.cfg.clip, sample_weighted=self.cfg.weighting == "samples", sample_cap=cap,
+                      secure_masks=True)  # take part in secure aggregation where the cloud runs it (>= 3 robots)
 
     def _federation(self, method, strategy, cloud_env):
         """The method's FleetFederation: the real cloud + encryption, or the in-process plaintext sum."""
