@@ -184,6 +184,7 @@ class FederationBridgeNode(Node):
                 self.http.healthz()  # reachability is reported even when there is nothing to send
                 self.client.prepare_waiting()
                 self.client.upload_pending()
+                self.client.unmask_closed()  # secure-aggregation rounds: reveal unmask shares once closed
                 if time.monotonic() >= next_poll:
                     self.client.install_published()
                     next_poll = time.monotonic() + self.p["poll_period_s"]
@@ -199,7 +200,8 @@ class FederationBridgeNode(Node):
             except Exception as exc:  # keep the bridge alive; the outbox is intact
                 self.client.last["error"] = f"{type(exc).__name__}: {exc}"
                 self.diag.set(Diagnostics.ERROR, f"federation step failed: {self.client.last['error']}")
-            self._wake.wait(self.p["retry_period_s"])
+            # a secure-aggregation round in progress moves in steps (keys, shares, unmask): keep up with peers
+            self._wake.wait(min(self.p["retry_period_s"], 0.5) if self.client.secure_rounds else self.p["retry_period_s"])
             self._wake.clear()
 
     def shutdown(self) -> None:
