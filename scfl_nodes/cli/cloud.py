@@ -37,6 +37,8 @@ def register(subparsers) -> None:
     rnd.add_argument("--deadline-s", type=float, default=3600.0)
     rnd.add_argument("--min-participants", type=int, default=None,
                      help="deltas needed to publish (default and floor: the cloud's, 3)")
+    rnd.add_argument("--plain", action="store_true",
+                     help="no secure aggregation in this round (default: the cloud's setting, on for quorum >= 3)")
     can = asub.add_parser("cancel-round", help="cancel an unfinished round (nothing is published)")
     can.add_argument("round_id", type=int)
     drop = asub.add_parser("drop-delta", help="drop one robot's delta from an unfinished or quarantined round")
@@ -103,7 +105,8 @@ def _admin(args: argparse.Namespace) -> int:
                 print(c.register_robot(args.robot_id, _read_public_key(args.public_key)))
             elif args.admin_command == "open-round":
                 out = c.open_round(args.skill_id, args.base_version, args.quorum, args.deadline_s,
-                                   min_participants=args.min_participants)
+                                   min_participants=args.min_participants,
+                                   secure_aggregation=False if args.plain else None)
                 print(json.dumps(out, indent=2))
             elif args.admin_command == "cancel-round":
                 print(json.dumps(c.cancel_round(args.round_id), indent=2))
