@@ -142,11 +142,11 @@ def _replay_and_check(tmp_path, bag, expected_frames):
         resp = ros.call(SkillRequest, "/router_node/request_skills",
                         SkillRequest.Request(task_description=instruction, max_skills=2), timeout=120)
         assert resp.success, resp.message
-        player = ros.start("bag_player", {"bag_path": str(bag), "rate": 0.25, "start_delay_s": 1.0,
+        player = ros.start("bag_player", {"bag_path": str(bag), "rate": 0.15, "start_delay_s": 1.0,
                                           "wait_for_subscribers": [f"{NS}/color/image_raw"]})
         ros.wait_for(lambda: player.proc.poll() is not None, 120, "the end of the replay")
         assert player.proc.returncode == 0, ros.logs()
-        ros.wait_for(lambda: len(bases) >= 0.75 * len(expected_frames), 60, "base actions from the frames")
+        ros.wait_for(lambda: len(bases) >= len(expected_frames) // 2, 60, "base actions from the frames")
         last = max(b.sequence for b in bases)
         ros.wait_for(lambda: any(a.base_sequence == last and list(a.skill_ids) == list(resp.skill_ids) for a in actions),
                      30, "the final action of the last frame")
@@ -197,3 +197,30 @@ def test_compressed_image_bag_replays_to_final_actions(tmp_path, frames):
     decoded = [rgb_frame(rosbag_io.decode(m)) for m in rosbag_io.read_bag(bag, [f"{NS}/color/image_raw/compressed"])]
     assert decoded[0].shape == (H, W, 3) and np.abs(decoded[0].astype(int) - frames[0][0]).mean() < 4  # JPEG, lossy
     _replay_and_check(tmp_path, bag, decoded)
+
+
+def test_scfl_replay_writes_actions_plot_and_video(tmp_path, frames, capsys):
+    from scfl_nodes.cli import main
+    from scfl_nodes.core.sim import TASK_INSTRUCTIONS
+    from scfl_nodes.core.vla import load_base_policy
+
+    bag = write_realsense_bag(tmp_path / "rs", "sqlite3", frames)
+    lib = _make_library(tmp_path / "library", load_base_policy("scfl-metaworld-vision").embedding_dim)
+    out = tmp_path / "out" / "actions.npz"
+    args = ["replay", str(bag), "--out", str(out), "--plot", str(tmp_path / "out" / "actions.png"),
+            "--video", str(tmp_path / "out" / "actions.mp4"), "--instruction", TASK_INSTRUCTIONS["drawer-close-v3"],
+            "--library", str(lib.root), "--max-skills", "2", "--rate", "0.15"]
+    assert main(args) == 0
+    report = json.loads([line for line in capsys.readouterr().out.splitlines() if line.startswith("{")][-1])
+    data = np.load(out)
+    n = len(data["final"])
+    assert report["frames_processed"] == n and len(frames) // 2 <= n <= len(frames)
+    assert data["base"].shape == data["residual"].shape == data["final"].shape == (n, 4)
+    np.testing.assert_allclose(data["final"], data["base"] + data["residual"], atol=1e-6)
+    assert np.abs(data["residual"]).max() > 0 and list(data["skill_ids"])[0] == "drawer_close"
+    # recorded stamps kept: every row names one frame of the bag, in order
+    recorded = [m.timestamp_ns for m in rosbag_io.read_bag(bag, [f"{NS}/color/image_raw"])]
+    assert set(data["stamp_ns"].tolist()) <= set(recorded) and list(data["stamp_ns"]) == sorted(data["stamp_ns"])
+    assert (tmp_path / "out" / "actions.png").stat().st_size > 10_000
+    assert (tmp_path / "out" / "actions.mp4").stat().st_size > 10_000
+    assert main(["replay", str(tmp_path / "nope"), "--out", str(out)]) == 2
