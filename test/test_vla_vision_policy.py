@@ -131,3 +131,14 @@ def test_gpu_backends_skip_without_a_gpu(policy):
     if ok:
         trt = load_base_policy("scfl-metaworld-vision", backend="tensorrt")
         np.testing.assert_allclose(trt.predict(obs)[0], policy.predict(obs)[0], atol=2e-2)
+
+
+@pytest.mark.timeout(240)
+def test_demonstrations_carry_the_vision_embedding(policy):
+    """Residual skills train on what the vision base sees: its embedding of the rendered frame."""
+    from scfl_nodes.core.sim import collect_expert_episodes
+
+    (ep,) = collect_expert_episodes("drawer-close-v3", 1, seed=77, base_policy=policy)
+    T = len(ep["state"])
+    assert ep["observation"].shape == (T, 128) and ep["base_action"].shape == (T, 4)
+    assert np.abs(np.diff(ep["observation"][:, :64], axis=0)).max() > 1e-4  # image features follow the scene

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from scfl_nodes.core.vla.interface import ObservingPolicy
+
 BASE_POLICY_NAME = "scfl-metaworld-base"
 
 
@@ -63,7 +65,8 @@ def _base_policy(name: str):
 
 
 def build_policy_fn(spec: PolicySpec):
-    """``policy_fn(state_batch, instruction) -> actions`` for :func:`scfl_nodes.core.sim.evaluate`."""
+    """A policy for :func:`scfl_nodes.core.sim.evaluate`: the BC baseline as ``fn(state_batch,
+    instruction)``, base / base + skills as an ObservingPolicy (an image base gets rendered frames)."""
     import torch
 
     if spec.kind == "bc":
@@ -81,13 +84,7 @@ def build_policy_fn(spec: PolicySpec):
 
     base = _base_policy(spec.base_name)
     if spec.kind == "base":
-
-        def base_fn(obs, instruction):
-            action, _ = base.act(obs, instruction)
-            return np.clip(np.asarray(action, dtype=np.float32), -1, 1)
-
-        return base_fn
-
+        return ComposedPolicy(base)
     if spec.kind != "skills":
         raise ValueError(f"unknown policy kind {spec.kind!r}")
     from .bank import SkillBank
@@ -95,82 +92,30 @@ def build_policy_fn(spec: PolicySpec):
     bank = SkillBank(len(spec.experts), spec.dims["obs_dim"], spec.dims["action_dim"], spec.dims["hidden"])
     bank.load(spec.state)
     bank.eval()
+    return ComposedPolicy(base, bank, list(spec.experts), list(spec.weights))
 
-    def skills_fn(obs, instruction):
-        action, embedding = base.act(obs, instruction)
+
+class ComposedPolicy(ObservingPolicy):
+    """base + sum_i w_i skill_i(embedding, base), clipped to [-1, 1]. It observes what the base
+    observes (rendered frames for an image base), so rollouts feed it exactly like the base."""
+
+    def __init__(self, base, bank=None, experts=(), weights=()):
+        self.base, self.bank, self.experts, self.weights = base, bank, list(experts), list(weights)
+        self.name = f"{base.name}+skills" if bank is not None else base.name
+
+    @property
+    def observation_spec(self):
+        return self.base.observation_spec
+
+    def predict(self, observation):
+        import torch
+
+        action, embedding = self.base.predict(observation)
+        action = np.asarray(action, dtype=np.float32)
+        if self.bank is None:
+            return np.clip(action, -1, 1), embedding
         with torch.no_grad():
-            a = torch.as_tensor(np.asarray(action, dtype=np.float32))
+            a = torch.as_tensor(action)
             o = torch.as_tensor(np.asarray(embedding, dtype=np.float32))
-            out = a + bank.residual(o, a, list(spec.experts), list(spec.weights))
-        return np.clip(out.numpy(), -1, 1)
-
-    return skills_fn
-
-
-@dataclasses.dataclass
-class EvalJob:
-    key: str
-    spec: PolicySpec
-    task: str
-    episodes: int
-    seed: int
-    max_steps: int
-
-
-def run_eval_job(job: EvalJob) -> tuple[str, float, dict]:
-    """Worker entry point: success rate of one policy on one task (seeded episodes)."""
-    import torch
-
-    torch.set_num_threads(1)
-    from scfl_nodes.core.sim import evaluate
-
-    fn = build_policy_fn(job.spec)
-    # A few envs in lock-step: building a Meta-World env costs ~0.25 s, as much as ~300
-    # physics steps, so a small batch beats one env per episode.
-    rate, details = evaluate(fn, job.task, job.episodes, job.seed, max_steps=job.max_steps, return_details=True,
-                             batch_size=min(job.episodes, 4))
-    return job.key, float(rate), {"length": details["length"]}
-
-
-class Evaluator:
-    """Runs :class:`EvalJob` s in ``workers`` spawned processes (or inline when 1), deduplicating."""
-
-    def __init__(self, workers: int = 1):
-        self.workers = max(1, int(workers))
-        self._pool = None
-        self.cache: dict[str, float] = {}
-        self.episodes_run = 0
-        self.steps_run = 0
-
-    def __enter__(self):
-        if self.workers > 1:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor
-
-            os.environ.setdefault("OMP_NUM_THREADS", "1")
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"))
-        return self
-
-    def __exit__(self, *exc):
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-            self._pool = None
-
-    def run(self, jobs: list[EvalJob], progress=None) -> dict[str, float]:
-        """Success rate per job key; jobs whose key was already evaluated are not rerun."""
-        todo: dict[str, EvalJob] = {}
-        for job in jobs:
-            if job.key not in self.cache and job.key not in todo:
-                todo[job.key] = job
-        if self._pool is None:
-            results = map(run_eval_job, todo.values())
-        else:
-            # Longest-first would need lengths we do not know; interleave tasks instead.
-            results = self._pool.map(run_eval_job, todo.values())
-        for key, rate, info in results:
-            self.cache[key] = rate
-            self.episodes_run += todo[key].episodes
-            self.steps_run += int(sum(info["length"]))
-            if progress is not None:
-                progress.update(1)
-        return {job.key: self.cache[job.key] for job in jobs}
+            out = a + self.bank.residual(o, a, self.experts, self.weights)
+        return np.clip(out.numpy(), -1, 1), embedding

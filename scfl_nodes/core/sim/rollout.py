@@ -22,9 +22,10 @@ PolicyFn = Callable[[np.ndarray, str], Any]
 
 
 def _is_base_policy(policy: Any) -> bool:
-    from scfl_nodes.core.vla.interface import BasePolicy
+    """Base models and compositions on them (:class:`ObservingPolicy`) get spec-built observations."""
+    from scfl_nodes.core.vla.interface import ObservingPolicy
 
-    return isinstance(policy, BasePolicy)
+    return isinstance(policy, ObservingPolicy)
 
 
 def _policy_actions(policy: Any, obs: np.ndarray, instruction: str, images: np.ndarray | None = None) -> np.ndarray:
@@ -183,13 +184,16 @@ def collect_expert_episodes(
     expert = ScriptedExpert(task)
     batch_size = max(1, min(batch_size, n))
     envs = acquire_envs(task, batch_size)
+    renderers = _Renderers(base_policy, envs, "corner")
     try:
-        return _collect(task, n, seed, base_policy, driver, max_steps, only_successful, envs, progress, instruction, expert)
+        return _collect(task, n, seed, base_policy, driver, max_steps, only_successful, envs, progress, instruction,
+                        expert, renderers)
     finally:
+        renderers.close()
         release_envs(task, envs)
 
 
-def _collect(task, n, seed, base_policy, driver, max_steps, only_successful, envs, progress, instruction, expert):
+def _collect(task, n, seed, base_policy, driver, max_steps, only_successful, envs, progress, instruction, expert, renderers):
     batch_size = len(envs)
     dt = float(envs[0].dt)
     episodes: list[dict[str, np.ndarray]] = []
@@ -214,7 +218,12 @@ def _collect(task, n, seed, base_policy, driver, max_steps, only_successful, env
             batch = obs[idx]
             expert_actions = expert.act(batch)
             if base_policy is not None:
-                base_actions, embeddings = base_policy.act(batch, instruction)
+                # an image base (scfl-metaworld-vision) sees the rendered frame, a state base the state
+                if _is_base_policy(base_policy):
+                    base_actions, embeddings = base_policy.predict(
+                        base_policy.observation_from(instruction, image=renderers.frames(idx), state=batch))
+                else:  # any (obs, instruction) -> (action, embedding) callable
+                    base_actions, embeddings = base_policy(batch, instruction)
                 base_actions = np.asarray(base_actions, dtype=np.float32)
                 embeddings = np.asarray(embeddings, dtype=np.float32)
             else:

@@ -53,7 +53,36 @@ class Observation:
         return len(self.instruction)
 
 
-class BasePolicy(ABC):
+class ObservingPolicy(ABC):
+    """Anything that acts from an :class:`Observation` its spec describes: frozen base models,
+    and compositions on top of them (base + residual skills in the fleet simulation)."""
+
+    name: str = "policy"
+
+    @property
+    @abstractmethod
+    def observation_spec(self) -> ObservationSpec: ...
+
+    @abstractmethod
+    def predict(self, observation: Observation) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def observation_from(self, instruction: str | Sequence[str], image=None, state=None) -> Observation:
+        """Batch the inputs this model reads; a clear error when one it needs is missing."""
+        spec = self.observation_spec
+        if spec.image and image is None:
+            raise ValueError(f"{self.name} needs an RGB image")
+        if spec.needs_state and state is None:
+            raise ValueError(f"{self.name} needs a {spec.state_dim}-d state")
+        image = None if not spec.image else np.asarray(image)
+        state = None if (not spec.uses_state or state is None) else np.asarray(state, dtype=np.float32)
+        n = len(image) if image is not None else (len(state) if state is not None else 1)
+        texts = [instruction] * n if isinstance(instruction, str) else list(instruction)
+        if len(texts) != n:
+            raise ValueError(f"{len(texts)} instructions for {n} observations")
+        return Observation(texts, image, state)
+
+
+class BasePolicy(ObservingPolicy):
     """A frozen base model: ``predict(observation) -> (action (B, A), embedding (B, obs_dim))``.
 
     ``obs_dim`` is the embedding size residual skills see; ``action_dim`` the action size.
@@ -65,15 +94,8 @@ class BasePolicy(ABC):
     backend: str
 
     @property
-    @abstractmethod
-    def observation_spec(self) -> ObservationSpec: ...
-
-    @property
     def embedding_dim(self) -> int:
         return self.obs_dim
-
-    @abstractmethod
-    def predict(self, observation: Observation) -> tuple[np.ndarray, np.ndarray]: ...
 
     @abstractmethod
     def num_parameters(self) -> int: ...
@@ -91,21 +113,6 @@ class BasePolicy(ABC):
     @abstractmethod
     def onnx_parity(self, onnx_path: Path, seed: int = 0) -> float:
         """Max |torch - onnxruntime| over both outputs on random inputs."""
-
-    def observation_from(self, instruction: str | Sequence[str], image=None, state=None) -> Observation:
-        """Batch the inputs this model reads; a clear error when one it needs is missing."""
-        spec = self.observation_spec
-        if spec.image and image is None:
-            raise ValueError(f"{self.name} needs an RGB image")
-        if spec.needs_state and state is None:
-            raise ValueError(f"{self.name} needs a {spec.state_dim}-d state")
-        image = None if not spec.image else np.asarray(image)
-        state = None if (not spec.uses_state or state is None) else np.asarray(state, dtype=np.float32)
-        n = len(image) if image is not None else (len(state) if state is not None else 1)
-        texts = [instruction] * n if isinstance(instruction, str) else list(instruction)
-        if len(texts) != n:
-            raise ValueError(f"{len(texts)} instructions for {n} observations")
-        return Observation(texts, image, state)
 
     def act(self, obs, instruction: str | list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Single-input shorthand: ``obs`` is the image (image models) or the state; one
