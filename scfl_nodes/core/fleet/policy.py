@@ -119,3 +119,72 @@ class ComposedPolicy(ObservingPolicy):
             o = torch.as_tensor(np.asarray(embedding, dtype=np.float32))
             out = a + self.bank.residual(o, a, self.experts, self.weights)
         return np.clip(out.numpy(), -1, 1), embedding
+
+
+@dataclasses.dataclass
+class EvalJob:
+    key: str
+    spec: PolicySpec
+    task: str
+    episodes: int
+    seed: int
+    max_steps: int
+
+
+def run_eval_job(job: EvalJob) -> tuple[str, float, dict]:
+    """Worker entry point: success rate of one policy on one task (seeded episodes)."""
+    import torch
+
+    torch.set_num_threads(1)
+    from scfl_nodes.core.sim import evaluate
+
+    fn = build_policy_fn(job.spec)
+    # A few envs in lock-step: building a Meta-World env costs ~0.25 s, as much as ~300
+    # physics steps, so a small batch beats one env per episode.
+    rate, details = evaluate(fn, job.task, job.episodes, job.seed, max_steps=job.max_steps, return_details=True,
+                             batch_size=min(job.episodes, 4))
+    return job.key, float(rate), {"length": details["length"]}
+
+
+class Evaluator:
+    """Runs :class:`EvalJob` s in ``workers`` spawned processes (or inline when 1), deduplicating."""
+
+    def __init__(self, workers: int = 1):
+        self.workers = max(1, int(workers))
+        self._pool = None
+        self.cache: dict[str, float] = {}
+        self.episodes_run = 0
+        self.steps_run = 0
+
+    def __enter__(self):
+        if self.workers > 1:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            os.environ.setdefault("OMP_NUM_THREADS", "1")
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"))
+        return self
+
+    def __exit__(self, *exc):
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def run(self, jobs: list[EvalJob], progress=None) -> dict[str, float]:
+        """Success rate per job key; jobs whose key was already evaluated are not rerun."""
+        todo: dict[str, EvalJob] = {}
+        for job in jobs:
+            if job.key not in self.cache and job.key not in todo:
+                todo[job.key] = job
+        if self._pool is None:
+            results = map(run_eval_job, todo.values())
+        else:
+            # Longest-first would need lengths we do not know; interleave tasks instead.
+            results = self._pool.map(run_eval_job, todo.values())
+        for key, rate, info in results:
+            self.cache[key] = rate
+            self.episodes_run += todo[key].episodes
+            self.steps_run += int(sum(info["length"]))
+            if progress is not None:
+                progress.update(1)
+        return {job.key: self.cache[job.key] for job in jobs}
