@@ -50,6 +50,8 @@ def _recorder_store():
 
 
 def write_realsense_bag(path, storage, frames, compressed=False):
+    from scfl_nodes.core.perception.image_codec import encode_compressed
+
     store = _recorder_store()
     T = store.types
 
@@ -71,7 +73,7 @@ def write_realsense_bag(path, storage, frames, compressed=False):
             t = t0 + 10_000_000 + i * 33_333_333
             hdr = header(t, "camera_color_optical_frame")
             if compressed:
-                fmt, data = __import__("scfl_nodes.core.perception.image_codec", fromlist=["x"]).encode_compressed(rgb, "jpeg")
+                fmt, data = encode_compressed(rgb, "jpeg")
                 bag.write(f"{NS}/color/image_raw/compressed", t, T["sensor_msgs/msg/CompressedImage"](
                     header=hdr, format=fmt, data=np.frombuffer(data, np.uint8)), store=store)
             else:
