@@ -31,6 +31,9 @@ def _add_common(p, default_out: str) -> None:
     p.add_argument("--encryption", choices=("rlwe", "tenseal"), help="encryption backend")
     p.add_argument("--force", action="store_true", help="overwrite an existing results.json in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--base", default=None,
+                   help="frozen base: vision (scfl-metaworld-vision: robots see rendered camera frames), "
+                        "state (scfl-metaworld-base), or a registry name / directory (default: fleet.base_policy)")
 
 
 def register(subparsers) -> None:
@@ -69,7 +72,12 @@ def _overrides(args) -> dict:
         o["tasks"] = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     if args.methods:
         o["methods"] = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    if getattr(args, "base", None):
+        o["base_policy"] = BASE_ALIASES.get(args.base, args.base)
     return o
+
+
+BASE_ALIASES = {"vision": "scfl-metaworld-vision", "state": "scfl-metaworld-base"}
 
 
 def build_config(args):
