@@ -39,8 +39,10 @@ def test_two_api_servers_two_workers_one_killed_mid_fold(tmp_path, pg_cluster, f
     storage = tmp_path / "cloud"
     token = secrets.token_urlsafe(24)
     marker = tmp_path / "worker-a-mid-fold"
-    # API processes that never aggregate: only the two workers fold and publish
-    servers = [CloudServer(storage, db, admin_token=token, extra_args=["--no-aggregation"]) for _ in range(2)]
+    # API servers that never aggregate (only the two workers fold and publish); the second one is
+    # itself two uvicorn processes on one port (`scfl cloud serve --workers 2`)
+    servers = [CloudServer(storage, db, admin_token=token, extra_args=["--no-aggregation", *more])
+               for more in ([], ["--workers", "2"])]
     worker_a = CloudWorker(storage, db, admin_token=token, name="worker-a",
                            extra_env={FAULT_ENV: f"block_before_fold_commit:{marker}"})
     worker_b = CloudWorker(storage, db, admin_token=token, name="worker-b")
