@@ -98,3 +98,16 @@ def test_two_api_servers_two_workers_one_killed_mid_fold(tmp_path, pg_cluster, f
         for s in servers:
             s.stop()
         engine.dispose()
+
+
+def test_several_api_processes_need_postgresql(tmp_path):
+    """SQLite cannot coordinate processes: `--workers 2` on it is one clear line, exit 2."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "scfl_nodes", "cloud", "serve", "--workers", "2",
+                        "--storage", str(tmp_path / "cloud"), "--admin-token", "x" * 24],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln]
+    assert len(lines) == 1 and "--workers > 1 needs PostgreSQL" in lines[0] and "Traceback" not in r.stderr
