@@ -178,7 +178,8 @@ def run_one(n: int, args, fleet_key, tmp: Path) -> dict:
             t0 = time.perf_counter()
             got = fleet_key.decrypt_aggregate(agg)
             result["decrypt_s"] = round(time.perf_counter() - t0, 3)
-            want = dequantize(factory.plain_sum, [[k, list(s)] for k, s in SHAPES], fleet_key.params.scale)
+            # values are laid out in canonical (sorted tensor name) order, like quantize does
+            want = dequantize(factory.plain_sum, sorted([k, list(s)] for k, s in SHAPES), fleet_key.params.scale)
             result["sum_exact"] = bool(all(np.array_equal(got[k], want[k]) for k in want))
         shutil.rmtree(work, ignore_errors=True)
     finally:

@@ -3,9 +3,12 @@ into each round's encrypted running sum, and publishes the sum as a new skill ve
 
 Runs in one daemon thread beside the HTTP server, so uploads return as soon as the delta
 is durably stored. Memory holds one delta at a time plus the running sums of the last few
-rounds it folded (:class:`SumCache`), whatever the number of robots. Crash safety: the new sum is written to the blob store first; then ONE
-transaction swaps the round's ``sum_blob_sha256``, bumps ``folded_count`` and flags the
-folded deltas. A crash before that commit leaves the old sum and unflagged deltas, which
+rounds it folded (:class:`SumCache`), whatever the number of robots. Several workers (this
+thread, `scfl cloud worker` processes) may share one PostgreSQL database: each round is
+folded or published only under its claim (``CloudService.claims``).
+
+Crash safety: the new sum is written to the blob store first; then ONE transaction swaps
+the round's ``sum_blob_sha256``, bumps ``folded_count`` and flags the folded deltas. A crash before that commit leaves the old sum and unflagged deltas, which
 are folded again from the old sum after restart; a crash after it finds them flagged.
 So no accepted delta is lost and none is counted twice.
 """
