@@ -149,9 +149,12 @@ def serve(settings: CloudSettings, host: str, port: int, log_level: str = "info"
     if workers > 1:
         from .db import make_engine, migrate
 
+        from .service import _load_or_create_signing_key
+
         engine = make_engine(settings.db_url)
         migrate(engine)  # once, before the processes start (they find the schema at head)
         engine.dispose()
+        _load_or_create_signing_key(settings.signing_key_path)  # one key for all of them
         os.environ[_SETTINGS_ENV] = _settings_to_env(settings)
         print(f"scfl cloud: {workers} API processes on {scheme}://{host}:{port} (db {db}, storage "
               f"{settings.storage_dir}, aggregation {'in each' if settings.aggregate else 'external'})",

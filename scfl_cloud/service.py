@@ -717,9 +717,26 @@ def _load_or_create_signing_key(path):
     """The cloud's own Ed25519 key (signs published aggregates); created 0600 on first start."""
     from scfl_nodes.core.crypto import generate_signing_key, load_signing_key
 
+    from scfl_nodes.core.crypto import CryptoError
+
     if path.is_file():
-        return load_signing_key(path)
+        return _load_complete_key(path, load_signing_key, CryptoError)
     key = generate_signing_key()
-    key.save(path)
+    try:
+        key.save(path)  # O_EXCL: of several processes starting on fresh storage, one creates it
+    except CryptoError:
+        return _load_complete_key(path, load_signing_key, CryptoError)
     log.info("created the cloud's aggregate signing key %s", path)
     return key
+
+
+def _load_complete_key(path, load, error, wait_s: float = 10.0):
+    """Load a key file another process may be writing this instant (created, not yet filled)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return load(path)
+        except error:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
