@@ -24,7 +24,12 @@ SCALE = 2**15
 @pytest.fixture(scope="module", params=DB_KINDS)
 def cloud(request, tmp_path_factory, fleet_key):
     storage = tmp_path_factory.mktemp(f"cloud-secagg-{request.param}")
-    server = CloudServer(storage, make_db_url(request.param, request, storage)).start()
+    # --keep-deltas: the coalition tests read the cloud's stored per-robot ciphertexts after the
+    # round (a malicious cloud ignores retention; pruning is the default, tested in test_cloud_security)
+    # --min-participants 2: test_secagg_needs_three_robots_and_refuses_misuse opens a 2-robot round
+    # to check secure aggregation's own refusal (the cloud's default floor of 3 would refuse it first)
+    server = CloudServer(storage, make_db_url(request.param, request, storage),
+                         extra_args=["--keep-deltas", "--min-participants", "2"]).start()
     admin = server.admin_client()
     admin.put_fleet_context(fleet_key.cloud_context())
     yield server, admin, storage
