@@ -30,8 +30,38 @@ def _pct(ms):
     return s + (f" ± {100 * ms['std']:.1f}" if len(ms.get("per_seed", [])) > 1 else "")
 
 
-def render(res: dict, source: str, all_json: dict | None) -> str:
-    from scfl_nodes.core.fleet.results import METHOD_LABELS, format_markdown_table
+def _separated(a, b) -> str:
+    """Whether two methods' 95% intervals overlap (the claim the table can support)."""
+    if not a or not b or not a.get("ci95") or not b.get("ci95"):
+        return "one seed: no interval"
+    if a["ci95"][0] > b["ci95"][1]:
+        return "higher, intervals do not overlap"
+    if a["ci95"][1] < b["ci95"][0]:
+        return "lower, intervals do not overlap"
+    return "intervals overlap: not distinguishable at this number of seeds"
+
+
+def comparisons(res: dict) -> list[str]:
+    """The headline comparisons, each with its 95% intervals and whether they separate."""
+    from scfl_nodes.core.fleet.results import ci_text
+
+    ms = res["methods"]
+    pairs = [("fedavg_enc", "centralized", "avg"), ("fedavg_enc", "local", "few_demo_success"),
+             ("fedavg_enc", "local", "rich_demo_success"), ("fedavg_enc", "bc", "few_demo_success"),
+             ("fedavg_enc", "bc", "rich_demo_success"), ("eda_enc", "fedavg_enc", "avg"),
+             ("centralized", "local", "rich_demo_success")]
+    names = {"avg": "all robots", "few_demo_success": "few-demo robots", "rich_demo_success": "data-rich robots"}
+    out = []
+    for a, b, key in pairs:
+        if a in ms and b in ms and (ms[a].get(key) or {}).get("mean") is not None and (ms[b].get(key) or {}).get("mean") is not None:
+            diff = 100 * (ms[a][key]["mean"] - ms[b][key]["mean"])
+            out.append(f"* {names[key]}: {a} {ci_text(ms[a][key])} vs {b} {ci_text(ms[b][key])} "
+                       f"({diff:+.1f} points; {_separated(ms[a][key], ms[b][key])}).")
+    return out
+
+
+def render(res: dict, source: str, all_json: dict | None, heldout: tuple[dict, str] | None = None) -> str:
+    from scfl_nodes.core.fleet.results import METHOD_LABELS, format_interval_table, format_markdown_table
 
     meta = res["meta"]
     tasks = meta["tasks"]
@@ -40,7 +70,7 @@ def render(res: dict, source: str, all_json: dict | None) -> str:
     if meta.get("preset") != "full":
         lines += [f"> **Note:** these numbers come from the `{meta.get('preset')}` preset "
                   f"({meta['num_seeds']} seed(s) × {meta['eval_episodes']} evaluation episodes per task), not the full "
-                  "benchmark (3 seeds × 50 episodes). Run `python bench/bench_fleet.py --preset full` and regenerate.", ""]
+                  "benchmark (5 seeds × 50 episodes). Run `python bench/bench_fleet.py --preset full` and regenerate.", ""]
     robots = meta["robots"]
     few = sum(1 for r in robots if r["few_demo"])
     lines += ["## Setup", "",
@@ -51,16 +81,20 @@ def render(res: dict, source: str, all_json: dict | None) -> str:
               f"* {meta['config']['rounds']} federated rounds × {meta['config']['local_epochs']} local epochs; encrypted "
               f"methods upload {meta['config']['encryption']} ciphertexts to the real cloud service (FastAPI + SQLite) over HTTP.",
               f"* Every method is evaluated on the same seeded episodes: {meta['eval_episodes']} per task and seed, "
-              f"{meta['num_seeds']} seed(s), horizon {meta['max_path_length']} steps; mean ± std over seeds.",
+              f"{meta['num_seeds']} seed(s), horizon {meta['max_path_length']} steps; mean ± sd over seeds "
+              "(sample sd), and 95% Student-t intervals of each average below.",
               f"* Run time {meta['runtime_s'] / 60:.1f} min on {meta['machine']['cpus']} CPU cores.", "",
               "## Success rate (%) and cost per method", "", format_markdown_table(res), ""]
     ms = res["methods"]
-    if "local" in ms and "fedavg_enc" in ms and ms["local"].get("few_demo_success", {}).get("mean") is not None:
-        lines += ["**Robots with a single demonstration:** local skills "
-                  f"{_pct(ms['local']['few_demo_success'])} %, encrypted federated skills "
-                  f"{_pct(ms['fedavg_enc']['few_demo_success'])} %"
-                  + (f", EDA {_pct(ms['eda_enc']['few_demo_success'])} %" if "eda_enc" in ms else "")
-                  + (f", base alone {_pct(ms['base']['few_demo_success'])} %" if "base" in ms else "") + ".", ""]
+    lines += ["## Averages with 95% intervals, per robot class", "",
+              f"Mean over {meta['num_seeds']} seed(s) [95% t-interval of the mean: mean ± t(0.975, n-1) · sd / √n]. "
+              "Few-demo robots have "
+              f"{meta['config']['few_demos']} demonstration(s), data-rich robots {meta['config']['demos_per_robot']}; "
+              "every method is reported on both, so a cost of federation to either class shows.", "",
+              format_interval_table(res), ""]
+    comp = comparisons(res)
+    if comp:
+        lines += ["**Headline comparisons** (a difference is claimed only where the intervals do not overlap):", ""] + comp + [""]
     lines += ["## Next to the published FedVLA numbers", "",
               "**Different base models — not a like-for-like comparison.** FedVLA fine-tunes an HPT-based VLA "
               "(vision, 1000 rounds; its rates are multiples of 6.7 %, i.e. ~15 evaluation episodes per task); scfl trains small residual skills on top of a "
@@ -75,6 +109,16 @@ def render(res: dict, source: str, all_json: dict | None) -> str:
         lines.append(f"| FedVLA paper: {theirs} | " + " | ".join(f"{FEDVLA[theirs].get(t, '-')}" for t in tasks)
                      + f" | {FEDVLA[theirs]['avg']} |")
     lines.append("")
+    if heldout:
+        hres, hsource = heldout
+        hm = hres["meta"]
+        lines += ["## Held-out task set (tasks the base policy never saw)", "",
+                  f"From `{hsource}`: {', '.join(hm['tasks'])}; same fleet, methods and budget, "
+                  f"{hm['num_seeds']} seed(s) × {hm['eval_episodes']} episodes per task.", "",
+                  format_markdown_table(hres), "", format_interval_table(hres), ""]
+        hc = comparisons(hres)
+        if hc:
+            lines += hc + [""]
     checks = res.get("checks", {})
     if "encrypted_aggregate_max_abs_error" in checks:
         lines += ["## Encryption changes nothing but quantization", "",
@@ -111,6 +155,7 @@ def _rel(p: str) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", help="a fleet results.json (default: full benchmark, else demo)")
+    parser.add_argument("--heldout", help="results.json of the held-out task set (default: bench/results/fleet_heldout/, if present)")
     parser.add_argument("--out", default=str(ROOT / "docs" / "results.md"))
     args = parser.parse_args(argv)
     candidates = [Path(args.results)] if args.results else [ROOT / "bench/results/fleet_full/results.json",
@@ -123,9 +168,13 @@ def main(argv=None) -> int:
     res = json.loads(source.read_text())
     all_path = ROOT / "bench/results/all.json"
     all_json = json.loads(all_path.read_text()) if all_path.exists() else None
+    heldout = None
+    hpath = Path(args.heldout) if args.heldout else ROOT / "bench/results/fleet_heldout/results.json"
+    if hpath.exists():
+        heldout = (json.loads(hpath.read_text()), str(hpath.relative_to(ROOT) if hpath.is_relative_to(ROOT) else hpath))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(res, str(source.relative_to(ROOT) if source.is_relative_to(ROOT) else source), all_json) + "\n")
+    out.write_text(render(res, str(source.relative_to(ROOT) if source.is_relative_to(ROOT) else source), all_json, heldout) + "\n")
     print(f"wrote {out}")
     return 0
 
