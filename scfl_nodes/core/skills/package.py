@@ -239,6 +239,7 @@ class SkillPackage:
         except (SafetensorError, OSError, ValueError) as exc:
             raise SkillPackageError(f"{weights_path}: unreadable safetensors file ({exc})") from None
         module = SkillModule(manifest.obs_dim, manifest.action_dim, manifest.hidden)
+        tensors.setdefault("base_gain", torch.zeros(manifest.action_dim))  # packages from before the gain: g = 0
         try:
             module.load_state_dict(tensors, strict=True)
         except RuntimeError as exc:
