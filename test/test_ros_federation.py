@@ -32,7 +32,9 @@ def fleet(tmp_path):
     with torch.no_grad():
         for p in local.module.parameters():
             p.add_(0.01 * torch.randn_like(p))
-    lib.add(local.derive(local.module, training={"local": True}))
+    # samples: the count sample-weighted FedAvg needs (8000 of a 10000 cap keeps the quantization
+    # error of the pre-scaled delta below 1e-4, the tolerance asserted below)
+    lib.add(local.derive(local.module, training={"local": True, "samples": 8000}))
     return {"fleet_key": fleet_key, "signing": signing, "keys": keys, "lib": lib, "tmp": tmp_path}
 
 
@@ -52,13 +54,13 @@ def _flat(module):
 
 
 def test_bridge_uploads_survives_outage_and_installs_aggregate(fleet, tmp_path, monkeypatch):
-    import scfl_cloud.testing as cloud_testing
-    from scfl_cloud.testing import CloudServer
+    import scfl_cloud.process as cloud_process
+    from scfl_cloud.process import CloudServer
 
     from scfl_nodes.nodes.testing import RosHarness
 
-    port = cloud_testing.free_port()
-    monkeypatch.setattr(cloud_testing, "free_port", lambda: port)  # restart on the same URL
+    port = cloud_process.free_port()
+    monkeypatch.setattr(cloud_process, "free_port", lambda: port)  # restart on the same URL
     server = CloudServer(tmp_path / "cloud").start()
     admin = server.admin_client()
     admin.put_fleet_context(fleet["fleet_key"].cloud_context())

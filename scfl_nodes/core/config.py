@@ -195,6 +195,7 @@ class FleetConfig:
     skill_hidden: int = 128
     encryption: str = "rlwe"
     clip: float = 1.0
+    weighting: str = "samples"  # FedAvg methods: samples (McMahan) or uniform, as federation.weighting
     methods: tuple[str, ...] = FLEET_METHODS
     workers: int = 2
     output_dir: str = "${SCFL_HOME}/fleet"
@@ -226,6 +227,7 @@ class FleetConfig:
         _check(self.max_path_length <= 500, "fleet.max_path_length", "Meta-World episodes end at 500 steps")
         _check(self.load_balance_weight >= 0, "fleet.load_balance_weight", "must be >= 0")
         _check(self.clip > 0, "fleet.clip", "must be > 0")
+        _check(self.weighting in ("samples", "uniform"), "fleet.weighting", f"must be samples or uniform, got {self.weighting!r}")
         _check(self.encryption in ("rlwe", "tenseal"), "fleet.encryption", f"must be rlwe or tenseal, got {self.encryption!r}")
         unknown = [m for m in self.methods if m not in FLEET_METHODS]
         _check(not unknown, "fleet.methods", f"unknown method(s) {unknown}; known: {', '.join(FLEET_METHODS)}")
@@ -317,9 +319,14 @@ class FederationConfig:
     strategy: str = "fedavg"  # fedavg (paper 4.3) or eda (FedVLA expert-driven aggregation)
     secure_masks: bool = False  # pairwise masks so no fleet-key holder can read one upload
     eda_floor: float = 0.05  # smallest EDA weight relative to the largest
+    weighting: str = "samples"  # FedAvg: samples (McMahan: sum n_k d_k / sum n_k) or uniform (sum d_k / N)
+    sample_cap: int = 10_000  # samples at which a robot's FedAvg weight saturates (w_k = min(n_k, cap) / cap)
 
     def __post_init__(self) -> None:
         _check(self.strategy in ("fedavg", "eda"), "federation.strategy", f"must be fedavg or eda, got {self.strategy!r}")
+        _check(self.weighting in ("samples", "uniform"), "federation.weighting",
+               f"must be samples or uniform, got {self.weighting!r}")
+        _check(self.sample_cap >= 1, "federation.sample_cap", f"must be >= 1, got {self.sample_cap}")
         _check(0 <= self.eda_floor <= 1, "federation.eda_floor", f"must be in [0, 1], got {self.eda_floor}")
 
 

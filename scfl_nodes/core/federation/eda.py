@@ -43,7 +43,12 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .strategy import Strategy
+from .strategy import Contribution, Strategy, clip_delta
+
+
+def slot_round_skill_id(skill_id: str, slot: str) -> str:
+    """Cloud skill id of one expert slot's rounds (``<skill>:<slot>``, e.g. ``door:l0.e3``)."""
+    return f"{skill_id}:{slot}"
 
 
 def _as_layers(v: np.ndarray, name: str) -> np.ndarray:
@@ -163,6 +168,38 @@ class ExpertDrivenAggregation(Strategy):
             raise ValueError("floor must be in [0, 1]")
         self.floor = floor
         self.reference = reference
+
+    # -- robot, no coordinator: FedVLA's personalized weights through expert slots --------
+    def round_skill_ids(self, skill_id, activation=None):
+        if activation is None:
+            raise ValueError("EDA needs this robot's expert-activation statistics")
+        return [slot_round_skill_id(skill_id, slot) for slot in slot_weights(activation)]
+
+    def contributions(self, skill_id, delta, *, num_samples=None, activation=None, slot_tensors=None):
+        """One upload per activated slot: ``u_le x clip(delta)`` into round ``<skill>:<slot>``.
+
+        ``slot_tensors`` (optional) names the tensors a slot's round carries (the parameters
+        its cohort trains); absent tensors count as zero in that slot.
+        """
+        if activation is None:
+            raise ValueError("EDA needs this robot's expert-activation statistics")
+        clipped = clip_delta(delta, self.clip)
+        out = []
+        for slot, u in slot_weights(activation).items():
+            keep = clipped if slot_tensors is None else {k: v for k, v in clipped.items() if k in slot_tensors[slot]}
+            if keep:
+                out.append(Contribution(slot_round_skill_id(skill_id, slot), keep, u))
+        if not out:
+            raise ValueError("EDA: this robot activated no expert, so it has nothing to upload")
+        return out
+
+    def combine(self, skill_id, sums, *, activation=None):
+        """``sum_j s_ij delta_j / sum_j s_ij`` from the slot sums this robot received."""
+        if activation is None:
+            raise ValueError("EDA needs this robot's expert-activation statistics")
+        prefix = f"{skill_id}:"
+        slot_sums = {k[len(prefix):]: (s.total, s.total_weight) for k, s in sums.items() if k.startswith(prefix)}
+        return combine_slots(activation, slot_sums)
 
     def client_weights(self, robot_ids, activation_stats):
         if not activation_stats:

@@ -11,13 +11,18 @@ One round, three places:
 * robot: after ``FleetSecretKey.decrypt_aggregate``, :meth:`Strategy.finalize` turns the
   decrypted weighted SUM into the update to apply (divide by the contributors' total
   weight: the count for FedAvg).
+
+What robots run in production (:class:`~scfl_nodes.core.federation.client.FederationClient`)
+is the robot half without a coordinator: :meth:`Strategy.contributions` turns one local
+delta into the uploads it needs (clipped, pre-scaled, one per cloud round) and
+:meth:`Strategy.combine` turns the decrypted round sums back into the update to apply.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 import numpy as np
 
@@ -48,6 +53,37 @@ class RoundPlan:
             raise KeyError(f"robot {robot_id!r} is not in round {self.round_id}'s cohort") from None
 
 
+#: Tensor that carries a robot's weight (x clip) inside the encrypted sum (sample-weighted FedAvg).
+WEIGHT_KEY = "__weight__"
+
+
+@dataclasses.dataclass(frozen=True)
+class Contribution:
+    """One upload of a robot: what goes into the cloud round of skill ``round_skill_id``.
+
+    ``tensors`` are clipped and strategy-scaled already; ``weight`` (<= 1) is the plaintext
+    header weight the encoder multiplies in and the aggregate sums (EDA slot weights).
+    """
+
+    round_skill_id: str
+    tensors: Mapping[str, np.ndarray]
+    weight: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundSum:
+    """A decrypted (or plaintext) round aggregate: the SUM, how many uploads, their header weights."""
+
+    total: Mapping[str, np.ndarray]
+    count: int
+    total_weight: float
+
+
+def clip_delta(delta: Mapping[str, np.ndarray], clip: float) -> dict[str, np.ndarray]:
+    """Per-value clip to ``[-clip, clip]`` (bounds every upload, hence the encrypted sum)."""
+    return {k: np.clip(np.asarray(v, dtype=np.float32), -clip, clip) for k, v in delta.items()}
+
+
 class Strategy:
     """Base class: uniform weights (FedAvg). Subclasses override :meth:`client_weights`."""
 
@@ -58,6 +94,10 @@ class Strategy:
             raise ValueError(f"clip must be a positive number, got {clip!r}")
         self.clip = float(clip)
         self.secure_masks = bool(secure_masks)
+
+    def describe(self) -> str:
+        """One line for logs: the strategy and its options."""
+        return self.name + (" + pairwise masks" if self.secure_masks else "")
 
     # -- coordinator -------------------------------------------------------------
     def client_weights(self, robot_ids: list[str], activation_stats: Mapping[str, np.ndarray] | None) -> dict[str, float]:
@@ -144,11 +184,85 @@ class Strategy:
         """Decrypt and finalize in one call (uses the aggregate's count and total weight)."""
         return self.finalize(fleet_key.decrypt_aggregate(aggregate), aggregate.count, aggregate.total_weight)
 
+    # -- robot, no coordinator (what FederationClient runs) --------------------------------
+    def round_skill_ids(self, skill_id: str, activation: np.ndarray | None = None) -> list[str]:
+        """The cloud rounds (by skill id) one update of ``skill_id`` goes to: what a coordinator opens."""
+        return [skill_id]
+
+    def contributions(
+        self,
+        skill_id: str,
+        delta: Mapping[str, np.ndarray],
+        *,
+        num_samples: int | None = None,
+        activation: np.ndarray | None = None,
+        slot_tensors: Mapping[str, Collection[str]] | None = None,
+    ) -> list[Contribution]:
+        """The uploads one local delta turns into: here one clipped upload to the skill's round."""
+        return [Contribution(skill_id, clip_delta(delta, self.clip))]
+
+    def combine(
+        self, skill_id: str, sums: Mapping[str, RoundSum], *, activation: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
+        """The update to add to the parent weights, from the decrypted sums of this robot's rounds."""
+        s = sums[skill_id]
+        return self.finalize(s.total, s.count, s.total_weight)
+
 
 class FedAvg(Strategy):
-    """Paper 4.3 / Algorithm 1: sum under encryption, divide by N after decryption."""
+    """Paper 4.3 / Algorithm 1: sum under encryption, divide after decryption.
+
+    ``sample_weighted`` (McMahan et al. 2017): ``sum_k n_k delta_k / sum_k n_k``. The robot
+    multiplies its clipped delta by ``w_k = min(n_k, sample_cap) / sample_cap`` (<= 1, so
+    every value stays within the clip bound and the overflow guard ``N x clip x scale <=
+    t/2`` is unchanged) and adds ``w_k x clip`` as one more encrypted value
+    (:data:`WEIGHT_KEY`); the decrypted sum divided by the decrypted ``sum_k w_k`` is the
+    weighted mean. The sample counts never appear in plaintext. Otherwise: ``sum / N``.
+    """
 
     name = "fedavg"
+
+    def __init__(self, clip: float = 1.0, secure_masks: bool = False, sample_weighted: bool = False,
+                 sample_cap: int = 10_000):
+        super().__init__(clip=clip, secure_masks=secure_masks)
+        if int(sample_cap) < 1:
+            raise ValueError(f"sample_cap must be >= 1, got {sample_cap!r}")
+        self.sample_weighted = bool(sample_weighted)
+        self.sample_cap = int(sample_cap)
+
+    def describe(self) -> str:
+        return super().describe().replace("fedavg", "fedavg (sample-weighted)" if self.sample_weighted else "fedavg (uniform)", 1)
+
+    def sample_weight(self, num_samples: int | None) -> float:
+        """``w_k`` of a robot with ``num_samples`` training samples (saturates at ``sample_cap``)."""
+        if num_samples is None:
+            raise ValueError("the update records no training sample count (manifest training.samples); "
+                             "sample-weighted FedAvg needs it (or set federation.weighting: uniform)")
+        if num_samples < 1:
+            raise ValueError(f"a sample-weighted update needs >= 1 training sample, got {num_samples}")
+        return min(int(num_samples), self.sample_cap) / self.sample_cap
+
+    def contributions(self, skill_id, delta, *, num_samples=None, activation=None, slot_tensors=None):
+        clipped = clip_delta(delta, self.clip)
+        if not self.sample_weighted:
+            return [Contribution(skill_id, clipped)]
+        if WEIGHT_KEY in clipped:
+            raise ValueError(f"{WEIGHT_KEY!r} is reserved for the sample weight")
+        w = self.sample_weight(num_samples)
+        tensors = {k: (w * v.astype(np.float64)).astype(np.float32) for k, v in clipped.items()}
+        tensors[WEIGHT_KEY] = np.array([w * self.clip], dtype=np.float32)
+        return [Contribution(skill_id, tensors)]
+
+    def combine(self, skill_id, sums, *, activation=None):
+        s = sums[skill_id]
+        if not self.sample_weighted:
+            return self.finalize(s.total, s.count)
+        if WEIGHT_KEY not in s.total:
+            raise ValueError(f"round of {skill_id!r} carries no sample weights: robots disagree on federation.weighting")
+        denominator = float(np.asarray(s.total[WEIGHT_KEY], dtype=np.float64).reshape(-1)[0]) / self.clip
+        if s.count < 1 or denominator <= 0:
+            raise ValueError("cannot finalize an empty aggregate")
+        return {k: np.asarray(v, dtype=np.float64) / denominator for k, v in s.total.items() if k != WEIGHT_KEY}
 
 
 def make_strategy(name: str, clip: float = 1.0, secure_masks: bool = False, **kwargs) -> Strategy:
@@ -164,5 +278,8 @@ def make_strategy(name: str, clip: float = 1.0, secure_masks: bool = False, **kw
 def strategy_from_config(config) -> Strategy:
     """The strategy a :class:`~scfl_nodes.core.config.ScflConfig` asks for (federation + crypto sections)."""
     fed, crypto_cfg = config.federation, config.crypto
-    extra = {"floor": fed.eda_floor} if fed.strategy == "eda" else {}
+    if fed.strategy == "eda":
+        extra = {"floor": fed.eda_floor}
+    else:
+        extra = {"sample_weighted": fed.weighting == "samples", "sample_cap": fed.sample_cap}
     return make_strategy(fed.strategy, clip=crypto_cfg.clip, secure_masks=fed.secure_masks, **extra)

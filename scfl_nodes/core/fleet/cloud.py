@@ -1,10 +1,12 @@
-"""The fleet's connection to a real scfl cloud server (ISSUE 4) on SQLite in a temp dir.
+"""The fleet's real scfl cloud server (ISSUE 4) on SQLite in a temp dir, and its coordinator role.
 
-:class:`FleetCloud` starts the real service with ``scfl_cloud.testing.CloudServer`` (uvicorn
-subprocess on a free loopback port, SQLite in a temp dir) or attaches to a running server, registers the fleet's
-public crypto context and every robot's Ed25519 key, and exposes the four calls a round
-needs (open, upload, wait+download, decrypt). All HTTP goes through
-:class:`scfl_cloud.client.CloudClient`.
+:class:`FleetCloud` starts the real service with :class:`scfl_cloud.process.CloudServer`
+(uvicorn subprocess on a free loopback port, SQLite in a temp dir) or attaches to a running
+server, and registers the fleet's public crypto context and every robot's Ed25519 key. Its
+:attr:`client` (:class:`scfl_cloud.client.CloudClient`, admin token) is what the fleet
+coordinator opens rounds with and what every simulated robot's
+:class:`~scfl_nodes.core.federation.client.FederationClient` talks to (with its own robot
+token for uploads): the round protocol a ROS robot's federation_bridge_node follows.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import os
 import secrets
 import tempfile
-import time
 from pathlib import Path
 
 
@@ -30,15 +31,11 @@ class FleetCloud:
         self.admin_token = admin_token or secrets.token_urlsafe(24)
         self.server = None
         self.client = None
-        self.versions: dict[str, int] = {}
-        self.round_versions: dict[int, str] = {}
-        self.upload_seconds = 0.0
-        self.wait_seconds = 0.0
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> "FleetCloud":
         from scfl_cloud.client import CloudClient
-        from scfl_cloud.testing import CloudServer
+        from scfl_cloud.process import CloudServer
 
         if self.url is None:
             # The real service (uvicorn subprocess, SQLite file, on-disk blobs) -- the same
@@ -80,35 +77,3 @@ class FleetCloud:
             key = generate_signing_key()
             robots[robot_id] = (key, self.client.register_robot(robot_id, key.public_bytes()))
         return robots
-
-    # ------------------------------------------------------------------ one round
-    def open_round(self, skill_id: str, round_index: int, quorum: int) -> tuple[int, int]:
-        """Open the next round of ``skill_id``; returns (round_id, base_version)."""
-        if skill_id not in self.versions:
-            self.client.create_skill(skill_id, [], skill_id=skill_id, description="fleet simulation skill")
-            self.versions[skill_id] = 0
-        info = self.client.open_round(skill_id, self.versions[skill_id], quorum, self.deadline_s)
-        self.round_versions[int(info["round_id"])] = skill_id
-        return int(info["round_id"]), int(self.versions[skill_id])
-
-    def upload_delta(self, token: str, blob: bytes) -> None:
-        t = time.perf_counter()
-        self.client.upload_delta(token, blob)
-        self.upload_seconds += time.perf_counter() - t
-
-    def download_aggregate(self, round_id: int) -> bytes:
-        t = time.perf_counter()
-        info = self.client.wait_for_round(round_id, "published", timeout=self.deadline_s, poll_s=0.02)
-        self.wait_seconds += time.perf_counter() - t
-        if info["state"] != "published":
-            raise FleetCloudError(f"round {round_id} ended {info['state']} ({info.get('close_reason')})")
-        if info.get("published_version") is not None:
-            self.versions[self.round_versions[round_id]] = int(info["published_version"])
-        return self.client.download_aggregate(round_id)
-
-    @staticmethod
-    def decrypt(fleet_key, blob: bytes):
-        from scfl_nodes.core.crypto import EncryptedAggregate
-
-        agg = EncryptedAggregate.from_bytes(blob)
-        return fleet_key.decrypt_aggregate(agg), int(agg.count)

@@ -160,40 +160,105 @@ class FleetRun:
             out.trainable_params = _count_params(net)
         return out
 
-    def _run_federated(self, method, seed, demos, routing, dims, init_state, transport) -> MethodOutcome:
+    def _samples(self, robot: RobotSpec, demos, routing, expert: int | None = None) -> int:
+        """A robot's training samples (through ``expert`` only, when given): FedAvg's n_k."""
+        return int(sum(len(ep["observation"]) for t in robot.tasks if expert is None or expert in routing[t][0]
+                       for ep in demos[robot.robot_id][t]))
+
+    def _strategy(self, method: str, demos, routing):
+        from scfl_nodes.core.federation import ExpertDrivenAggregation, FedAvg
+
+        if method == "eda_enc":
+            return ExpertDrivenAggregation(clip=self.cfg.clip)
+        # The fleet operator's sample_cap: the largest robot's sample count (weights stay <= 1
+        # and keep the most quantization precision; it does not change the weighted mean).
+        cap = max(self._samples(r, demos, routing) for r in self.robots)
+        return FedAvg(clip=self.cfg.clip, sample_weighted=self.cfg.weighting == "samples", sample_cap=cap)
+
+    def _federation(self, method, strategy, cloud_env):
+        """The method's FleetFederation: the real cloud + encryption, or the in-process plaintext sum."""
+        from scfl_nodes.core.federation.codecs import EncryptedCodec, PlainCodec
+        from scfl_nodes.core.federation.inprocess import InProcessCloud
+
+        ids = [r.robot_id for r in self.robots]
+        plain = fed.FleetFederation(InProcessCloud(), strategy, {r: PlainCodec() for r in ids}, {}, run_tag=method)
+        if method not in ENCRYPTED:
+            return plain
+        cloud, fleet_key, creds = cloud_env
+        codecs = {r: EncryptedCodec(fleet_key, creds[r][0], num_clients=len(ids)) for r in ids}
+        return fed.FleetFederation(cloud.client, strategy, codecs, {r: creds[r][1] for r in ids},
+                                   run_tag=f"{self.preset}-{time.time_ns()}.{method}", reference=plain)
+
+    def _run_federated(self, method, seed, demos, routing, dims, init_state, cloud_env) -> MethodOutcome:
         cfg = self.cfg
         eda = method == "eda_enc"
         out = MethodOutcome({}, rounds=cfg.rounds)
         robot_experts = {r.robot_id: sorted({e for t in r.tasks for e in routing[t][0]}) for r in self.robots}
         activations = {r.robot_id: self._activation(r, demos, routing) for r in self.robots}
+        slots = fed.slot_tensors(activations, list(init_state)) if eda else None
         starts = {r.robot_id: init_state for r in self.robots}
-        global_state = init_state
         out.train_seconds = {r.robot_id: 0.0 for r in self.robots}
         bank = SkillBank(cfg.num_experts, **dims)
+        strategy = self._strategy(method, demos, routing)
+        federation = self._federation(method, strategy, cloud_env)
         bar = self._bar(cfg.rounds, f"seed {seed}: {method} rounds")
-        for r in range(cfg.rounds):
-            trained = {}
-            for ri, robot in enumerate(self.robots):
-                bank.load(starts[robot.robot_id])
-                m = train_bank(bank, demos[robot.robot_id], routing, epochs=cfg.local_epochs, seed=seed * 7919 + ri * 101 + r)
-                out.train_seconds[robot.robot_id] += m["train_seconds"]
-                trained[robot.robot_id] = bank.state()
-            if eda:
-                starts = fed.eda_round(transport, f"{method}.s{seed}", r, starts, trained, activations, cfg.clip)
-            else:
-                global_state = fed.fedavg_per_skill(transport, f"{method}.s{seed}", r, global_state, trained,
-                                                    robot_experts, cfg.num_experts, cfg.clip)
-                starts = {rid: global_state for rid in starts}
-            out.curve.append(self._skill_specs(lambda rid: starts[rid], routing, dims))
-            bar.update(1)
-        bar.close()
+        try:
+            for r in range(cfg.rounds):
+                updates = {}
+                for ri, robot in enumerate(self.robots):
+                    rid = robot.robot_id
+                    bank.load(starts[rid])
+                    m = train_bank(bank, demos[rid], routing, epochs=cfg.local_epochs, seed=seed * 7919 + ri * 101 + r)
+                    out.train_seconds[rid] += m["train_seconds"]
+                    trained = bank.state()
+                    if eda:
+                        updates[rid] = {"bank": dict(parent=starts[rid], new=trained, activation=activations[rid],
+                                                     slot_tensors=slots, num_samples=self._samples(robot, demos, routing))}
+                    else:
+                        updates[rid] = {f"skill-{e}": dict(parent=fed.expert_tensors(starts[rid], e),
+                                                           new=fed.expert_tensors(trained, e),
+                                                           num_samples=self._samples(robot, demos, routing, e))
+                                        for e in robot_experts[rid]}
+                installed = federation.round(r, updates)
+                for rid, objects in installed.items():
+                    if eda:
+                        starts[rid] = objects["bank"]
+                    else:
+                        state = starts[rid]
+                        for e in robot_experts[rid]:
+                            state = fed.with_expert(state, e, objects[f"skill-{e}"])
+                        starts[rid] = state
+                out.curve.append(self._skill_specs(lambda rid: starts[rid], routing, dims))
+                bar.update(1)
+        finally:
+            bar.close()
+            federation.close()
         out.policies = out.curve[-1]
         out.extra["final_states"] = starts
-        out.bytes_up = {r.robot_id: transport.bytes_up.get(r.robot_id, 0) for r in self.robots}
-        out.crypto_seconds = {r.robot_id: transport.crypto_seconds.get(r.robot_id, 0.0) for r in self.robots}
-        if getattr(transport, "encrypted", False):
-            out.extra["max_abs_error_vs_plaintext"] = transport.max_abs_error
+        out.bytes_up = federation.bytes_up
+        out.crypto_seconds = federation.crypto_seconds if method in ENCRYPTED else {}
+        if federation.reference is not None:
+            out.extra["max_abs_error_vs_plaintext"] = federation.max_abs_error
+            out.extra["quantization_bound"] = self._quantization_bound(strategy, demos, routing)
         return out
+
+    def _quantization_bound(self, strategy, demos, routing) -> float:
+        """Largest error fixed-point encoding may add to an installed value (half a step per
+        summand, divided by the (weighted) count; EDA: per slot, weights <= 1)."""
+        from scfl_nodes.core.federation import FedAvg
+
+        step = 2.0 ** -15
+        if not isinstance(strategy, FedAvg):
+            return 4 * step  # EDA: a few steps over the slot sums
+        if not strategy.sample_weighted:
+            return step  # half a step per summand / count, plus float32 rounding
+        worst = 0.0
+        for e in range(self.cfg.num_experts):
+            ns = [self._samples(r, demos, routing, e) for r in self.robots if any(e in routing[t][0] for t in r.tasks)]
+            if ns:
+                # numerator: half a step per upload over sum_k w_k; the quantized sum_k w_k adds as much again
+                worst = max(worst, 2 * len(ns) * (step / 2) * strategy.sample_cap / sum(ns))
+        return worst + 1e-6  # + float32 rounding of the installed weights
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> dict:
@@ -214,7 +279,7 @@ class FleetRun:
         checks: dict = {}
         timings = {"demos": 0.0, "training_and_federation": 0.0, "evaluation": 0.0}
         curve_eps = max(5, cfg.eval_episodes // 10)  # intermediate rounds: a cheaper, noisier estimate
-        cloud_cm = None
+        cloud_cm = cloud_env = None
         if need_cloud:
             from scfl_nodes.core.crypto import generate_fleet_keys
 
@@ -224,6 +289,7 @@ class FleetRun:
             cloud = cloud_cm.__enter__()
             fleet_key = generate_fleet_keys(backend=cfg.encryption)
             robot_creds = cloud.register_fleet(fleet_key, [r.robot_id for r in self.robots])
+            cloud_env = (cloud, fleet_key, robot_creds)
             self.log(f"cloud server up at {cloud.url} (SQLite in a temp dir), {len(self.robots)} robots registered")
         try:
             with Evaluator(cfg.workers) as evaluator:
@@ -256,13 +322,8 @@ class FleetRun:
                         elif method == "bc":
                             outcomes[method] = self._run_bc(seed, demos)
                         else:
-                            if method in ENCRYPTED:
-                                transport = fed.EncryptedCloudTransport(
-                                    cloud, fleet_key, robot_creds, cfg.clip, num_clients=len(self.robots),
-                                    run_tag=f"{self.preset}-{int(time.time())}")
-                            else:
-                                transport = fed.PlainTransport()
-                            outcomes[method] = self._run_federated(method, seed, demos, routing, dims, init_state, transport)
+                            outcomes[method] = self._run_federated(method, seed, demos, routing, dims, init_state,
+                                                                   cloud_env)
                         o = outcomes[method]
                         if method not in ("base", "bc"):
                             o.trainable_params = max(
@@ -277,6 +338,7 @@ class FleetRun:
                     for method, o in outcomes.items():
                         if "max_abs_error_vs_plaintext" in o.extra:
                             checks.setdefault("encrypted_aggregate_max_abs_error", []).append(o.extra["max_abs_error_vs_plaintext"])
+                            checks.setdefault("encrypted_aggregate_quantization_bound", []).append(o.extra["quantization_bound"])
                     # ---- evaluation: every distinct policy once, same episodes for all methods
                     t0 = time.perf_counter()
                     es = eval_seed(seed)
@@ -391,9 +453,11 @@ class FleetRun:
         for k in list(checks):
             checks[k] = max(checks[k])
         if "encrypted_aggregate_max_abs_error" in checks:
-            checks["note"] = ("encrypted_aggregate_max_abs_error: per round, the decrypted cloud average vs the plaintext "
-                              "average of the same clipped deltas (quantization only). The final-weights difference "
-                              "also contains training that diverges from slightly different starting points.")
+            checks["note"] = ("encrypted_aggregate_max_abs_error: per round, the weights every robot installs from the "
+                              "decrypted cloud aggregate vs those the same clients install from an in-process plaintext "
+                              "sum of the same updates (quantization only; bound: encrypted_aggregate_quantization_bound). "
+                              "The final-weights difference also contains training that diverges from slightly "
+                              "different starting points.")
         import scfl_nodes
 
         return {
