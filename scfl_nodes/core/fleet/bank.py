@@ -70,12 +70,16 @@ def train_bank(
     seed: int,
     lr: float = 1e-3,
     batch_size: int = 64,
+    proximal_mu: float = 0.0,
 ) -> dict:
     """Train the routed skills of ``bank`` in place on the demos of each task.
 
     Loss: ``|| a_base + sum_i w_i s_i(o, a_base) - a_expert ||^2``, mini-batches mixed over
     the robot's tasks. Skills not routed to any of these tasks get no gradient, hence a
-    zero delta. Returns timing and loss metrics (``train_seconds`` = edge training time).
+    zero delta. ``proximal_mu > 0`` adds FedProx's ``mu/2 ||w - w_start||^2`` (w_start =
+    the weights the round started from): long local training then cannot drift far from
+    the federated model (client drift). Returns timing and loss metrics
+    (``train_seconds`` = edge training time).
     """
     start = time.perf_counter()
     data = []
@@ -90,6 +94,7 @@ def train_bank(
     if not params or not data:
         return {"train_seconds": 0.0, "loss": float("nan"), "samples": 0, "active_experts": []}
     opt = torch.optim.Adam(params, lr=lr)
+    anchor = [p.detach().clone() for p in params] if proximal_mu > 0 else None
     gen = torch.Generator().manual_seed(int(seed))
     samples = sum(len(d[0]) for d in data)
     loss_value = float("nan")
@@ -105,9 +110,11 @@ def train_bank(
                 obs, base, expert, idx, w = d[0][sel], d[1][sel], d[2][sel], d[3], d[4]
                 pred = base + bank.residual(obs, base, idx, w)
                 total = total + ((pred - expert) ** 2).mean()
+            loss_value = float(total.detach()) / len(data)
+            if anchor is not None:
+                total = total + 0.5 * proximal_mu * sum(((p - a) ** 2).sum() for p, a in zip(params, anchor))
             total.backward()
             opt.step()
-            loss_value = float(total.detach()) / len(data)
             steps += 1
     return {
         "train_seconds": time.perf_counter() - start,

@@ -208,7 +208,8 @@ class FleetRun:
                 for ri, robot in enumerate(self.robots):
                     rid = robot.robot_id
                     bank.load(starts[rid])
-                    m = train_bank(bank, demos[rid], routing, epochs=cfg.local_epochs, seed=seed * 7919 + ri * 101 + r)
+                    m = train_bank(bank, demos[rid], routing, epochs=cfg.local_epochs, seed=seed * 7919 + ri * 101 + r,
+                                   proximal_mu=cfg.proximal_mu)
                     out.train_seconds[rid] += m["train_seconds"]
                     trained = bank.state()
                     if eda:
