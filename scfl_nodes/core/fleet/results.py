@@ -127,7 +127,7 @@ def ci_text(ms: dict | None) -> str:
         return "-"
     if not ms.get("ci95"):
         return f"{100 * ms['mean']:.1f}"
-    lo, hi = ms["ci95"]
+    lo, hi = max(0.0, ms["ci95"][0]), min(1.0, ms["ci95"][1])  # a success rate lies in [0, 1]
     return f"{100 * ms['mean']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
