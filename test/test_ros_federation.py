@@ -134,3 +134,168 @@ def test_bridge_bad_parameters_fail_at_startup(fleet, tmp_path):
         err = proc.stderr.strip().splitlines()
         assert "Traceback" not in proc.stderr, proc.stderr
         assert err[-1].startswith("federation_bridge_node: error:") and expected in err[-1], proc.stderr
+
+
+# --------------------------------------------------------------------------- one code path
+def _robot_library(root, seed_local, samples, activation=None):
+    """v1: the shared initialisation (same on every robot), v2: this robot's local fine-tune."""
+    from scfl_nodes.core.skills import SkillLibrary, SkillModule, SkillPackage
+
+    lib = SkillLibrary(root)
+    torch.manual_seed(0)
+    lib.add(SkillPackage.create(SkillModule(16, 4, 8), "close drawer", ["push the drawer closed"], skill_id="close_drawer"))
+    local = SkillPackage.load(lib.path("close_drawer", 1))
+    gen = torch.Generator().manual_seed(seed_local)
+    with torch.no_grad():
+        for p in local.module.parameters():
+            p.add_(0.02 * torch.randn(p.shape, generator=gen))
+    training = {"samples": samples, **({"activation": activation} if activation is not None else {})}
+    lib.add(local.derive(local.module, training=training))
+    return lib
+
+
+def _run_bridge(tmp, name, url, token, keys, lib, config=None, extra=None):
+    """Start one robot's bridge in its own graph; returns (harness, deltas, installed, update publisher)."""
+    from scfl_interfaces.msg import EncryptedDelta, SkillInstalled
+
+    from scfl_nodes.nodes.testing import RosHarness
+
+    ros = RosHarness(tmp / f"ros-{name}")
+    params = {"robot_id": name, "cloud_url": url, "cloud_token": token, "fleet_key_path": str(keys / "fleet.key"),
+              "signing_key_path": str(keys / f"{name}.key"), "outbox_path": str(tmp / f"outbox-{name}"),
+              "library_path": str(lib.root), "retry_period_s": 0.3, "poll_period_s": 0.3, "request_timeout_s": 5.0,
+              **({"config_file": str(config)} if config else {}), **(extra or {})}
+    ros.start("federation_bridge_node", params)
+    deltas = ros.subscribe(EncryptedDelta, "/scfl/encrypted_delta")
+    installed = ros.subscribe(SkillInstalled, "/scfl/skill_installed")
+    update = ros.publisher(SkillInstalled, "/scfl/local_update")
+    ros.wait_for(lambda: update.get_subscription_count() > 0, 60, f"{name}'s bridge subscription")
+    update.publish(SkillInstalled(skill_id="close_drawer", version=2))
+    return ros, deltas, installed
+
+
+@pytest.fixture()
+def cloud_and_keys(tmp_path):
+    from scfl_cloud.process import CloudServer
+    from scfl_nodes.core.crypto import generate_fleet_keys, generate_signing_key
+
+    keys = tmp_path / "keys"
+    fleet_key = generate_fleet_keys("rlwe")
+    fleet_key.save(keys / "fleet.key")
+    server = CloudServer(tmp_path / "cloud").start()
+    admin = server.admin_client()
+    admin.put_fleet_context(fleet_key.cloud_context())
+    robots = {}
+    for name in ("robot1", "robot2"):
+        signing = generate_signing_key()
+        signing.save(keys / f"{name}.key")
+        robots[name] = (signing, admin.register_robot(name, signing.public_bytes()))
+    yield server, admin, fleet_key, keys, robots
+    server.stop()
+
+
+def test_fleet_simulation_and_ros_robots_install_the_same_aggregate(cloud_and_keys, tmp_path):
+    """Identical deltas through two ROS robots (bridges in their own graphs) and through the fleet
+    simulation's path: the same FederationClient, the same cloud, the same installed weights."""
+    from scfl_nodes.core.config import load_config
+    from scfl_nodes.core.federation import strategy_from_config
+    from scfl_nodes.core.federation.codecs import EncryptedCodec
+    from scfl_nodes.core.fleet.federation import FleetFederation
+
+    server, admin, fleet_key, keys, robots = cloud_and_keys
+    samples = {"robot1": 9000, "robot2": 1000}  # a data-rich and a data-poor robot
+    libs = {name: _robot_library(tmp_path / f"lib-{name}", seed_local=i + 1, samples=samples[name])
+            for i, name in enumerate(robots)}
+    admin.create_skill("close drawer", ["push the drawer closed"], skill_id="close_drawer")
+    rnd = admin.open_round("close_drawer", base_version=0, quorum=2, deadline_s=300)
+    harnesses = []
+    try:
+        for name, (_, token) in robots.items():
+            harnesses.append(_run_bridge(tmp_path, name, server.url, token, keys, libs[name]))
+        for ros, deltas, installed in harnesses:
+            ros.wait_for(lambda: installed, 120, "the installed aggregate")
+            assert installed[0].version == 3 and deltas[0].round_id == rnd["round_id"]
+    finally:
+        for ros, *_ in harnesses:
+            ros.close()
+    ros_v3 = {name: _flat(lib.get("close_drawer", 3).module) for name, lib in libs.items()}
+    v1 = _flat(libs["robot1"].get("close_drawer", 1).module)
+    v2 = {name: _flat(lib.get("close_drawer", 2).module) for name, lib in libs.items()}
+    assert sorted(admin.round_status(rnd["round_id"])["contributors"]) == ["robot1", "robot2"]
+
+    # the fleet simulation's path, same deltas, same cloud, same configured strategy
+    strategy = strategy_from_config(load_config())
+    assert strategy.sample_weighted  # the default (docs/fleet.md: why)
+    codecs = {r: EncryptedCodec(fleet_key, robots[r][0], num_clients=8) for r in robots}
+    federation = FleetFederation(admin, strategy, codecs, {r: robots[r][1] for r in robots}, run_tag="fleet")
+    fleet = federation.round(0, {r: {"close_drawer": dict(parent=v1, new=v2[r], num_samples=samples[r])} for r in robots})
+    federation.close()
+    bound = 2 * 2 * (2.0**-16) * 10_000 / sum(samples.values()) + 1e-6
+    for k in v1:
+        np.testing.assert_array_equal(ros_v3["robot1"][k], ros_v3["robot2"][k])  # both robots: one aggregate
+        np.testing.assert_allclose(fleet["robot1"]["close_drawer"][k], ros_v3["robot1"][k], rtol=0, atol=1e-7)
+        weighted = v1[k] + sum(samples[r] * np.clip(v2[r][k] - v1[k], -1, 1) for r in robots) / sum(samples.values())
+        np.testing.assert_allclose(ros_v3["robot1"][k], weighted, rtol=0, atol=bound)
+    # and it is the weighted mean, not the uniform one (the deltas differ enough to tell)
+    uniform = {k: v1[k] + sum(v2[r][k] - v1[k] for r in robots) / 2 for k in v1}
+    assert max(float(np.max(np.abs(ros_v3["robot1"][k] - uniform[k]))) for k in v1) > 10 * bound
+    manifest = libs["robot1"].manifest("close_drawer", 3)
+    assert manifest.training["strategy"] == "fedavg" and manifest.training["contributors"] == 2
+
+
+def _uploads(tmp_path, name, server, token, keys, lib, config, count, extra=None):
+    """The first ``count`` EncryptedDelta messages a bridge with ``config`` publishes."""
+    ros, deltas, _ = _run_bridge(tmp_path, name, server.url, token, keys, lib, config=config, extra=extra)
+    try:
+        ros.wait_for(lambda: len(deltas) >= count, 90, f"{count} encrypted delta(s) ({config.name})")
+        return list(deltas)
+    finally:
+        ros.close()
+
+
+def test_strategy_and_secure_masks_change_what_robots_upload(cloud_and_keys, tmp_path):
+    """federation.strategy: eda and federation.secure_masks: true reach the wire."""
+    import base64
+
+    from scfl_nodes.core.crypto import EncryptedDelta, IncompleteMaskError
+    from scfl_nodes.core.federation import MaskKey
+
+    server, admin, fleet_key, keys, robots = cloud_and_keys
+    token = robots["robot1"][1]
+    for skill in ("close_drawer", "close_drawer:l0.e0", "close_drawer:l0.e1"):
+        admin.create_skill(skill, [], skill_id=skill)
+    mask_key, peer = MaskKey.generate(), MaskKey.generate()
+    mask_key.save(keys / "mask.key")
+    (tmp_path / "peers.json").write_text(json.dumps({"robot9": base64.b64encode(peer.public_bytes()).decode()}))
+    cases = {  # label: (config, rounds to open (skill, quorum), uploads expected, extra parameters)
+        "fedavg": ("federation:\n  strategy: fedavg\n", [("close_drawer", 1)], 1, None),
+        "eda": ("federation:\n  strategy: eda\n", [("close_drawer:l0.e0", 1), ("close_drawer:l0.e1", 1)], 2, None),
+        "masks": ("federation:\n  secure_masks: true\n", [("close_drawer", 2)], 1,
+                  {"mask_key_path": str(keys / "mask.key"), "mask_peers_path": str(tmp_path / "peers.json")}),
+    }
+    headers, blobs = {}, {}
+    for label, (text, rounds, count, extra) in cases.items():
+        config = tmp_path / f"{label}.yaml"
+        config.write_text(text)
+        lib = _robot_library(tmp_path / f"lib-{label}", seed_local=3, samples=4000, activation=[3.0, 1.0])
+        for skill, quorum in rounds:  # each case's library starts from the shared initialisation (cloud v0)
+            admin.open_round(skill, base_version=0, quorum=quorum, deadline_s=300)
+        extra = {**(extra or {}), "outbox_path": str(tmp_path / f"outbox-{label}")}
+        msgs = _uploads(tmp_path, "robot1", server, token, keys, lib, config, count, extra)
+        headers[label] = {m.skill_id: EncryptedDelta.from_bytes(bytes(m.blob)).header for m in msgs}
+        blobs[label] = {m.skill_id: bytes(m.blob) for m in msgs}
+    fed = headers["fedavg"]["close_drawer"]
+    # sample-weighted FedAvg: the weight travels inside the encrypted sum, the header weight stays 1
+    assert "__weight__" in [n for n, _ in fed["shapes"]] and fed["weight"] == 1.0 and fed["mask_cohort"] is None
+    eda = headers["eda"]
+    assert set(eda) == {"close_drawer:l0.e0", "close_drawer:l0.e1"}  # one upload per activated expert slot
+    for slot in eda.values():
+        assert "__weight__" not in [n for n, _ in slot["shapes"]]
+    u = np.array([3.0, 1.0]) / np.linalg.norm([3.0, 1.0])
+    assert eda["close_drawer:l0.e0"]["weight"] == pytest.approx(u[0]) and eda["close_drawer:l0.e1"]["weight"] == pytest.approx(u[1])
+    masked = headers["masks"]["close_drawer"]
+    assert masked["mask_cohort"] == ["robot1", "robot9"]
+    # a masked upload alone does not decrypt: the cohort's masks must cancel first
+    ctx = fleet_key.cloud_context()
+    with pytest.raises(IncompleteMaskError):
+        fleet_key.decrypt_aggregate(ctx.add(None, EncryptedDelta.from_bytes(blobs["masks"]["close_drawer"])))
