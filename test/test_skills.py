@@ -129,6 +129,21 @@ def _package(name="Grasp cube", **kw):
                                training={"epochs": 3, "val_loss": 0.1}, **kw)
 
 
+def test_package_without_base_gain_loads_as_the_plain_residual_mlp(tmp_path):
+    """Packages written before the base gain existed (no ``base_gain`` tensor) load and act as before."""
+    torch.manual_seed(0)
+    plain = SkillModule(12, 4, 16, base_gain=False)
+    assert "base_gain" not in plain.state_dict()
+    assert plain.num_parameters() == skill_param_count(12, 4, 16, base_gain=False) == skill_param_count(12, 4, 16) - 4
+    SkillPackage.create(plain, "Old skill", ["do the old thing"]).save(tmp_path / "old")
+    loaded = SkillPackage.load(tmp_path / "old").module
+    assert loaded.base_gain is None
+    obs, base = torch.randn(3, 12), torch.randn(3, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(obs, base), plain(obs, base))
+        torch.testing.assert_close(SkillComposer([loaded])(obs, base, [1.0]), base + plain(obs, base))
+
+
 def test_package_round_trips_bit_exactly(tmp_path):
     pkg = _package()
     pkg.save(tmp_path / "p")

@@ -82,7 +82,8 @@ class SkillComposer:
                 b2[i, 0, :hi] = m.hidden.bias
                 w3[i, :hi, :] = m.decoder.weight.T
                 b3[i, 0, :] = m.decoder.bias
-                gain[i, 0, :] = BASE_GAIN_SCALE * m.base_gain
+                if m.base_gain is not None:
+                    gain[i, 0, :] = BASE_GAIN_SCALE * m.base_gain
         self._torch = tuple(t.contiguous() for t in (w1, b1, w2, b2, w3, b3, gain))
         self._numpy = tuple(t.numpy() for t in self._torch)
 

@@ -17,9 +17,10 @@ MAX_SKILL_PARAMS = 1_000_000
 BASE_GAIN_SCALE = 10.0
 
 
-def skill_param_count(obs_dim: int, action_dim: int, hidden: int) -> int:
+def skill_param_count(obs_dim: int, action_dim: int, hidden: int, base_gain: bool = True) -> int:
     """Parameters of a SkillModule with these dims (without building it)."""
-    return (obs_dim + action_dim) * hidden + hidden + hidden * hidden + hidden + hidden * action_dim + 2 * action_dim
+    return ((obs_dim + action_dim) * hidden + hidden + hidden * hidden + hidden + hidden * action_dim + action_dim
+            + (action_dim if base_gain else 0))
 
 
 class SkillModule(nn.Module):
@@ -36,12 +37,12 @@ class SkillModule(nn.Module):
     discount the base instead (docs/fleet.md, "The residual-skill ceiling").
     """
 
-    def __init__(self, obs_dim: int = 512, action_dim: int = 7, hidden: int = 256):
+    def __init__(self, obs_dim: int = 512, action_dim: int = 7, hidden: int = 256, base_gain: bool = True):
         super().__init__()
         for name, value in (("obs_dim", obs_dim), ("action_dim", action_dim), ("hidden", hidden)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"SkillModule: {name} must be a positive integer, got {value!r}")
-        count = skill_param_count(obs_dim, action_dim, hidden)
+        count = skill_param_count(obs_dim, action_dim, hidden, base_gain)
         if count >= MAX_SKILL_PARAMS:
             raise ValueError(
                 f"SkillModule: obs_dim={obs_dim}, action_dim={action_dim}, hidden={hidden} gives {count:,} "
@@ -53,7 +54,12 @@ class SkillModule(nn.Module):
         self.encoder = nn.Linear(obs_dim + action_dim, hidden)
         self.hidden = nn.Linear(hidden, hidden)
         self.decoder = nn.Linear(hidden, action_dim)
-        self.base_gain = nn.Parameter(torch.zeros(action_dim))  # g / BASE_GAIN_SCALE
+        # g / BASE_GAIN_SCALE; base_gain=False is the paper's plain residual MLP (and what
+        # packages saved before the gain load as: the same function as g = 0)
+        if base_gain:
+            self.base_gain = nn.Parameter(torch.zeros(action_dim))
+        else:
+            self.register_parameter("base_gain", None)
 
     @property
     def dims(self) -> dict:
@@ -66,7 +72,8 @@ class SkillModule(nn.Module):
         x = torch.cat([obs_embedding, base_action], dim=-1)
         x = F.relu(self.encoder(x))
         x = F.relu(self.hidden(x))
-        return self.decoder(x) - BASE_GAIN_SCALE * self.base_gain * base_action
+        out = self.decoder(x)
+        return out if self.base_gain is None else out - BASE_GAIN_SCALE * self.base_gain * base_action
 
 
 def skill_state_to_numpy(module: nn.Module) -> dict[str, np.ndarray]:
