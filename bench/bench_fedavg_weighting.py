@@ -4,7 +4,7 @@ The full benchmark's fleet (4 tasks x 2 robots, one 10-demo and one 1-demo robot
 5 rounds x 10 epochs) with both weightings through the same FederationClient (plaintext
 reference: the encrypted path equals it up to quantization, test_fleet_federation.py), fewer
 evaluation episodes. Paired: same demonstrations, initialisation and evaluation episodes.
-Writes bench/results/fedavg_weighting.json. ``python bench/bench_fedavg_weighting.py [--seeds 2 --episodes 20]``.
+Writes bench/results/fedavg_weighting.json. ``python bench/bench_fedavg_weighting.py [--seeds 3 --episodes 10]``.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=2)
-    ap.add_argument("--episodes", type=int, default=20)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--episodes", type=int, default=10)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "fedavg_weighting.json"))
     args = ap.parse_args(argv)
@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     for weighting in ("uniform", "samples"):
         cfg = preset_config("full", seeds=args.seeds, eval_episodes=args.episodes, workers=args.workers,
-                            methods=("local", "fedavg_plain"), weighting=weighting)
+                            methods=("fedavg_plain",), weighting=weighting)
         with tempfile.TemporaryDirectory() as tmp:
             res = FleetRun(cfg, tmp, preset=f"weighting-{weighting}", progress=False, log=lambda s: None,
                            curve_methods=()).run()
@@ -42,8 +42,6 @@ def main(argv=None) -> int:
         results[weighting] = {
             "avg": m["avg"], "few_demo_success": m["few_demo_success"],
             "data_rich_success_mean": sum(m["per_robot"][k]["mean"] for k in rich) / len(rich),
-            "local_avg": res["methods"]["local"]["avg"],
-            "local_few_demo_success": res["methods"]["local"]["few_demo_success"],
             "tasks": {t: v["mean"] for t, v in m["success"].items()},
             "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("methods", "tasks")},
         }

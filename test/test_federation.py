@@ -249,3 +249,33 @@ def test_eda_with_masks_equals_eda_without(fleet, signers):
     assert masked_agg.header["mask_cohort"] == sorted(ROBOTS)
     assert np.array_equal(fleet.decrypt_aggregate_quantized(masked_agg), fleet.decrypt_aggregate_quantized(plain_agg))
     assert masked_agg.total_weight == plain_agg.total_weight
+
+
+def test_sample_weighted_fedavg_under_encryption_is_mcmahans_mean(fleet, signers):
+    """Robots pre-scale by w_k = n_k / cap and send w_k * clip inside the same encrypted sum."""
+    from scfl_nodes.core.federation import WEIGHT_KEY, RoundSum
+
+    deltas = local_deltas(seed=21, n=1000)
+    samples = dict(zip(ROBOTS, [4000, 100, 900, 2500]))
+    strategy = FedAvg(clip=1.0, sample_weighted=True, sample_cap=4000)
+    ctx, agg = fleet.cloud_context(), None
+    for r in ROBOTS:
+        (c,) = strategy.contributions("door", deltas[r], num_samples=samples[r])
+        assert c.weight == 1.0 and c.tensors[WEIGHT_KEY][0] == pytest.approx(samples[r] / 4000)
+        assert max(float(np.max(np.abs(v))) for v in c.tensors.values()) <= 1.0  # still within the clip bound
+        agg = ctx.add(agg, encrypt_delta(fleet, dict(c.tensors), skill_id="door", base_version=0, round_id=1,
+                                         robot_id=r, signing_key=signers[r], clip=1.0, num_clients=4))
+    assert agg.total_weight == 4.0  # no sample count in plaintext
+    got = strategy.combine("door", {"door": RoundSum(fleet.decrypt_aggregate(agg), agg.count, agg.total_weight)})
+    n = sum(samples.values())
+    for k in ("w", "b"):
+        want = sum(samples[r] * np.clip(deltas[r][k], -1, 1).astype(np.float64) for r in ROBOTS) / n
+        assert np.abs(got[k] - want).max() <= 2 * 4 * 0.5 / SCALE * 4000 / n
+    assert WEIGHT_KEY not in got
+    # a robot above the cap counts as the cap; an update without a sample count is refused clearly
+    assert strategy.sample_weight(10**6) == 1.0
+    with pytest.raises(ValueError, match="sample count"):
+        strategy.contributions("door", deltas["robot-a"], num_samples=None)
+    assert strategy_from_config(config_from_dict({"federation": {"weighting": "uniform"}})).sample_weighted is False
+    with pytest.raises(ConfigError, match="federation.weighting"):
+        config_from_dict({"federation": {"weighting": "median"}})

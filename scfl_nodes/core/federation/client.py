@@ -193,7 +193,8 @@ class FederationClient:
                 self.log("info", f"encoded {update.skill_id} for round {round_id} of {c.round_skill_id} "
                                  f"(cloud base v{base}, {len(blob) / 1e6:.2f} MB)")
             awaiting = self.outbox.awaiting()
-            awaiting[update_id] = {"request": request, "rounds": {k: v[0] for k, v in rounds.items()}}
+            awaiting[update_id] = {"request": request, "rounds": {k: v[0] for k, v in rounds.items()},
+                                   "strategy": self.strategy.describe()}
             self.outbox.set_awaiting(awaiting)
             path.unlink(missing_ok=True)
 
@@ -233,6 +234,13 @@ class FederationClient:
             if any(s["state"] not in ("published", "expired") for s in statuses.values()):
                 continue
             request = entry["request"]
+            if entry.get("strategy", self.strategy.describe()) != self.strategy.describe():
+                self.last["error"] = (f"update {update_id} was uploaded under {entry['strategy']!r}, not "
+                                      f"{self.strategy.describe()!r}: dropped (the configuration changed meanwhile)")
+                self.log("error", self.last["error"])
+                awaiting.pop(update_id)
+                changed = True
+                continue
             ready = {skill: s for skill, s in statuses.items() if s["state"] == "published" or s.get("folded")}
             if not ready:
                 self.log("warning", f"rounds {sorted(entry['rounds'].values())} expired without an aggregate")

@@ -1,9 +1,11 @@
 """The fleet's skill bank: K residual skills (ISSUE 2's SkillModule) mixed per task by a router.
 
 ``a = a_base + sum_i w_i s_i(o, a_base)`` over the top-k skills the router picks for the
-task. Local training updates only the routed skills of the robot's tasks; their flat numpy
-state is what gets encrypted and federated. Behaviour cloning (the honest baseline, no
-base policy) is here too because it trains on exactly the same demonstrations.
+task (:func:`~scfl_nodes.core.skills.compose_actions`, the composition skill_node runs).
+Local training is :func:`~scfl_nodes.core.training.residual.train_routed_skills`, the loop
+``scfl train-skill`` runs too; it updates only the routed skills of the robot's tasks, whose
+flat numpy state is what gets encrypted and federated. Behaviour cloning (the honest
+baseline, no base policy) is here too because it trains on exactly the same demonstrations.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from scfl_nodes.core.skills import SkillModule, load_numpy_state, skill_state_to_numpy
+from scfl_nodes.core.skills import SkillModule, compose_actions, load_numpy_state, skill_state_to_numpy
+from scfl_nodes.core.training.residual import RoutedData, train_routed_skills
 
 Routing = dict[str, tuple[list[int], list[float]]]  # task -> (expert indices, weights)
 
@@ -31,11 +34,10 @@ class SkillBank(nn.Module):
         torch.random.set_rng_state(gen_state)
         self.dims = {"obs_dim": obs_dim, "action_dim": action_dim, "hidden": hidden}
 
-    def residual(self, obs: torch.Tensor, base: torch.Tensor, experts: list[int], weights: list[float]) -> torch.Tensor:
-        out = torch.zeros_like(base)
-        for e, w in zip(experts, weights):
-            out = out + float(w) * self.experts[e](obs, base)
-        return out
+    def act(self, obs: torch.Tensor, base: torch.Tensor, experts: list[int], weights: list[float]) -> torch.Tensor:
+        """``a_base + sum_i w_i s_i(o, a_base)`` over ``experts``."""
+        residuals = torch.stack([self.experts[e](obs, base) for e in experts])
+        return compose_actions(base, residuals, torch.tensor(list(weights), dtype=base.dtype))
 
     def state(self) -> dict[str, np.ndarray]:
         """Flat ``{"experts.<i>.<param>": float32}`` (the tensors that get federated)."""
@@ -84,46 +86,14 @@ def train_bank(
     start = time.perf_counter()
     data = []
     for task, eps in episodes_by_task.items():
-        if not eps:
-            continue
-        obs, base, expert, _ = _episode_arrays(eps)
-        idx, w = routing[task]
-        data.append((torch.from_numpy(obs), torch.from_numpy(base), torch.from_numpy(expert), idx, w))
-    active = sorted({e for *_, idx, _ in data for e in idx})
-    params = [p for e in active for p in bank.experts[e].parameters()]
-    if not params or not data:
-        return {"train_seconds": 0.0, "loss": float("nan"), "samples": 0, "active_experts": []}
-    opt = torch.optim.Adam(params, lr=lr)
-    anchor = [p.detach().clone() for p in params] if proximal_mu > 0 else None
-    gen = torch.Generator().manual_seed(int(seed))
-    samples = sum(len(d[0]) for d in data)
-    loss_value = float("nan")
-    steps = 0
-    for _ in range(epochs):
-        perms = [torch.randperm(len(d[0]), generator=gen) for d in data]
-        n_batches = max(1, max(-(-len(d[0]) // batch_size) for d in data))
-        for b in range(n_batches):
-            opt.zero_grad()
-            total = 0.0
-            for d, perm in zip(data, perms):
-                sel = perm[(b * batch_size) % len(perm):][:batch_size]
-                obs, base, expert, idx, w = d[0][sel], d[1][sel], d[2][sel], d[3], d[4]
-                pred = base + bank.residual(obs, base, idx, w)
-                total = total + ((pred - expert) ** 2).mean()
-            loss_value = float(total.detach()) / len(data)
-            if anchor is not None:
-                total = total + 0.5 * proximal_mu * sum(((p - a) ** 2).sum() for p, a in zip(params, anchor))
-            total.backward()
-            opt.step()
-            steps += 1
-    return {
-        "train_seconds": time.perf_counter() - start,
-        "loss": loss_value,
-        "samples": int(samples),
-        "epochs": int(epochs),
-        "steps": steps,
-        "active_experts": active,
-    }
+        if eps:
+            obs, base, expert, _ = _episode_arrays(eps)
+            idx, w = routing[task]
+            data.append(RoutedData(torch.from_numpy(obs), torch.from_numpy(base), torch.from_numpy(expert), idx, w))
+    m = train_routed_skills(bank.experts, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                            proximal_mu=proximal_mu)
+    return {"train_seconds": time.perf_counter() - start, "loss": m["loss"], "samples": m["samples"],
+            "epochs": int(epochs), "steps": m["steps"], "active_experts": m["active_experts"]}
 
 
 class BCPolicy(nn.Module):

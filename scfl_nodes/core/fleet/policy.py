@@ -90,19 +90,21 @@ def build_policy_fn(spec: PolicySpec):
 
     if spec.kind != "skills":
         raise ValueError(f"unknown policy kind {spec.kind!r}")
+    from scfl_nodes.core.skills import SkillComposer
+
     from .bank import SkillBank
 
     bank = SkillBank(len(spec.experts), spec.dims["obs_dim"], spec.dims["action_dim"], spec.dims["hidden"])
     bank.load(spec.state)
     bank.eval()
+    # skill_node's composer: the simulated robot acts with the code a ROS robot acts with
+    composer = SkillComposer([bank.experts[e] for e in spec.experts])
+    weights = np.asarray(spec.weights, dtype=np.float32)
 
     def skills_fn(obs, instruction):
         action, embedding = base.act(obs, instruction)
-        with torch.no_grad():
-            a = torch.as_tensor(np.asarray(action, dtype=np.float32))
-            o = torch.as_tensor(np.asarray(embedding, dtype=np.float32))
-            out = a + bank.residual(o, a, list(spec.experts), list(spec.weights))
-        return np.clip(out.numpy(), -1, 1)
+        out = composer.compose_numpy(np.asarray(embedding, dtype=np.float32), np.asarray(action, dtype=np.float32), weights)
+        return np.clip(out, -1, 1)
 
     return skills_fn
 

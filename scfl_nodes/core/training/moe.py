@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..routing.router import load_balance_loss, normalised_entropy
+from ..skills.composer import compose_actions
 from ..skills.module import SkillModule
 from .demonstrations import Episode, validate_episode
 from .residual import torch_threads
@@ -52,7 +53,7 @@ def train_skills_with_router(
     weight = router.load_balance_weight if load_balance_weight is None else float(load_balance_weight)
     obs = torch.as_tensor(np.concatenate([e.observation for e in episodes]))
     base = torch.as_tensor(np.concatenate([e.base_action for e in episodes]))
-    target = torch.as_tensor(np.concatenate([e.expert_action - e.base_action for e in episodes]))
+    target = torch.as_tensor(np.concatenate([e.expert_action for e in episodes]))
     task = torch.as_tensor(np.repeat(emb, [e.length for e in episodes], axis=0))
     params = list(router.parameters()) + [p for s in skills for p in s.parameters()]
     with torch_threads(num_threads):
@@ -70,8 +71,8 @@ def train_skills_with_router(
             for start in range(0, len(obs), batch_size):
                 idx = perm[start:start + batch_size]
                 dense, mask, probs = router.dispatch(router.gating_network(task[idx]))
-                residuals = torch.stack([s(obs[idx], base[idx]) for s in skills], dim=1)  # (B, N, A)
-                prediction = (dense.unsqueeze(-1) * residuals).sum(1)
+                residuals = torch.stack([s(obs[idx], base[idx]) for s in skills])  # (N, B, A)
+                prediction = compose_actions(base[idx], residuals, dense)  # a_base + sum_i w_i s_i, per-sample w
                 task_loss = F.mse_loss(prediction, target[idx])
                 loss = task_loss + weight * load_balance_loss(probs, mask)
                 optimiser.zero_grad(set_to_none=True)

@@ -1,15 +1,19 @@
 """Local residual-skill training (paper Appendix C): learn ``expert - base`` from demonstrations.
 
-The frozen base policy stays untouched; the skill only learns the correction the
-demonstrations show. Training is seeded (init, split and shuffling), keeps whole
-episodes aside for validation, stops early when the validation loss stops improving
-and returns the best-validation weights.
+The frozen base policy stays untouched; the skills only learn the correction the
+demonstrations show. One training loop, :func:`train_routed_skills`, fits the composed
+action ``a_base + sum_i w_i s_i(o, a_base)`` (:func:`~scfl_nodes.core.skills.compose_actions`,
+what skill_node runs) to the demonstrated action, over one or several data sets each routed
+to its own skills (the fleet's skill bank: one set per task). :func:`train_residual_skill`
+is its single-skill case as ``scfl train-skill`` runs it: seeded (init, split and
+shuffling), whole episodes kept aside for validation, early stopping, best-validation weights.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import time
 from typing import Sequence
 
@@ -17,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..skills.composer import compose_actions
 from ..skills.module import SkillModule
 from .demonstrations import DemonstrationError, Episode, split_episodes, validate_episode
 
@@ -54,6 +59,93 @@ def residual_action_error(module: SkillModule, episodes: Sequence[Episode]) -> d
         "skill_mse": float((target - residual).pow(2).mean()),
         "steps": int(obs.shape[0]),
     }
+
+
+@dataclasses.dataclass
+class RoutedData:
+    """Demonstration steps routed to ``experts`` with mixing ``weights`` (one task's data)."""
+
+    obs: torch.Tensor
+    base: torch.Tensor
+    expert: torch.Tensor
+    experts: Sequence[int]
+    weights: Sequence[float]
+
+
+def train_routed_skills(
+    skills: Sequence[SkillModule],
+    data: Sequence[RoutedData],
+    *,
+    epochs: int,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+    weight_decay: float = 0.0,
+    loss: str = "mse",
+    on_epoch=None,
+    progress: bool = False,
+    proximal_mu: float = 0.0,
+) -> dict:
+    """Train the skills ``data`` routes to (in place) on ``|| a_base + sum_i w_i s_i - a_expert ||``.
+
+    Every mini-batch mixes one batch of each data set (so a task with few demonstrations is
+    not drowned by a data-rich one); skills no data set routes to get no gradient.
+    ``proximal_mu > 0`` adds FedProx's ``mu/2 ||w - w_start||^2`` (w_start = the weights
+    training started from, i.e. the round's federated model): long local training cannot
+    drift far from it (client drift).
+    ``on_epoch(epoch, train_loss)`` may return True to stop. Returns loss and step counts.
+    """
+    if loss not in ("mse", "huber"):
+        raise ValueError(f"loss must be mse or huber, got {loss!r}")
+    criterion = F.mse_loss if loss == "mse" else F.smooth_l1_loss
+    data = [d for d in data if len(d.obs)]
+    active = sorted({e for d in data for e in d.experts})
+    params = [p for e in active for p in skills[e].parameters()]
+    if not params:
+        return {"loss": float("nan"), "samples": 0, "epochs_run": 0, "steps": 0, "active_experts": []}
+    optimiser = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    anchor = [p.detach().clone() for p in params] if proximal_mu > 0 else None
+    generator = torch.Generator().manual_seed(int(seed))
+    weights = [torch.tensor(list(d.weights), dtype=torch.float32) for d in data]
+    samples = sum(len(d.obs) for d in data)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=epochs, desc="train skill", unit="epoch", leave=False)
+    train_loss, steps, epoch = float("nan"), 0, 0
+    for epoch in range(1, epochs + 1):
+        for e in active:
+            skills[e].train()
+        perms = [torch.randperm(len(d.obs), generator=generator) for d in data]
+        n_batches = max(-(-len(d.obs) // batch_size) for d in data)
+        total = seen = 0.0
+        for b in range(n_batches):
+            batch_loss = 0.0
+            for d, w, perm in zip(data, weights, perms):
+                idx = perm[(b * batch_size) % len(perm):][:batch_size]
+                obs, base = d.obs[idx], d.base[idx]
+                residuals = torch.stack([skills[e](obs, base) for e in d.experts])
+                term = criterion(compose_actions(base, residuals, w), d.expert[idx])
+                batch_loss = batch_loss + term
+                total += float(term.detach()) * len(idx)
+                seen += len(idx)
+            if anchor is not None:
+                batch_loss = batch_loss + 0.5 * proximal_mu * sum(((p - a) ** 2).sum() for p, a in zip(params, anchor))
+            optimiser.zero_grad(set_to_none=True)
+            batch_loss.backward()
+            optimiser.step()
+            steps += 1
+        train_loss = total / seen
+        if bar is not None:
+            bar.update(1)
+        if on_epoch is not None and on_epoch(epoch, train_loss, bar):
+            break
+    if bar is not None:
+        bar.close()
+    for e in active:
+        skills[e].eval()
+    return {"loss": train_loss, "samples": int(samples), "epochs_run": epoch, "steps": steps, "active_experts": active}
 
 
 def train_residual_skill(
@@ -129,8 +221,6 @@ def _train(episodes, obs_dim, action_dim, hidden, epochs, lr, batch_size, val_fr
         v_obs = v_base = v_target = None
 
     criterion = F.mse_loss if loss == "mse" else F.smooth_l1_loss
-    optimiser = torch.optim.Adam(module.parameters(), lr=lr, weight_decay=weight_decay)
-    generator = torch.Generator().manual_seed(seed)
 
     def evaluate() -> float:
         module.eval()
@@ -138,45 +228,30 @@ def _train(episodes, obs_dim, action_dim, hidden, epochs, lr, batch_size, val_fr
             return float(criterion(module(v_obs, v_base), v_target))
 
     val_base = float(criterion(torch.zeros_like(v_target), v_target)) if v_target is not None else None
-    best_val = evaluate() if v_obs is not None else float("inf")
-    best_state = copy.deepcopy(module.state_dict())
-    best_epoch, stale, history, stopped_early = 0, 0, [], False
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    best = {"val": evaluate() if v_obs is not None else float("inf"), "epoch": 0, "stale": 0,
+            "state": copy.deepcopy(module.state_dict()), "stopped_early": False}
+    history: list[dict] = []
 
-        bar = tqdm(total=epochs, desc="train skill", unit="epoch", leave=False)
-    epoch = 0
-    for epoch in range(1, epochs + 1):
-        module.train()
-        perm = torch.randperm(len(obs), generator=generator)
-        total = 0.0
-        for start in range(0, len(obs), batch_size):
-            idx = perm[start:start + batch_size]
-            batch_loss = criterion(module(obs[idx], base[idx]), target[idx])
-            optimiser.zero_grad(set_to_none=True)
-            batch_loss.backward()
-            optimiser.step()
-            total += float(batch_loss.detach()) * len(idx)
-        train_loss = total / len(obs)
+    def on_epoch(epoch: int, train_loss: float, bar) -> bool:
         val_loss = evaluate() if v_obs is not None else None
         history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
         if bar is not None:
-            bar.update(1)
             bar.set_postfix(train=f"{train_loss:.4g}", val="-" if val_loss is None else f"{val_loss:.4g}")
-        if val_loss is None:
-            best_state, best_epoch = copy.deepcopy(module.state_dict()), epoch
-            continue
-        if val_loss < best_val:
-            best_val, best_epoch, stale = val_loss, epoch, 0
-            best_state = copy.deepcopy(module.state_dict())
-        else:
-            stale += 1
-            if stale >= patience:
-                stopped_early = True
-                break
-    if bar is not None:
-        bar.close()
+        if val_loss is None or val_loss < best["val"]:
+            best.update(epoch=epoch, stale=0, state=copy.deepcopy(module.state_dict()))
+            if val_loss is not None:
+                best["val"] = val_loss
+            return False
+        best["stale"] += 1
+        best["stopped_early"] = best["stale"] >= patience
+        return best["stopped_early"]
+
+    # the single-skill case of the one training loop: route every step to this skill, weight 1
+    run = train_routed_skills([module], [RoutedData(obs, base, base + target, [0], [1.0])], epochs=epochs, lr=lr,
+                              batch_size=batch_size, seed=seed, weight_decay=weight_decay, loss=loss,
+                              on_epoch=on_epoch, progress=progress)
+    epoch, best_epoch, best_val, best_state = run["epochs_run"], best["epoch"], best["val"], best["state"]
+    stopped_early = best["stopped_early"]
     module.load_state_dict(best_state)
     module.eval()
     metrics = {
