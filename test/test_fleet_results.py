@@ -35,3 +35,24 @@ def test_one_seed_and_missing_values_give_no_interval():
     assert mean_std([None, float("nan")]) == {"mean": None, "std": None, "ci95": None, "n": 0, "per_seed": []}
     assert ci_text(mean_std([0.4])) == "40.0"
     assert ci_text(mean_std([0.4, 0.6])).startswith("50.0 [")
+
+
+def test_budget_choice_is_the_cheapest_point_inside_the_best_interval():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "bench_fleet_budget.py"
+    spec = importlib.util.spec_from_file_location("bench_fleet_budget", path)
+    budget = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(budget)
+    assert budget.parse_grid("5x10,20X10") == [(5, 10), (20, 10)]
+
+    def point(rounds, epochs, seeds):
+        return {"rounds": rounds, "local_epochs": epochs, "total_epochs": rounds * epochs, "proximal_mu": 0.0,
+                "methods": {"fedavg_enc": {"avg": mean_std(seeds), "bytes_up_per_robot": rounds * 1000}}}
+
+    points = [point(5, 10, [0.70, 0.75, 0.72]), point(5, 40, [0.92, 0.95, 0.90]), point(5, 80, [0.93, 0.96, 0.94]),
+              point(20, 10, [0.91, 0.93, 0.92])]
+    chosen = budget.choose_budget(points)
+    # 5x80 is best; 5x40 (200 epochs) lies inside its interval and is cheaper than 20x10 (same epochs, 4x upload)
+    assert chosen["best"] == "5x80" and (chosen["rounds"], chosen["local_epochs"]) == (5, 40)
