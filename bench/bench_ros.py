@@ -181,7 +181,7 @@ def bench_launch(tmp: Path, warmup_s: float, duration_s: float, namespace: str =
     model = "scfl-metaworld-vision"
     task = "drawer-close-v3"
     home = tmp / "home"
-    lib = _make_library(home / "skills", load_base_policy(model).embedding_dim)  # skill_library.storage_path
+    _make_library(home / "skills", load_base_policy(model).embedding_dim)  # skill_library.storage_path
     video = _render_video(tmp / "camera_640x480_30fps.avi", task, VIDEO_FRAMES)
     params = yaml.safe_load(package_path("config/nodes.yaml").read_text())
     params["/**/camera_node"]["ros__parameters"].update(device=str(video), width=640, height=480, fps=30.0)
