@@ -38,6 +38,7 @@ setup(
         (f"share/{PACKAGE}/srv", glob("srv/*.srv")),
         (f"share/{PACKAGE}/action", glob("action/*.action")),
         (f"share/{PACKAGE}/data/base_policy", glob("scfl_nodes/data/base_policy/*")),
+        (f"share/{PACKAGE}/data/vision_policy", glob("scfl_nodes/data/vision_policy/*")),
         (f"share/{PACKAGE}/data/demo_bag", glob("test/data/demo_bag/*")),
     ],
     python_requires=">=3.10",

@@ -50,7 +50,8 @@ def create_app(settings: CloudSettings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
-        worker.start()
+        if settings.aggregate:  # else `scfl cloud worker` processes fold (docs/deployment.md)
+            worker.start()
         try:
             yield
         finally:
@@ -129,9 +130,10 @@ def create_app(settings: CloudSettings) -> FastAPI:
         with service.read() as s:
             s.execute(text("SELECT 1"))
         degraded = service.degraded_rounds()
-        return {"status": "degraded" if degraded or not worker.alive else "ok", "db": service.engine.dialect.name,
+        worker_ok = worker.alive or not settings.aggregate
+        return {"status": "degraded" if degraded or not worker_ok else "ok", "db": service.engine.dialect.name,
                 "schema_revision": service.schema_revision, "worker_alive": worker.alive,
-                "degraded_rounds": degraded}
+                "external_workers": not settings.aggregate, "degraded_rounds": degraded}
 
     def is_admin(token: Optional[str]) -> bool:
         try:
@@ -237,8 +239,8 @@ def create_app(settings: CloudSettings) -> FastAPI:
               tags=["skills"], openapi_extra=BINARY_BODY,
               summary="Upload an encrypted, signed skill version (round 0) or round delta")
     async def upload(request: Request, bot=Depends(robot)):
-        blob = await _read_limited(request, settings.max_upload_bytes)
-        return await run_in_threadpool(service.accept_upload, bot, blob)
+        blob, digest = await _read_limited(request, settings.max_upload_bytes, hashed=True)
+        return await run_in_threadpool(service.accept_upload, bot, blob, digest)
 
     @app.get("/api/v1/skills/{skill_id}", response_model=schemas.SkillDetail, responses=ERRORS,
              dependencies=[Depends(anyone)], tags=["skills"], summary="Skill metadata and versions")
@@ -313,9 +315,11 @@ def create_app(settings: CloudSettings) -> FastAPI:
     return app
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
+async def _read_limited(request: Request, limit: int, hashed: bool = False):
     """Read a request body, refusing it (413) from the Content-Length header before reading
-    anything, or as soon as a chunked body passes ``limit`` bytes."""
+    anything, or as soon as a chunked body passes ``limit`` bytes. ``hashed``: also return
+    its SHA-256 (the blob store's name for it), computed chunk by chunk as the body streams
+    in, so storing it does not hash 3 MB again."""
     length = request.headers.get("content-length")
     if length is not None:
         try:
@@ -324,14 +328,21 @@ async def _read_limited(request: Request, limit: int) -> bytes:
             raise ApiError(400, "bad_content_length", "Content-Length is not an integer") from None
         if declared > limit:
             raise ApiError(413, "payload_too_large", f"body of {declared} bytes exceeds the limit of {limit} bytes")
-    buf = bytearray()
+    import hashlib
+
+    hasher = hashlib.sha256() if hashed else None
+    chunks, size = [], 0
     async for chunk in request.stream():
-        buf += chunk
-        if len(buf) > limit:
+        size += len(chunk)
+        if size > limit:
             raise ApiError(413, "payload_too_large", f"body exceeds the limit of {limit} bytes")
-    if not buf:
+        if hasher is not None:
+            hasher.update(chunk)
+        chunks.append(chunk)
+    if not size:
         raise ApiError(400, "empty_body", "request body is empty")
-    return bytes(buf)
+    blob = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    return (blob, hasher.hexdigest()) if hashed else blob
 
 
 def _robot_info(r) -> dict:

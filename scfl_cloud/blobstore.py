@@ -26,8 +26,9 @@ class BlobStore(abc.ABC):
     """Minimal interface the service needs from a ciphertext store."""
 
     @abc.abstractmethod
-    def put(self, data: bytes) -> str:
-        """Store ``data`` durably and return its SHA-256 hex digest (idempotent)."""
+    def put(self, data: bytes, digest: str | None = None) -> str:
+        """Store ``data`` durably and return its SHA-256 hex digest (idempotent). ``digest``:
+        the caller already hashed ``data`` (while it streamed in); it is not hashed again."""
 
     @abc.abstractmethod
     def get(self, digest: str) -> bytes:
@@ -43,6 +44,11 @@ class BlobStore(abc.ABC):
 
     @abc.abstractmethod
     def exists(self, digest: str) -> bool: ...
+
+    @abc.abstractmethod
+    def age_s(self, digest: str) -> float:
+        """Seconds since the blob was written (LastModified on an object store); orphan
+        collection in a shared store spares young blobs that may not be committed yet."""
 
     @abc.abstractmethod
     def delete(self, digest: str) -> None:
@@ -78,8 +84,8 @@ class LocalBlobStore(BlobStore):
         digest = _check_digest(digest)
         return self.root / digest[:2] / digest[2:]
 
-    def put(self, data: bytes) -> str:
-        digest = hashlib.sha256(data).hexdigest()
+    def put(self, data: bytes, digest: str | None = None) -> str:
+        digest = digest or hashlib.sha256(data).hexdigest()
         final = self.path(digest)
         if final.exists():
             return digest
@@ -138,6 +144,14 @@ class LocalBlobStore(BlobStore):
             return self.path(digest).is_file()
         except BlobNotFound:
             return False
+
+    def age_s(self, digest: str) -> float:
+        import time
+
+        try:
+            return time.time() - self.path(digest).stat().st_mtime
+        except FileNotFoundError:
+            raise BlobNotFound(digest) from None
 
     def delete(self, digest: str) -> None:
         try:

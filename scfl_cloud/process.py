@@ -121,3 +121,60 @@ class CloudServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class CloudWorker:
+    """A standalone aggregation worker process (``python -m scfl_cloud.server --worker``, the
+    same code as ``scfl cloud worker``) on a shared database and blob store."""
+
+    def __init__(self, storage_dir: str | os.PathLike, db_url: str, *, admin_token: str,
+                 extra_env: Optional[dict] = None, name: str = "worker", log_level: str = "info") -> None:
+        self.storage_dir = Path(storage_dir)
+        self.db_url = db_url
+        self.admin_token = admin_token
+        self.extra_env = dict(extra_env or {})
+        self.log_path = self.storage_dir / f"{name}.log"
+        self.log_level = log_level
+        self.proc: Optional[subprocess.Popen] = None
+
+    def start(self) -> "CloudWorker":
+        cmd = [sys.executable, "-m", "scfl_cloud.server", "--worker", "--db", self.db_url,
+               "--storage", str(self.storage_dir), "--log-level", self.log_level]
+        env = {**os.environ, **self.extra_env, "SCFL_CLOUD_ADMIN_TOKEN": self.admin_token}
+        repo = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        log.close()
+        return self
+
+    def wait_running(self, timeout: float = 60.0) -> "CloudWorker":
+        """Until the worker has migrated and entered its loop (it logs one line then)."""
+        deadline = time.monotonic() + timeout
+        while "aggregating" not in self.log_tail():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"worker did not start in {timeout} s:\n{self.log_tail()}")
+            time.sleep(0.1)
+        return self
+
+    def log_tail(self, n: int = 4000) -> str:
+        try:
+            return self.log_path.read_bytes()[-n:].decode(errors="replace")
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()

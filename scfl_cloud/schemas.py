@@ -23,6 +23,7 @@ class Health(BaseModel):
     db: str
     schema_revision: Optional[str]
     worker_alive: bool
+    external_workers: bool = False  # aggregation runs in `scfl cloud worker` processes
     degraded_rounds: list[int] = Field(default_factory=list, description="rounds that need an operator")
 
 

@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from . import crypto_bridge
-from .blobstore import LocalBlobStore
+from .blobstore import BlobNotFound, LocalBlobStore
 from .db import current_revision, make_engine, migrate, session_factory
 from .models import Delta, FleetContext, Robot, Round, SecAggRound, Skill, SkillVersion, UploadNonce
 from .settings import CloudSettings
@@ -96,6 +96,53 @@ class LatencyLog:
         return {"count": len(values), "p50_ms": pct(0.5), "p95_ms": pct(0.95), "max_ms": round(values[-1], 3)}
 
 
+class RoundClaims:
+    """Which aggregation worker may fold or publish a round right now (one at a time per
+    round: the running sum is one blob; another worker takes over when the holder dies)."""
+
+    @contextlib.contextmanager
+    def claim(self, round_id: int) -> Iterator[bool]:
+        """Yield True if this worker holds the round until the block ends, False if another does."""
+        raise NotImplementedError
+
+
+class ProcessRoundClaims(RoundClaims):
+    """SQLite: one server process, one worker thread; claims only guard against re-entry."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def claim(self, round_id: int) -> Iterator[bool]:
+        got = self._lock.acquire(blocking=False)
+        try:
+            yield got
+        finally:
+            if got:
+                self._lock.release()
+
+
+class PostgresRoundClaims(RoundClaims):
+    """PostgreSQL: a transaction-scoped advisory lock per round on a connection held for the
+    claim. Workers on any number of machines skip rounds another worker holds (try-lock, never
+    wait), and a worker that dies (SIGKILL, lost machine) loses its connection, so PostgreSQL
+    ends its transaction and the lock is free again: nothing to expire or clean up."""
+
+    LOCK_SPACE = 0x5CF1  # first key of the two-int advisory lock: scfl round claims
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+
+    @contextlib.contextmanager
+    def claim(self, round_id: int) -> Iterator[bool]:
+        from sqlalchemy import text
+
+        with self.engine.connect() as conn, conn.begin():
+            got = conn.execute(text("SELECT pg_try_advisory_xact_lock(:space, :round)"),
+                               {"space": self.LOCK_SPACE, "round": int(round_id)}).scalar()
+            yield bool(got)
+
+
 class CloudService:
     def __init__(self, settings: CloudSettings) -> None:
         self.settings = settings
@@ -111,6 +158,7 @@ class CloudService:
         self._contexts: dict[str, Any] = {}
         self._contexts_lock = threading.Lock()
         self.is_postgres = self.engine.dialect.name == "postgresql"
+        self.claims = PostgresRoundClaims(self.engine) if self.is_postgres else ProcessRoundClaims()
         self.signing_key = _load_or_create_signing_key(settings.signing_key_path)
         self.cloud_public_key = self.signing_key.public_bytes()
         from .routing import TaskRouter
@@ -468,7 +516,7 @@ class CloudService:
             return row
 
     # ------------------------------------------------------------------ uploads
-    def accept_upload(self, robot: Robot, blob: bytes) -> dict:
+    def accept_upload(self, robot: Robot, blob: bytes, digest: Optional[str] = None) -> dict:
         """Verify and store a signed encrypted delta (round_id > 0) or skill version (round_id == 0).
 
         Everything the aggregator will check is checked here first, by the same functions
@@ -503,7 +551,7 @@ class CloudService:
         bound = crypto_bridge.check_delta(ctx, delta)  # the aggregator's own per-delta checks
         if hdr.round_id > 0:
             crypto_bridge.check_round_capacity(ctx, delta, quorum)
-        digest = self.blobs.put(blob)
+        digest = self.blobs.put(blob, digest)  # digest: hashed while the body streamed in
         try:
             if hdr.round_id > 0:
                 receipt = self._insert_delta(robot.robot_id, hdr, digest, len(blob), spec, ctx, delta, bound)
@@ -618,9 +666,12 @@ class CloudService:
     def collect_orphans(self) -> list[str]:
         """Delete blobs no row references: a running sum written just before a crash (or a
         failed fold commit), or an upload whose row insert never committed. Run at start-up,
-        before the HTTP port opens and the worker starts, so no upload is in flight."""
-        refs = self.referenced_digests()
-        orphans = [d for d in self.blobs.digests() if d not in refs]
+        before the HTTP port opens and the worker starts, so no upload of this process is in
+        flight; other processes on the same store are spared by ``orphan_grace_s``."""
+        grace = self.settings.orphan_grace_s
+        blobs = [d for d in self.blobs.digests() if not grace or self._older_than(d, grace)]
+        refs = self.referenced_digests()  # after listing: a blob committed meanwhile is referenced
+        orphans = [d for d in blobs if d not in refs]
         for digest in orphans:
             self.blobs.delete(digest)
         if orphans:
@@ -628,6 +679,12 @@ class CloudService:
         return orphans
 
     # ------------------------------------------------------------------ status
+    def _older_than(self, digest: str, seconds: float) -> bool:
+        try:
+            return self.blobs.age_s(digest) > seconds
+        except BlobNotFound:
+            return False
+
     def fold_latencies(self, limit: int = 2000) -> list[float]:
         with self.read() as s:
             return [float(x) for x in s.scalars(select(Delta.fold_ms).where(Delta.fold_ms.is_not(None))
@@ -669,9 +726,26 @@ def _load_or_create_signing_key(path):
     """The cloud's own Ed25519 key (signs published aggregates); created 0600 on first start."""
     from scfl_nodes.core.crypto import generate_signing_key, load_signing_key
 
+    from scfl_nodes.core.crypto import CryptoError
+
     if path.is_file():
-        return load_signing_key(path)
+        return _load_complete_key(path, load_signing_key, CryptoError)
     key = generate_signing_key()
-    key.save(path)
+    try:
+        key.save(path)  # O_EXCL: of several processes starting on fresh storage, one creates it
+    except CryptoError:
+        return _load_complete_key(path, load_signing_key, CryptoError)
     log.info("created the cloud's aggregate signing key %s", path)
     return key
+
+
+def _load_complete_key(path, load, error, wait_s: float = 10.0):
+    """Load a key file another process may be writing this instant (created, not yet filled)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return load(path)
+        except error:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)

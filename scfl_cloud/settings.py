@@ -34,6 +34,11 @@ class CloudSettings:
     secagg_stage_timeout_s: float = 60.0  # how long each key stage of an automatic secure round waits
     tls_cert: Optional[Path] = None
     tls_key: Optional[Path] = None
+    # False: this API process runs no aggregation thread; `scfl cloud worker` processes fold
+    aggregate: bool = True
+    # start-up orphan collection spares blobs younger than this: with several processes on one
+    # store, a young unreferenced blob may be another process's upload or sum not committed yet
+    orphan_grace_s: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.db_url or "://" not in self.db_url:
@@ -46,6 +51,8 @@ class CloudSettings:
             raise ValueError("worker poll interval must be > 0")
         if self.fold_batch < 1:
             raise ValueError("fold batch must be >= 1")
+        if self.orphan_grace_s < 0:
+            raise ValueError(f"orphan grace must be >= 0 s, got {self.orphan_grace_s}")
         if self.min_participants < 1:
             raise ValueError(f"min participants must be >= 1, got {self.min_participants}")
         if self.secure_aggregation not in ("auto", "off"):

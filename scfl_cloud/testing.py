@@ -1,5 +1,5 @@
-"""Test helpers of the cloud: the local server process (:mod:`scfl_cloud.process`) under its old name."""
+"""Test helpers of the cloud: the local server and worker processes (:mod:`scfl_cloud.process`) under their old name."""
 
-from .process import CloudServer, free_port
+from .process import CloudServer, CloudWorker, free_port
 
-__all__ = ["CloudServer", "free_port"]
+__all__ = ["CloudServer", "CloudWorker", "free_port"]

@@ -2,10 +2,13 @@
 into each round's encrypted running sum, and publishes the sum as a new skill version.
 
 Runs in one daemon thread beside the HTTP server, so uploads return as soon as the delta
-is durably stored. Memory holds one running sum plus one delta at a time, whatever the
-number of robots. Crash safety: the new sum is written to the blob store first; then ONE
-transaction swaps the round's ``sum_blob_sha256``, bumps ``folded_count`` and flags the
-folded deltas. A crash before that commit leaves the old sum and unflagged deltas, which
+is durably stored. Memory holds one delta at a time plus the running sums of the last few
+rounds it folded (:class:`SumCache`), whatever the number of robots. Several workers (this
+thread, `scfl cloud worker` processes) may share one PostgreSQL database: each round is
+folded or published only under its claim (``CloudService.claims``).
+
+Crash safety: the new sum is written to the blob store first; then ONE transaction swaps
+the round's ``sum_blob_sha256``, bumps ``folded_count`` and flags the folded deltas. A crash before that commit leaves the old sum and unflagged deltas, which
 are folded again from the old sum after restart; a crash after it finds them flagged.
 So no accepted delta is lost and none is counted twice.
 """
@@ -48,9 +51,36 @@ def _fault_before_fold_commit(round_id: int) -> None:
             time.sleep(3600)
 
 
+class SumCache:
+    """The running sums this worker committed last, keyed by round and blob digest.
+
+    Not state that matters: an entry is used only while the database still names exactly
+    that digest as the round's sum (another worker, an unmasking step or a restart changes
+    the digest and the entry is ignored). ``take`` removes the entry, so a batch that fails
+    half-way (its sum mutated in memory) can never be reused. Bounded: a few rounds.
+    """
+
+    def __init__(self, max_rounds: int = 4) -> None:
+        self.max_rounds = max_rounds
+        self._sums: dict[int, tuple[str, object]] = {}
+
+    def take(self, round_id: int, digest: Optional[str]):
+        entry = self._sums.pop(round_id, None)
+        if entry is None or digest is None or entry[0] != digest:
+            return None
+        return entry[1]
+
+    def keep(self, round_id: int, digest: str, agg) -> None:
+        self._sums.pop(round_id, None)
+        while len(self._sums) >= self.max_rounds:
+            self._sums.pop(next(iter(self._sums)))
+        self._sums[round_id] = (digest, agg)
+
+
 class AggregationWorker:
     def __init__(self, service: CloudService) -> None:
         self.service = service
+        self.sums = SumCache()
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self.last_error: Optional[str] = None
@@ -68,6 +98,10 @@ class AggregationWorker:
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    def run(self) -> None:
+        """The worker loop in the calling thread (a standalone `scfl cloud worker` process)."""
+        self._run()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -93,6 +127,7 @@ class AggregationWorker:
             ready = list(s.scalars(select(Round.round_id).where(
                 Round.state == "closed", Round.folded_count == Round.accepted_count)))
         # One round's failure never stops the others: it is quarantined with the reason.
+        # A round another worker process holds is skipped (it folds or publishes it).
         for round_id in pending:
             did |= self._guarded(round_id, self.fold_batch)
         for round_id in ready:
@@ -101,7 +136,8 @@ class AggregationWorker:
 
     def _guarded(self, round_id: int, step) -> bool:
         try:
-            return step(round_id)
+            with self.service.claims.claim(round_id) as mine:
+                return step(round_id) if mine else False
         except Exception as exc:
             log.exception("round %s: %s failed", round_id, step.__name__)
             self.service.quarantine_round(round_id, f"{step.__name__}: {type(exc).__name__}: {exc}")
@@ -132,6 +168,14 @@ class AggregationWorker:
         return bool(expired)
 
     def fold_batch(self, round_id: int) -> bool:
+        """Fold up to ``fold_batch`` unfolded deltas of one round into its running sum and
+        commit the new sum in one transaction (see the module docstring for crash safety).
+
+        Why it is fast: the running sum of the last batch stays in memory (:class:`SumCache`,
+        trusted only while the committed ``sum_blob_sha256`` still names it), so a batch
+        never re-parses the sum; it is serialised once per batch, never per delta; the
+        signature was checked at upload, so the fold only parses (digest check) and adds.
+        """
         svc = self.service
         with svc.read() as s:
             rnd = s.get(Round, round_id)
@@ -144,7 +188,9 @@ class AggregationWorker:
             return False
         ctx = svc.context(key_id)
         t_start = time.perf_counter()
-        agg = crypto_bridge.aggregate_from_bytes(ctx, svc.blobs.get(old_sum)) if old_sum else None
+        agg = self.sums.take(round_id, old_sum)  # ours from the last batch, or None
+        if agg is None and old_sum:
+            agg = crypto_bridge.aggregate_from_bytes(ctx, svc.blobs.get(old_sum))
         fold_ms: dict[int, float] = {}
         for delta_id, digest in todo:
             t0 = time.perf_counter()
@@ -160,7 +206,6 @@ class AggregationWorker:
             del delta
             fold_ms[delta_id] = (time.perf_counter() - t0) * 1000.0
         new_sum = svc.blobs.put(crypto_bridge.aggregate_to_bytes(agg))
-        del agg
         elapsed = time.perf_counter() - t_start
         _fault_before_fold_commit(round_id)
         now = time.time()
@@ -183,6 +228,8 @@ class AggregationWorker:
         finally:
             if not committed and new_sum != old_sum:  # a failed fold leaves no orphaned sum behind
                 svc.delete_blob_if_unreferenced(new_sum)
+        self.sums.keep(round_id, new_sum, agg)
+        del agg
         for ms in fold_ms.values():
             svc.latency.add("fold", ms)
         if old_sum and old_sum != new_sum:

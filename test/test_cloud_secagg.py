@@ -24,9 +24,12 @@ SCALE = 2**15
 @pytest.fixture(scope="module", params=DB_KINDS)
 def cloud(request, tmp_path_factory, fleet_key):
     storage = tmp_path_factory.mktemp(f"cloud-secagg-{request.param}")
-    # the operator lowered the privacy floor so a 2-robot round can be opened (and shown to stay plain)
+    # --keep-deltas: the coalition tests read the cloud's stored per-robot ciphertexts after the
+    # round (a malicious cloud ignores retention; pruning is the default, tested in test_cloud_security)
+    # --min-participants 2: test_secagg_needs_three_robots_and_refuses_misuse opens a 2-robot round
+    # to check secure aggregation's own refusal (the cloud's default floor of 3 would refuse it first)
     server = CloudServer(storage, make_db_url(request.param, request, storage),
-                         extra_args=["--min-participants", "1"]).start()
+                         extra_args=["--keep-deltas", "--min-participants", "2"]).start()
     admin = server.admin_client()
     admin.put_fleet_context(fleet_key.cloud_context())
     yield server, admin, storage
@@ -90,8 +93,6 @@ def test_two_dropouts_after_upload_still_give_the_exact_sum(cloud, fleet_key):
     admin.wait_for_round(admin.list_rounds()[0]["round_id"], "expired", timeout=30)
     rid, plan, sessions = _round(server, admin, fleet_key, bots, skill, deadline_s=120)
     receipts = {b.name: _upload(server, fleet_key, b, plan, sessions[b.name]) for b in bots}
-    # the cloud's stored ciphertext of robot 0 (deleted once the round is published: retention)
-    stored0 = LocalBlobStore(storage / "blobs").get(receipts["sa-0"]["sha256"])
     for b in bots[2:]:  # robots 0 and 1 drop out now
         sessions[b.name].unmask()
     info = admin.wait_for_round(rid, "published", timeout=60)
@@ -104,7 +105,7 @@ def test_two_dropouts_after_upload_still_give_the_exact_sum(cloud, fleet_key):
     # the coalition: the cloud's stored ciphertext of robot 0, decrypted with a robot's fleet key
     from scfl_nodes.core.crypto import EncryptedDelta
 
-    upload = EncryptedDelta.from_bytes(stored0)
+    upload = EncryptedDelta.from_bytes(LocalBlobStore(storage / "blobs").get(receipts["sa-0"]["sha256"]))
     single = fleet_key.cloud_context().add(None, upload)
     single.header["mask_scheme"] = single.header["mask_cohort"] = None  # bypass the "still masked" refusal
     seen = fleet_key.decrypt_aggregate_quantized(single)

@@ -311,6 +311,11 @@ def test_late_failures_quarantine_only_their_delta_or_round(inproc, fleet_key):
     with service.read() as s:
         sum_digest = s.get(Round, r_bad).sum_blob_sha256
     service.blobs.path(sum_digest).write_bytes(b"garbage")
+    # a worker that did not write that sum itself must read it from disk (the worker that did
+    # keeps it in memory): a restarted worker, or another worker process taking the round over
+    from scfl_cloud.worker import AggregationWorker
+
+    worker = AggregationWorker(service)
     bot, client = bots[2]
     t, blob = bot.delta(bad, r_bad)
     client.upload_delta(bot.token, blob)

@@ -10,8 +10,8 @@ from scfl_nodes.core.fleet import build_fleet, preset_config
 from scfl_nodes.core.fleet.robots import demo_seed, eval_seed
 
 
-def scfl(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "scfl_nodes", *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+def scfl(*args, cwd=None, timeout=120):
+    return subprocess.run([sys.executable, "-m", "scfl_nodes", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout)
 
 
 @pytest.mark.parametrize(
@@ -66,3 +66,30 @@ def test_heterogeneous_fleet_layout():
     assert len({r.robot_id for r in robots}) == len(robots)
     seeds = {demo_seed(0, i, t) for i in range(len(robots)) for t in range(len(cfg.tasks))}
     assert len(seeds) == len(robots) * len(cfg.tasks) and eval_seed(0) not in seeds
+
+
+def test_preset_choices_match_the_presets():
+    from scfl_nodes.cli.fleet import PRESET_CHOICES
+    from scfl_nodes.core.fleet import PRESETS
+    from scfl_nodes.core.sim import HELD_OUT_TASKS
+
+    assert set(PRESET_CHOICES) == set(PRESETS) | {"config"}
+    held = preset_config("heldout", base=FleetConfig())
+    assert held.tasks == HELD_OUT_TASKS and held.seeds >= 5
+    assert preset_config("full", base=FleetConfig()).seeds >= 5
+
+
+@pytest.mark.timeout(600)
+def test_fleet_accepts_any_mt50_task(tmp_path):
+    """A task outside the four FedVLA ones runs end to end through the CLI (real simulator, tiny sizes)."""
+    import json
+
+    out = tmp_path / "out"
+    proc = scfl("fleet", "--tasks", "reach-v3", "--methods", "base,local", "--robots-per-task", "1", "--demos", "1",
+                "--rounds", "1", "--episodes", "2", "--seeds", "1", "--workers", "1", "--no-progress", "--out", str(out),
+                timeout=540)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads((out / "results.json").read_text())
+    assert res["meta"]["tasks"] == ["reach-v3"]
+    assert set(res["methods"]) == {"base", "local"}
+    assert all(m["success"]["reach-v3"]["mean"] is not None for m in res["methods"].values())

@@ -68,7 +68,14 @@ def test_run_writes_results_plots_and_accounting(two_runs):
     assert 0 < a["checks"]["encrypted_aggregate_max_abs_error"] <= bound <= 16 * 2.0**-15
     assert len(a["methods"]["fedavg_enc"]["curve"]) == 2
     table = format_table(a)
-    assert "FedAvg encrypted" in table and "few-demo robots" in table
+    assert "FedAvg encrypted" in table and "few-demo robots" in table and "data-rich robots" in table
+    # per robot class, for every method: the 1-demo robot and the 3-demo robot of drawer-close
+    for name, m in a["methods"].items():
+        few, rich = m["few_demo_success"], m["rich_demo_success"]
+        per_robot = {k: v["mean"] for k, v in m["per_robot"].items()}
+        assert few["mean"] == per_robot["robot-01-drawer-close:drawer-close-v3"], name
+        assert rich["mean"] == per_robot["robot-00-drawer-close:drawer-close-v3"], name
+        assert m["mixed_task_success"]["mean"] is None and few["n"] == 1 and few["ci95"] is None
 
 
 @pytest.mark.timeout(900)

@@ -52,7 +52,7 @@ def test_bag_to_final_action_equals_core_composition(tmp_path):
 
         ros.start("router_node", {"library_path": str(lib.root)})
         ros.start("skill_node", {"library_path": str(lib.root), "control_rate_hz": 50.0})
-        ros.start("vla_node")
+        ros.start("vla_node", {"model": "scfl-metaworld-base"})  # the state-based base: the bag records states
         from visualization_msgs.msg import MarkerArray
 
         bases = ros.subscribe(BaseAction, "/scfl/base_action", 100)

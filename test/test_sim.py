@@ -5,7 +5,10 @@ import pytest
 
 from scfl_nodes.core.sim import (
     ACTION_DIM,
+    ALL_TASKS,
+    HELD_OUT_TASKS,
     OBS_DIM,
+    TASK_INSTRUCTIONS,
     TASKS,
     ScriptedExpert,
     UnknownTaskError,
@@ -75,5 +78,29 @@ def test_episodes_have_the_demonstration_format(tmp_path):
 
 
 def test_unknown_task_is_a_clear_error():
-    with pytest.raises(UnknownTaskError, match="known: door-lock-v3"):
+    with pytest.raises(UnknownTaskError, match="unknown Meta-World task 'door-unlock-v2'; did you mean door-unlock-v3"):
         make_env("door-unlock-v2")
+    with pytest.raises(UnknownTaskError, match="known: the 50 Meta-World MT50 v3 tasks, e.g. door-lock-v3"):
+        make_env("open-fridge")
+
+
+def test_every_mt50_task_has_an_instruction_and_a_scripted_expert():
+    from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+    assert set(ALL_TASKS) == set(ALL_V3_ENVIRONMENTS) and len(ALL_TASKS) == 50
+    assert len(set(TASK_INSTRUCTIONS.values())) == 50  # the router tells tasks apart by their text
+    assert set(TASKS) | set(HELD_OUT_TASKS) <= set(ALL_TASKS) and not set(TASKS) & set(HELD_OUT_TASKS)
+    for task in ALL_TASKS:
+        obs = reset_episode(make_env(task, 0), 0, 0)
+        action = ScriptedExpert(task).act(obs)
+        assert action.shape == (ACTION_DIM,) and np.all(np.abs(action) <= 1), task
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("task", HELD_OUT_TASKS)
+def test_held_out_task_demonstrations_through_the_base_policy(task):
+    """A task the base never saw: its instruction is embedded on the fly, demos and evaluation run."""
+    eps = collect_expert_episodes(task, 1, seed=5, base_policy="scfl-metaworld-base")
+    assert eps[0]["success"] and eps[0]["observation"].shape[1] == 128 and eps[0]["base_action"].shape[1] == ACTION_DIM
+    expert = ScriptedExpert(task)
+    assert evaluate(lambda obs, _instr: expert.act(obs), task, n_episodes=2, seed=1) == 1.0

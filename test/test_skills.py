@@ -23,6 +23,7 @@ from scfl_nodes.core.skills import (
     skill_param_count,
     skill_state_to_numpy,
 )
+from scfl_nodes.core.skills.module import BASE_GAIN_SCALE
 
 
 def _module(obs=12, act=4, hidden=16, seed=0):
@@ -35,6 +36,12 @@ def test_paper_default_skill_is_below_one_million_params_and_outputs_residual():
     assert m.num_parameters() == skill_param_count(512, 7, 256) < MAX_SKILL_PARAMS
     out = m(torch.randn(5, 512), torch.randn(5, 7))
     assert out.shape == (5, 7)
+    # s = MLP(o, a) - g * a: with g = 1 (stored as g / BASE_GAIN_SCALE) the skill removes the whole base action
+    obs, base = torch.randn(5, 512), torch.randn(5, 7)
+    with torch.no_grad():
+        before = m(obs, base)
+        m.base_gain.fill_(1.0 / BASE_GAIN_SCALE)
+        torch.testing.assert_close(m(obs, base), before - base)
     with pytest.raises(ValueError, match="below 1,000,000"):
         SkillModule(4096, 7, 256)
     with pytest.raises(ValueError, match="hidden must be a positive integer"):
@@ -52,6 +59,9 @@ def _reference(modules, obs, base, weights):
 @pytest.mark.parametrize("k", [1, 2, 3])
 def test_composer_matches_per_skill_sum_for_shared_and_per_sample_weights(k):
     modules = [_module(hidden=h, seed=i) for i, h in enumerate([16, 8, 24][:k])]  # mixed hidden sizes
+    with torch.no_grad():
+        for m in modules:  # trained skills discount part of the base action: the composer must too
+            m.base_gain.uniform_(0.0, 0.1)
     composer = SkillComposer(modules)
     obs, base = torch.randn(6, 12), torch.randn(6, 4)
     w_shared = torch.softmax(torch.randn(k), 0)
@@ -93,7 +103,8 @@ def test_numpy_state_round_trip_and_mismatch():
     state = skill_state_to_numpy(a)
     assert all(v.dtype == np.float32 for v in state.values())
     assert set(state) == {"encoder.weight", "encoder.bias", "hidden.weight", "hidden.bias",
-                          "decoder.weight", "decoder.bias"}
+                          "decoder.weight", "decoder.bias", "base_gain"}
+    assert not state["base_gain"].any()  # a new skill keeps the whole base action
     state["encoder.bias"][0] += 0  # a copy: editing it must not touch the module
     load_numpy_state(b, state)
     for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
@@ -103,6 +114,11 @@ def test_numpy_state_round_trip_and_mismatch():
         load_numpy_state(b, bad)
     with pytest.raises(ValueError, match="missing tensors"):
         load_numpy_state(b, {k: v for k, v in state.items() if k != "hidden.bias"})
+    # a state saved before the base gain existed loads as gain 0 (the same function it had)
+    with torch.no_grad():
+        b.base_gain.fill_(0.3)
+    load_numpy_state(b, {k: v for k, v in state.items() if k != "base_gain"})
+    assert not b.base_gain.detach().any()
     nan = dict(state, **{"hidden.bias": np.full_like(state["hidden.bias"], np.nan)})
     with pytest.raises(ValueError, match="NaN"):
         load_numpy_state(b, nan)
@@ -111,6 +127,21 @@ def test_numpy_state_round_trip_and_mismatch():
 def _package(name="Grasp cube", **kw):
     return SkillPackage.create(_module(), name, ["grasp the cube", "pick up the cube"],
                                training={"epochs": 3, "val_loss": 0.1}, **kw)
+
+
+def test_package_without_base_gain_loads_as_the_plain_residual_mlp(tmp_path):
+    """Packages written before the base gain existed (no ``base_gain`` tensor) load and act as before."""
+    torch.manual_seed(0)
+    plain = SkillModule(12, 4, 16, base_gain=False)
+    assert "base_gain" not in plain.state_dict()
+    assert plain.num_parameters() == skill_param_count(12, 4, 16, base_gain=False) == skill_param_count(12, 4, 16) - 4
+    SkillPackage.create(plain, "Old skill", ["do the old thing"]).save(tmp_path / "old")
+    loaded = SkillPackage.load(tmp_path / "old").module
+    assert loaded.base_gain is None
+    obs, base = torch.randn(3, 12), torch.randn(3, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(obs, base), plain(obs, base))
+        torch.testing.assert_close(SkillComposer([loaded])(obs, base, [1.0]), base + plain(obs, base))
 
 
 def test_package_round_trips_bit_exactly(tmp_path):

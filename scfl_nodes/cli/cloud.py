@@ -16,8 +16,16 @@ def register(subparsers) -> None:
     from scfl_cloud.server import add_serve_arguments
     from scfl_nodes.core.config import default_config_path
 
+    from scfl_cloud.server import add_scale_arguments
+
     add_serve_arguments(serve, default_config=str(default_config_path()))
+    add_scale_arguments(serve)
     serve.set_defaults(func=_serve)
+
+    worker = sub.add_parser("worker", help="run a standalone aggregation worker on the shared database "
+                                           "(any number, any machine; docs/deployment.md)")
+    add_serve_arguments(worker, default_config=str(default_config_path()))
+    worker.set_defaults(func=_worker, standalone_worker=True)
 
     admin = sub.add_parser("admin", help="fleet management through the HTTP API (needs the admin token)")
     admin.add_argument("--url", default=os.environ.get("SCFL_CLOUD_URL", "http://127.0.0.1:8000"))
@@ -66,10 +74,28 @@ def _serve(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         raise CliError(str(exc).strip().splitlines()[0]) from None
     try:
-        serve(settings, args.host, args.port, args.log_level)
+        serve(settings, args.host, args.port, args.log_level, workers=args.workers)
     except Exception as exc:  # e.g. database unreachable: one line, not a traceback
         first = (str(exc).strip().splitlines() or [""])[0]
         raise CliError(f"cannot start the cloud: {type(exc).__name__}: {first}") from None
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from scfl_nodes.cli import CliError
+    from scfl_cloud.server import run_worker, settings_from_args
+
+    if args.config and not os.path.isfile(args.config):
+        raise CliError(f"config file {args.config} does not exist")
+    try:
+        settings = settings_from_args(args)
+    except (ValueError, OSError) as exc:
+        raise CliError(str(exc).strip().splitlines()[0]) from None
+    try:
+        run_worker(settings, args.log_level)
+    except Exception as exc:  # e.g. database unreachable: one line, not a traceback
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise CliError(f"cannot start the aggregation worker: {type(exc).__name__}: {first}") from None
     return 0
 
 

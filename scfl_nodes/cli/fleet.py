@@ -13,6 +13,8 @@ from pathlib import Path
 
 from . import CliError
 
+PRESET_CHOICES = ("demo", "full", "heldout", "config")
+
 
 def _add_common(p, default_out: str) -> None:
     p.add_argument("--out", default=default_out, help=f"output directory (default: {default_out})")
@@ -25,12 +27,15 @@ def _add_common(p, default_out: str) -> None:
     p.add_argument("--demos", type=int, help="demonstrations per (normal) robot")
     p.add_argument("--few-demos", type=int, help="demonstrations of a few-demo robot")
     p.add_argument("--mixed-task-robots", type=int, help="extra robots whose demos cover two tasks")
-    p.add_argument("--tasks", help="comma-separated Meta-World v3 tasks")
+    p.add_argument("--tasks", help="comma-separated Meta-World v3 tasks (any of the 50 MT50 tasks, e.g. reach-v3)")
     p.add_argument("--methods", help="comma-separated methods (default: all)")
     p.add_argument("--workers", type=int, help="evaluation processes (default 2)")
     p.add_argument("--encryption", choices=("rlwe", "tenseal"), help="encryption backend")
     p.add_argument("--force", action="store_true", help="overwrite an existing results.json in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--base", default=None,
+                   help="frozen base: vision (scfl-metaworld-vision: robots see rendered camera frames), "
+                        "state (scfl-metaworld-base), or a registry name / directory (default: fleet.base_policy)")
 
 
 def register(subparsers) -> None:
@@ -41,8 +46,10 @@ def register(subparsers) -> None:
         "fleet", help="simulate a robot fleet: local vs federated (encrypted) skills vs baselines on Meta-World",
         description=__doc__,
     )
-    p.add_argument("--preset", choices=("demo", "full", "config"), default="config",
-                   help="config: the fleet section of the config file (default); demo/full: the named presets")
+    # Literal (not imported from core.fleet, which pulls in torch): test_fleet_cli checks it matches PRESETS.
+    p.add_argument("--preset", choices=PRESET_CHOICES, default="config",
+                   help="config: the fleet section of the config file (default); demo/full: the named presets; "
+                        "heldout: the full benchmark on four tasks the base policy never saw")
     _add_common(p, fleet_out)
     p.set_defaults(func=run_fleet_cmd)
     d = subparsers.add_parser("demo", help="the quick end-to-end demo (the `fleet` demo preset, a few minutes)",
@@ -69,7 +76,12 @@ def _overrides(args) -> dict:
         o["tasks"] = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     if args.methods:
         o["methods"] = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    if getattr(args, "base", None):
+        o["base_policy"] = BASE_ALIASES.get(args.base, args.base)
     return o
+
+
+BASE_ALIASES = {"vision": "scfl-metaworld-vision", "state": "scfl-metaworld-base"}
 
 
 def build_config(args):

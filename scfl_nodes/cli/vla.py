@@ -39,11 +39,11 @@ def _cache(args):
 
 def _list(args: argparse.Namespace) -> int:
     from scfl_nodes.core.vla import MODEL_REGISTRY, ModelNotFoundError
-    from scfl_nodes.core.vla.registry import local_model_dir
+    from scfl_nodes.core.vla.registry import SHIPPED_KINDS, local_model_dir
 
     cache = _cache(args)
     for spec in MODEL_REGISTRY.values():
-        if spec.kind == "scfl-base":
+        if spec.kind in SHIPPED_KINDS:
             where = "shipped with scfl"
         else:
             try:
@@ -55,7 +55,6 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    import numpy as np
 
     from scfl_nodes.cli import CliError
     from scfl_nodes.core.vla import ModelNotFoundError, load_base_policy
@@ -67,28 +66,12 @@ def _export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     out = Path(args.out)
-    if hasattr(policy, "export_onnx"):  # a Hugging Face VLA: single-step graph into a directory
-        path = policy.export_onnx(out)
-        ort = load_base_policy(args.model, cache_dir=_cache(args), backend="onnxruntime", onnx_dir=out)
-        images = np.random.default_rng(0).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
-        inputs = policy.prepare(images, "pick up the object")
-        diff = max(float(np.abs(a - b).max()) for a, b in zip(policy.step_outputs(inputs), ort.step_outputs(inputs)))
-    else:
-        import torch
-
-        from scfl_nodes.core.vla.backends import OnnxRuntimeRunner, export_onnx
-
-        if out.exists():
-            raise CliError(f"{out} exists; not overwriting it")
-        net = policy._net
-        path = export_onnx(net, (torch.zeros(1, policy.state_dim), torch.zeros(1, net.arch.text_dim)), out,
-                           ["state", "text_embedding"], ["action", "embedding"])
-        rng = np.random.default_rng(0)
-        feed = {"state": rng.normal(size=(64, policy.state_dim)).astype(np.float32) * 0.1,
-                "text_embedding": rng.normal(size=(64, net.arch.text_dim)).astype(np.float32) * 0.05}
-        ref = policy._runner.run(feed)
-        got = OnnxRuntimeRunner(path).run(feed)
-        diff = max(float(np.abs(a - b).max()) for a, b in zip(ref, got))
+    if out.is_file():
+        raise CliError(f"{out} exists; not overwriting it")
+    # Every base model exports its own graph (a file for scfl policies, a directory with the
+    # single decoding step for Hugging Face VLAs) and checks it against torch.
+    path = policy.export_onnx(out)
+    diff = policy.onnx_parity(path)
     ok = diff <= args.atol
     print(json.dumps({"onnx": str(path), "max_abs_diff": diff, "atol": args.atol, "parity": ok}))
     if not ok:

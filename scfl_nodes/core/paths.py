@@ -18,6 +18,7 @@ PACKAGE = "scfl_nodes"
 #: repository path -> path under share/scfl_nodes (CMakeLists.txt installs them there)
 INSTALLED_AS = {
     "scfl_nodes/data/base_policy": "data/base_policy",
+    "scfl_nodes/data/vision_policy": "data/vision_policy",
     "test/data/demo_bag": "data/demo_bag",
 }
 

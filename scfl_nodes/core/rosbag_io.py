@@ -66,6 +66,62 @@ def typestore():
     return _TYPESTORE
 
 
+@dataclasses.dataclass
+class BagTypes:
+    """The types one bag can be decoded with: the project typestore plus every definition the
+    bag stores itself (mcap schemas, rosbag2 sqlite3 ``message_definitions``). ``untyped``:
+    topic -> why its type could not be registered (the topic is skipped, never fatal)."""
+
+    store: Any
+    untyped: dict[str, str]
+
+
+def bag_types(path: str | os.PathLike) -> BagTypes:
+    """Register the bag's own message definitions (e.g. ``realsense2_camera_msgs/msg/Metadata``)."""
+    from rosbags.rosbag2 import Reader
+    from rosbags.typesys import Stores, get_types_from_idl, get_types_from_msg, get_typestore
+
+    base = typestore()
+    store = get_typestore(getattr(Stores, "ROS2_KILTED", Stores.LATEST))
+    store.register({k: v for k, v in base.fielddefs.items() if k not in store.fielddefs})
+    untyped: dict[str, str] = {}
+    with Reader(Path(path)) as reader:
+        for conn in reader.connections:
+            if conn.msgtype in store.types:
+                continue
+            msgdef = conn.msgdef
+            text = getattr(msgdef, "data", "") if msgdef is not None else ""
+            if not text:
+                untyped[conn.topic] = f"{conn.msgtype}: the bag stores no definition for it"
+                continue
+            try:
+                fmt = str(getattr(msgdef, "format", "msg")).lower()
+                types = get_types_from_idl(text) if "idl" in fmt else get_types_from_msg(text, conn.msgtype)
+                store.register({k: v for k, v in types.items() if k not in store.fielddefs})
+            except Exception as exc:  # noqa: BLE001 - rosbags raises several parser errors
+                untyped[conn.topic] = f"{conn.msgtype}: its stored definition does not parse ({type(exc).__name__}: {exc})"
+    return BagTypes(store, untyped)
+
+
+def _latched_qos():
+    """The offered QoS ``ros2 bag record`` stores for a transient-local publisher (/tf_static)."""
+    from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+
+    zero = QosTime(0, 0)
+    return Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL, zero, zero,
+               QosLiveliness.AUTOMATIC, zero, False)
+
+
+def latched_topics(path: str | os.PathLike) -> set[str]:
+    """Topics whose recorded publisher offered transient-local durability (e.g. ``/tf_static``)."""
+    from rosbags.interfaces import QosDurability
+    from rosbags.rosbag2 import Reader
+
+    with Reader(Path(path)) as reader:
+        return {c.topic for c in reader.connections
+                if any(q.durability == QosDurability.TRANSIENT_LOCAL for q in getattr(c.ext, "offered_qos_profiles", []) or [])}
+
+
 def _storage_plugin(storage: str):
     from rosbags.rosbag2 import StoragePlugin
 
@@ -98,24 +154,26 @@ class BagWriter:
     def __exit__(self, *exc) -> None:
         self._writer.close()
 
-    def add_topic(self, topic: str, msgtype: str, *, latched: bool = False):
+    def add_topic(self, topic: str, msgtype: str, *, latched: bool = False, store=None):
+        """``store``: a typestore that knows ``msgtype`` (its definition is written into the
+        bag, as ``ros2 bag record`` does); ``latched``: offered as transient local (``/tf_static``)."""
         if topic not in self._connections:
-            from rosbags.rosbag2.metadata import Qos  # noqa: F401  (kept for API symmetry)
-
-            self._connections[topic] = self._writer.add_connection(topic, msgtype, typestore=typestore())
+            qos = [_latched_qos()] if latched else ()
+            self._connections[topic] = self._writer.add_connection(topic, msgtype, typestore=store or typestore(),
+                                                                   offered_qos_profiles=qos)
         return self._connections[topic]
 
-    def write(self, topic: str, timestamp_ns: int, msg: Any, msgtype: str | None = None) -> None:
+    def write(self, topic: str, timestamp_ns: int, msg: Any, msgtype: str | None = None, store=None) -> None:
         if isinstance(msg, (bytes, bytearray, memoryview)):
             if topic not in self._connections:
                 if msgtype is None:
                     raise BagError(f"topic {topic}: raw bytes need a msgtype the first time")
-                self.add_topic(topic, msgtype)
+                self.add_topic(topic, msgtype, store=store)
             data = bytes(msg)
         else:
             msgtype = msgtype or msg.__msgtype__
-            self.add_topic(topic, msgtype)
-            data = bytes(typestore().serialize_cdr(msg, msgtype))
+            self.add_topic(topic, msgtype, store=store)
+            data = bytes((store or typestore()).serialize_cdr(msg, msgtype))
         self._writer.write(self._connections[topic], int(timestamp_ns), data)
 
 
@@ -161,9 +219,10 @@ def bag_info(path: str | os.PathLike) -> dict:
         }
 
 
-def decode(message: BagMessage):
-    """Deserialise a :class:`BagMessage` into a rosbags message object."""
-    return typestore().deserialize_cdr(message.data, message.msgtype)
+def decode(message: BagMessage, types: BagTypes | None = None):
+    """Deserialise a :class:`BagMessage` into a rosbags message object (``types``: a bag's
+    own definitions from :func:`bag_types`, for types the project does not know)."""
+    return (types.store if types is not None else typestore()).deserialize_cdr(message.data, message.msgtype)
 
 
 def make_message(msgtype: str, **fields):

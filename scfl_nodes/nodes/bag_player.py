@@ -6,6 +6,16 @@ rosbag2's ``ros2 bag play`` is not installable from PyPI; this node reads bags w
 ``std_msgs/Header`` are restamped by the same offset (``restamp``), so stamps look live and
 topics recorded together keep identical stamps (vla_node pairs image and state by stamp).
 Optionally publishes ``/clock`` with the recorded time for ``use_sim_time`` consumers.
+
+Bags recorded on real robots (``ros2 bag record -a`` with realsense-ros) carry types this
+machine has no Python message class for (``realsense2_camera_msgs/msg/Metadata``,
+``tf2_msgs/msg/TFMessage`` where tf2_msgs is not built): their definitions stored in the bag
+are registered (:func:`scfl_nodes.core.rosbag_io.bag_types`), and a topic that still cannot be
+published is skipped with one warning -- playback never aborts on a type. Topics recorded
+transient-local (``/tf_static``) are replayed transient-local. ``sensor_msgs/CompressedImage``
+topics ``X/compressed`` are also republished decoded as ``sensor_msgs/Image`` on ``X`` (like
+image_transport's republish) when the bag has no raw ``X``, so the graph's default image
+topic works for compressed recordings.
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ PARAMS = [
     Param("wait_for_subscribers", [""], "topics that must each have a subscriber before playback starts"),
     Param("wait_timeout_s", 30.0, "give up waiting for subscribers after this long (then play anyway)", min=0.0, max=3600.0),
     Param("exit_when_done", True, "exit the process after the last message (ignored with loop)"),
+    Param("decompress_images", True, "republish CompressedImage topics X/compressed decoded as Image on X"),
 ]
 
 
@@ -70,19 +81,33 @@ class BagPlayer(Node):
             raise NodeConfigError(f"parameter 'topics': not in {path}: {', '.join(unknown)}")
         self.path, self.info = path, info
         self._deserialize = deserialize_message
-        self._topics = wanted or sorted(info["topics"])
-        self._pubs, self._classes, self._has_header = {}, {}, {}
-        for topic in self._topics:
+        self._types = rosbag_io.bag_types(path)
+        latched = rosbag_io.latched_topics(path) | {"/tf_static"}
+        self._pubs, self._classes, self._has_header, self._decompress = {}, {}, {}, {}
+        self.skipped: dict[str, str] = {}
+        for topic in wanted or sorted(info["topics"]):
             msgtype = info["topics"][topic][0]
             try:
                 cls = message_class(msgtype)
-            except (ImportError, AttributeError):
-                raise NodeConfigError(f"bag topic {topic}: message type {msgtype} is not available here") from None
-            qos = latched_qos() if topic.endswith("/instruction") else 10
+            except (ImportError, AttributeError, ValueError):
+                why = self._types.untyped.get(topic) or f"{msgtype} has no ROS 2 Python message class here (decodable offline from the bag's definition)"
+                self.skipped[topic] = why
+                self.get_logger().warning(f"skipping {topic}: {why}")
+                continue
+            qos = latched_qos() if topic in latched or topic.endswith("/instruction") else 10
             # relative name: under a launch namespace the replay lands in that namespace
             self._pubs[topic] = self.create_publisher(cls, topic.lstrip("/"), qos)
             self._classes[topic] = cls
             self._has_header[topic] = "header" in cls.get_fields_and_field_types()
+            raw = topic.removesuffix("/compressed")
+            if (self.p["decompress_images"] and msgtype == "sensor_msgs/msg/CompressedImage" and raw != topic
+                    and raw not in info["topics"]):
+                from sensor_msgs.msg import Image
+
+                self._decompress[topic] = self.create_publisher(Image, raw.lstrip("/"), 10)
+        self._topics = list(self._pubs)
+        if self.skipped:
+            self.diag.update(skipped_topics=", ".join(sorted(self.skipped)))
         self._clock_pub = None
         if self.p["publish_clock"]:
             from rosgraph_msgs.msg import Clock
@@ -146,14 +171,16 @@ class BagPlayer(Node):
             delay = due - time.monotonic()
             if delay > 0 and self._stop.wait(delay):
                 return
-            if self._has_header[msg.topic] and self.p["restamp"]:
+            ros_msg = None
+            if (self._has_header[msg.topic] and self.p["restamp"]) or msg.topic in self._decompress:
                 ros_msg = self._deserialize(msg.data, self._classes[msg.topic])
+            if ros_msg is not None and self._has_header[msg.topic] and self.p["restamp"]:
                 stamp = ros_msg.header.stamp
                 ns = stamp.sec * 1_000_000_000 + stamp.nanosec + stamp_offset_ns
                 stamp.sec, stamp.nanosec = divmod(ns, 1_000_000_000)
-                self._pubs[msg.topic].publish(ros_msg)
-            else:
-                self._pubs[msg.topic].publish(msg.data)
+            self._pubs[msg.topic].publish(ros_msg if ros_msg is not None else msg.data)
+            if msg.topic in self._decompress:
+                self._publish_decompressed(msg.topic, ros_msg)
             if self._clock_pub is not None:
                 from rosgraph_msgs.msg import Clock
 
@@ -162,6 +189,17 @@ class BagPlayer(Node):
                 self._clock_pub.publish(clock)
             self.published += 1
             self.diag.update(published=self.published)
+
+    def _publish_decompressed(self, topic: str, msg) -> None:
+        from scfl_nodes.core.perception.image_codec import ImageDecodeError, rgb_frame
+        from scfl_nodes.nodes.common import numpy_to_image
+
+        try:
+            rgb = rgb_frame(msg)
+        except ImageDecodeError as exc:
+            self.diag.set(Diagnostics.WARN, f"{topic}: {exc}")
+            return
+        self._decompress[topic].publish(numpy_to_image(rgb, msg.header.stamp, msg.header.frame_id))
 
     def shutdown(self) -> None:
         self._stop.set()

@@ -4,8 +4,14 @@ Inference runs on its own thread, never in an executor callback: the image callb
 stores the newest frame (older unprocessed frames are dropped and counted), so a slow model
 lowers the base-action rate but never blocks the control loop in skill_node, which always
 uses the latest base action and knows its age (``BaseAction.age_ms`` and header stamp =
-image stamp). The low-dimensional state that goes with a frame (``Observation``, same stamp)
-is paired by stamp; the instruction comes from a parameter or the latched ``/scfl/instruction``.
+image stamp). What the model reads comes from its ``observation_spec`` (core/vla/interface.py):
+image models get the decoded RGB frame (``sensor_msgs/Image``, or ``CompressedImage`` when
+the topic ends in ``/compressed``); the low-dimensional state that goes with a frame
+(``Observation``, same stamp) is paired by stamp -- required by state models, optional
+proprioception for the vision policy (used when it arrives, never waited for when no state
+was ever seen). The instruction comes from a parameter, the latched ``/scfl/instruction``, or
+the last SkillRequest (its task description, from router_node's latched ``SkillWeights``);
+the newest of the two topics wins.
 
 A managed (lifecycle) node: *configure* loads the model and subscribes, *activate* starts the
 inference thread, *deactivate* stops it, *cleanup* drops the model. ``autostart: true``
@@ -24,13 +30,13 @@ import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 
+from scfl_nodes.core.perception.image_codec import rgb_frame
 from scfl_nodes.nodes.common import (
     Diagnostics,
     NodeConfigError,
     Param,
     declare_params,
     enable_dynamic_params,
-    image_to_numpy,
     latched_qos,
     run_node,
     sensor_qos,
@@ -42,9 +48,10 @@ PARAMS = [
     Param("device", "cpu", "torch device for torch backends"),
     Param("image_topic", "camera/camera/color/image_raw", "camera image input (sensor_msgs/Image)"),
     Param("observation_topic", "scfl/observation_state", "state input paired with images by stamp (scfl_interfaces/Observation)"),
-    Param("use_observation", True, "the model needs the low-dimensional state (False: image-only models)"),
-    Param("instruction", "", "task instruction; empty = take it from instruction_topic", read_only=False),
+    Param("use_observation", True, "pair frames with the low-dimensional state when the model reads one (False: never)"),
+    Param("instruction", "", "task instruction; empty = take it from instruction_topic or the last SkillRequest", read_only=False),
     Param("instruction_topic", "scfl/instruction", "latched std_msgs/String with the current task instruction"),
+    Param("skill_weights_topic", "scfl/skill_weights", "latched SkillWeights of router_node: the last SkillRequest's task description is the instruction"),
     Param("output_topic", "scfl/base_action", "published base actions (scfl_interfaces/BaseAction)"),
     Param("pairing_wait_ms", 200.0, "how long to wait for the state with the image's stamp before using the latest one",
           min=0.0, max=5000.0, read_only=False),
@@ -119,7 +126,7 @@ class VlaNode(LifecycleNode):
         from std_msgs.msg import String
         from sensor_msgs.msg import Image
 
-        from scfl_interfaces.msg import BaseAction, Observation
+        from scfl_interfaces.msg import BaseAction, Observation, SkillWeights
 
         t0 = time.monotonic()
         try:
@@ -132,13 +139,28 @@ class VlaNode(LifecycleNode):
         self.get_logger().info(f"loaded base VLA {self.p['model']} ({self.p['backend']}) in {time.monotonic() - t0:.1f} s")
         self._BaseAction = BaseAction
         group = MutuallyExclusiveCallbackGroup()
-        self._entities = [self.create_subscription(Image, self.p["image_topic"], self._on_image, sensor_qos(),
+        self.spec = self.policy.observation_spec
+        self._use_state = bool(self.p["use_observation"] and self.spec.uses_state)
+        if self.spec.needs_state and not self._use_state:
+            self._configure_error = (f"model {self.p['model']!r} needs the state on {self.p['observation_topic']}; "
+                                     "set use_observation: true")
+            self.get_logger().error(f"configure failed: {self._configure_error}")
+            self.diag.set(Diagnostics.ERROR, self._configure_error)
+            self.policy = None
+            return TransitionCallbackReturn.FAILURE
+        image_type = Image
+        if self.p["image_topic"].endswith("/compressed"):
+            from sensor_msgs.msg import CompressedImage as image_type
+        self._entities = [self.create_subscription(image_type, self.p["image_topic"], self._on_image, sensor_qos(),
                                                    callback_group=group)]
-        if self.p["use_observation"]:
+        if self._use_state:
             self._entities.append(self.create_subscription(Observation, self.p["observation_topic"], self._on_state, 50,
                                                            callback_group=group))
         # always subscribed: the instruction parameter is dynamic and may be emptied at run time
         self._entities.append(self.create_subscription(String, self.p["instruction_topic"], self._on_instruction,
+                                                       latched_qos(), callback_group=group))
+        self._entities.append(self.create_subscription(SkillWeights, self.p["skill_weights_topic"],
+                                                       lambda m: self._on_instruction_text(m.task_description),
                                                        latched_qos(), callback_group=group))
         self.pub = self.create_publisher(BaseAction, self.p["output_topic"], 10)
         self._health = self.create_timer(0.5, self._check_health, callback_group=MutuallyExclusiveCallbackGroup())
@@ -191,12 +213,18 @@ class VlaNode(LifecycleNode):
             self._cv.notify_all()
 
     def _on_instruction(self, msg) -> None:
-        self._topic_instruction = msg.data
+        self._on_instruction_text(msg.data)
+
+    def _on_instruction_text(self, text: str) -> None:
+        """instruction_topic or the last SkillRequest's task description: the newest wins."""
+        if not text:
+            return
+        self._topic_instruction = text
         if self.p["instruction"]:
             return  # the parameter wins while it is set
-        if msg.data != self._instruction:
-            self.get_logger().info(f"instruction: {msg.data!r}")
-        self._instruction = msg.data
+        if text != self._instruction:
+            self.get_logger().info(f"instruction: {text!r}")
+        self._instruction = text
 
     def _on_params_changed(self, changed) -> None:
         if "instruction" in changed:  # the next inference uses it: one reference assignment
@@ -207,6 +235,8 @@ class VlaNode(LifecycleNode):
     def _state_for(self, stamp_ns: int):
         """The state stamped like the image; waits briefly for it, else the newest one."""
         deadline = time.monotonic() + self.p["pairing_wait_ms"] / 1000.0
+        if not self.spec.needs_state and not self._states:
+            return None, False  # optional proprioception that never came: do not wait for it
         with self._cv:
             while stamp_ns not in self._states and not self._stop.is_set():
                 left = deadline - time.monotonic()
@@ -231,16 +261,15 @@ class VlaNode(LifecycleNode):
                 self.diag.set(Diagnostics.WARN, f"no instruction yet (parameter or {self.p['instruction_topic']})")
                 continue
             try:
-                if self.p["use_observation"]:
-                    state, exact = self._state_for(stamp_ns)
-                    if state is None:
-                        self.diag.set(Diagnostics.WARN, f"no state on {self.p['observation_topic']} yet")
-                        continue
-                    obs = state
-                else:
-                    obs, exact = image_to_numpy(msg), True
+                state, exact = self._state_for(stamp_ns) if self._use_state else (None, False)
+                if state is None and self.spec.needs_state:
+                    self.diag.set(Diagnostics.WARN, f"no state on {self.p['observation_topic']} yet")
+                    continue
+                image = rgb_frame(msg)[None] if self.spec.image else None
+                observation = self.policy.observation_from(
+                    [instruction], image=image, state=None if state is None else state[None])
                 t0 = time.perf_counter()
-                action, embedding = self.policy.act(obs[None], [instruction])
+                action, embedding = self.policy.predict(observation)
                 infer_ms = (time.perf_counter() - t0) * 1000.0
             except Exception as exc:  # a bad frame must not kill the node
                 self.diag.set(Diagnostics.ERROR, f"inference failed: {type(exc).__name__}: {exc}")

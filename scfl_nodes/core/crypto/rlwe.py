@@ -233,10 +233,18 @@ class RlweSum:
 
     def _pending_sums(self) -> tuple[np.ndarray, np.ndarray]:
         """The pending word sums as integers mod 2^64 (q = 2^48 divides it, so wrap-around is harmless)."""
-        w = self._a_words.astype(np.uint64)
-        a = w[:, 0] + (w[:, 1] << np.uint64(16)) + (w[:, 2] << np.uint64(32))
-        lw = self._b_low_words.astype(np.uint64)
-        b = lw[:, 0] + (lw[:, 1] << np.uint64(16)) + (self._b_high_words.astype(np.uint64) << np.uint64(32))
+        sixteen = np.uint64(16)
+        # Horner in place: one uint64 temporary per sum instead of one per word column
+        a = self._a_words[:, 2].astype(np.uint64)
+        a <<= sixteen
+        a += self._a_words[:, 1]
+        a <<= sixteen
+        a += self._a_words[:, 0]
+        b = self._b_high_words.astype(np.uint64)
+        b <<= sixteen
+        b += self._b_low_words[:, 1]
+        b <<= sixteen
+        b += self._b_low_words[:, 0]
         return a, b
 
     def _flush(self) -> None:
@@ -249,11 +257,24 @@ class RlweSum:
 
     def a_sum(self) -> np.ndarray:
         a, _ = self._pending_sums()
-        return ((self._a_total + a) & self._mask).reshape(self.shape)
+        a += self._a_total
+        a &= self._mask
+        return a.reshape(self.shape)
 
     def b_sum(self) -> np.ndarray:
         _, b = self._pending_sums()
-        return ((self._b_total + b) & self._mask).reshape(self.shape)
+        b += self._b_total
+        b &= self._mask
+        return b.reshape(self.shape)
+
+    def sums(self) -> tuple[np.ndarray, np.ndarray]:
+        """(a_sum, b_sum) in one pass over the word accumulators."""
+        a, b = self._pending_sums()
+        a += self._a_total
+        a &= self._mask
+        b += self._b_total
+        b &= self._mask
+        return a.reshape(self.shape), b.reshape(self.shape)
 
     def add_plaintext(self, values_mod_t: np.ndarray) -> None:
         """b += (q/t) m: a noiseless trivial encryption of public values m mod t."""
@@ -263,7 +284,8 @@ class RlweSum:
         self._b_total = (self._b_total + m) & self._mask
 
     def to_bytes(self) -> bytes:
-        return pack_coeffs(self.a_sum()) + pack_coeffs(self.b_sum())
+        a, b = self.sums()
+        return pack_coeffs(a) + pack_coeffs(b)
 
     @classmethod
     def from_sums(cls, params: ParamSet, a_sum: np.ndarray, b_sum: np.ndarray) -> RlweSum:

@@ -71,20 +71,32 @@ def shamir_split(secret: int, threshold: int, xs: Sequence[int], prime: int = PR
     return out
 
 
-def shamir_combine(shares: Mapping[int, int], prime: int = PRIME) -> int:
-    """f(0) by Lagrange interpolation; exact for any >= threshold shares of one polynomial."""
-    if not shares:
+def lagrange_at_zero(xs: Sequence[int], prime: int = PRIME) -> dict[int, int]:
+    """The Lagrange coefficients l_i(0) for the points ``xs``: f(0) = sum y_i l_i(0).
+
+    Why separate: the cloud combines every survivor's seed and every dropped robot's key
+    from the SAME responders, so it computes these t inverses once, not once per secret."""
+    if not xs:
         raise SecAggError("no shares to combine")
-    secret = 0
-    items = list(shares.items())
-    for i, (xi, yi) in enumerate(items):
+    coeffs = {}
+    for i, xi in enumerate(xs):
         num, den = 1, 1
-        for j, (xj, _) in enumerate(items):
+        for j, xj in enumerate(xs):
             if i != j:
                 num = num * (-xj) % prime
                 den = den * (xi - xj) % prime
-        secret = (secret + yi * num * pow(den, -1, prime)) % prime
-    return secret
+        coeffs[xi] = num * pow(den, -1, prime) % prime
+    return coeffs
+
+
+def shamir_combine(shares: Mapping[int, int], prime: int = PRIME, coeffs: Mapping[int, int] | None = None) -> int:
+    """f(0) by Lagrange interpolation; exact for any >= threshold shares of one polynomial.
+    ``coeffs``: :func:`lagrange_at_zero` of exactly these share points, if already known."""
+    if not shares:
+        raise SecAggError("no shares to combine")
+    if coeffs is None or set(coeffs) != set(shares):
+        coeffs = lagrange_at_zero(list(shares), prime)
+    return sum(y * coeffs[x] for x, y in shares.items()) % prime
 
 
 def split_bytes(secret: bytes, threshold: int, xs: Sequence[int]) -> dict[int, bytes]:
@@ -94,8 +106,8 @@ def split_bytes(secret: bytes, threshold: int, xs: Sequence[int]) -> dict[int, b
     return {x: y.to_bytes(SHARE_BYTES, "big") for x, y in shares.items()}
 
 
-def combine_bytes(shares: Mapping[int, bytes], length: int) -> bytes:
-    value = shamir_combine({x: int.from_bytes(y, "big") for x, y in shares.items()})
+def combine_bytes(shares: Mapping[int, bytes], length: int, coeffs: Mapping[int, int] | None = None) -> bytes:
+    value = shamir_combine({x: int.from_bytes(y, "big") for x, y in shares.items()}, coeffs=coeffs)
     if value >= 1 << (8 * length):
         raise SecAggError("shares do not combine to a secret of the expected length (inconsistent shares)")
     return value.to_bytes(length, "big")
@@ -143,8 +155,8 @@ def prg_mod_t(seed_key: bytes, num_values: int, plain_modulus: int) -> np.ndarra
         raise SecAggError("masks support plaintext moduli up to 2^32")
     width = 4 if t == 1 << 32 else 8
     stream = Cipher(algorithms.AES(seed_key), modes.CTR(b"\x00" * 16)).encryptor().update(bytes(width * num_values))
-    if width == 4:
-        return np.frombuffer(stream, dtype="<u4").astype(np.uint32)
+    if width == 4:  # a read-only view of the stream: callers only add or subtract it
+        return np.frombuffer(stream, dtype="<u4")
     return np.frombuffer(stream, dtype="<u8") % np.uint64(t)
 
 
@@ -375,12 +387,13 @@ def unmask_vector(
     if len({r["robot_id"] for r in usable}) < threshold:
         raise SecAggError(f"{len(usable)} unmask responses are below the threshold {threshold}")
     usable = usable[:threshold]
+    coeffs = lagrange_at_zero(sorted({r["x"] for r in usable}))  # the same points for every secret
     acc = _ModT(num_values, plain_modulus)
     for v in survivors:
-        seed = combine_bytes({r["x"]: _unb64(r["self_seed_shares"][v]) for r in usable}, 32)
+        seed = combine_bytes({r["x"]: _unb64(r["self_seed_shares"][v]) for r in usable}, 32, coeffs)
         acc.sub(_self_mask(seed, context, v, num_values, plain_modulus))
     for d in dropped:
-        raw = combine_bytes({r["x"]: _unb64(r["mask_key_shares"][d]) for r in usable}, 32)
+        raw = combine_bytes({r["x"]: _unb64(r["mask_key_shares"][d]) for r in usable}, 32, coeffs)
         key = X25519PrivateKey.from_private_bytes(raw)
         if _raw_public(key) != _unb64(adverts[d]["mask_public"]):
             raise SecAggError(f"shares of robot {d!r}'s mask key do not match its advertised key")

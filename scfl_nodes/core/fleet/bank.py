@@ -72,12 +72,16 @@ def train_bank(
     seed: int,
     lr: float = 1e-3,
     batch_size: int = 64,
+    proximal_mu: float = 0.0,
 ) -> dict:
     """Train the routed skills of ``bank`` in place on the demos of each task.
 
     Loss: ``|| a_base + sum_i w_i s_i(o, a_base) - a_expert ||^2``, mini-batches mixed over
     the robot's tasks. Skills not routed to any of these tasks get no gradient, hence a
-    zero delta. Returns timing and loss metrics (``train_seconds`` = edge training time).
+    zero delta. ``proximal_mu > 0`` adds FedProx's ``mu/2 ||w - w_start||^2`` (w_start =
+    the weights the round started from): long local training then cannot drift far from
+    the federated model (client drift). Returns timing and loss metrics
+    (``train_seconds`` = edge training time).
     """
     start = time.perf_counter()
     data = []
@@ -86,7 +90,8 @@ def train_bank(
             obs, base, expert, _ = _episode_arrays(eps)
             idx, w = routing[task]
             data.append(RoutedData(torch.from_numpy(obs), torch.from_numpy(base), torch.from_numpy(expert), idx, w))
-    m = train_routed_skills(bank.experts, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
+    m = train_routed_skills(bank.experts, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+                            proximal_mu=proximal_mu)
     return {"train_seconds": time.perf_counter() - start, "loss": m["loss"], "samples": m["samples"],
             "epochs": int(epochs), "steps": m["steps"], "active_experts": m["active_experts"]}
 

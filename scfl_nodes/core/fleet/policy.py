@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from scfl_nodes.core.vla.interface import ObservingPolicy
+
 BASE_POLICY_NAME = "scfl-metaworld-base"
 
 
@@ -63,7 +65,8 @@ def _base_policy(name: str):
 
 
 def build_policy_fn(spec: PolicySpec):
-    """``policy_fn(state_batch, instruction) -> actions`` for :func:`scfl_nodes.core.sim.evaluate`."""
+    """A policy for :func:`scfl_nodes.core.sim.evaluate`: the BC baseline as ``fn(state_batch,
+    instruction)``, base / base + skills as an ObservingPolicy (an image base gets rendered frames)."""
     import torch
 
     if spec.kind == "bc":
@@ -81,13 +84,7 @@ def build_policy_fn(spec: PolicySpec):
 
     base = _base_policy(spec.base_name)
     if spec.kind == "base":
-
-        def base_fn(obs, instruction):
-            action, _ = base.act(obs, instruction)
-            return np.clip(np.asarray(action, dtype=np.float32), -1, 1)
-
-        return base_fn
-
+        return ComposedPolicy(base)
     if spec.kind != "skills":
         raise ValueError(f"unknown policy kind {spec.kind!r}")
     from scfl_nodes.core.skills import SkillComposer
@@ -99,14 +96,30 @@ def build_policy_fn(spec: PolicySpec):
     bank.eval()
     # skill_node's composer: the simulated robot acts with the code a ROS robot acts with
     composer = SkillComposer([bank.experts[e] for e in spec.experts])
-    weights = np.asarray(spec.weights, dtype=np.float32)
+    return ComposedPolicy(base, composer, list(spec.weights))
 
-    def skills_fn(obs, instruction):
-        action, embedding = base.act(obs, instruction)
-        out = composer.compose_numpy(np.asarray(embedding, dtype=np.float32), np.asarray(action, dtype=np.float32), weights)
-        return np.clip(out, -1, 1)
 
-    return skills_fn
+class ComposedPolicy(ObservingPolicy):
+    """base + sum_i w_i skill_i(embedding, base), clipped to [-1, 1], with skill_node's
+    ``SkillComposer``. It observes what the base observes (rendered frames for an image base),
+    so rollouts feed it exactly like the base."""
+
+    def __init__(self, base, composer=None, weights=()):
+        self.base, self.composer = base, composer
+        self.weights = np.asarray(weights, dtype=np.float32)
+        self.name = f"{base.name}+skills" if composer is not None else base.name
+
+    @property
+    def observation_spec(self):
+        return self.base.observation_spec
+
+    def predict(self, observation):
+        action, embedding = self.base.predict(observation)
+        action = np.asarray(action, dtype=np.float32)
+        if self.composer is None:
+            return np.clip(action, -1, 1), embedding
+        out = self.composer.compose_numpy(np.asarray(embedding, dtype=np.float32), action, self.weights)
+        return np.clip(out, -1, 1), embedding
 
 
 @dataclasses.dataclass

@@ -29,10 +29,30 @@ METHOD_LABELS = {
 
 
 def mean_std(values) -> dict:
+    """Mean, sample sd (ddof=1) and a 95% Student-t interval of the mean over seeds.
+
+    ``ci95 = mean ± t(0.975, n-1) · sd / sqrt(n)``: with 3-5 seeds the t quantile (4.30 for
+    n=3, 2.78 for n=5) is much wider than 1.96, which is the point -- a comparison is only
+    claimed when the intervals say so. One seed gives no interval (None).
+    """
     vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if not vals:
-        return {"mean": None, "std": None, "per_seed": []}
-    return {"mean": float(np.mean(vals)), "std": float(np.std(vals)), "per_seed": vals}
+        return {"mean": None, "std": None, "ci95": None, "n": 0, "per_seed": []}
+    n = len(vals)
+    mean = float(np.mean(vals))
+    sd = float(np.std(vals, ddof=1)) if n > 1 else 0.0
+    ci = None
+    if n > 1:
+        half = t_quantile_975(n - 1) * sd / math.sqrt(n)
+        ci = [mean - half, mean + half]
+    return {"mean": mean, "std": sd, "ci95": ci, "n": n, "per_seed": vals}
+
+
+def t_quantile_975(dof: int) -> float:
+    """Two-sided 95% quantile of Student's t with ``dof`` degrees of freedom."""
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, int(dof)))
 
 
 def write_json(results: dict, path: str | os.PathLike) -> Path:
@@ -88,20 +108,42 @@ def _train_cell(acc: dict) -> str:
     return "-"
 
 
+#: Per-robot-class columns (results.json keys) and their headers: every method's success on
+#: the robots with a single demonstration *and* on the data-rich ones, so that a cost of
+#: federation to anyone shows.
+CLASS_COLUMNS = (("few_demo_success", "few-demo robots"), ("rich_demo_success", "data-rich robots"),
+                 ("mixed_task_success", "mixed-task robots"))
+
+
+def class_columns(results: dict) -> list[tuple[str, str]]:
+    """The class columns this run has data for (a fleet without few-demo robots has none)."""
+    return [(key, head) for key, head in CLASS_COLUMNS
+            if any((m.get(key) or {}).get("mean") is not None for m in results["methods"].values())]
+
+
+def ci_text(ms: dict | None) -> str:
+    """``"mean [lo, hi]"`` in % (95% t-interval over seeds); just the mean for one seed."""
+    if not ms or ms.get("mean") is None:
+        return "-"
+    if not ms.get("ci95"):
+        return f"{100 * ms['mean']:.1f}"
+    lo, hi = max(0.0, ms["ci95"][0]), min(1.0, ms["ci95"][1])  # a success rate lies in [0, 1]
+    return f"{100 * ms['mean']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
 def format_table(results: dict) -> str:
     """Success (%) per task and method, mean ± std over seeds, plus communication/compute."""
     tasks = results["meta"]["tasks"]
     short = [t.removesuffix("-v3") for t in tasks]
-    has_few = any(m.get("few_demo_success", {}).get("mean") is not None for m in results["methods"].values())
-    header = ["method"] + short + ["avg"] + (["few-demo robots"] if has_few else []) + ["up/robot/round", "edge train s", "trainable params"]
+    classes = class_columns(results)
+    header = ["method"] + short + ["avg"] + [h for _, h in classes] + ["up/robot/round", "edge train s", "trainable params"]
     rows = []
     for name, m in results["methods"].items():
         acc = m.get("accounting", {})
         row = [METHOD_LABELS.get(name, name)]
         row += [_pct(m["success"].get(t)) for t in tasks]
         row.append(_pct(m.get("avg")))
-        if has_few:
-            row.append(_pct(m.get("few_demo_success")))
+        row += [_pct(m.get(k)) for k, _ in classes]
         row.append(_upload_cell(acc))
         row.append(_train_cell(acc))
         tp = acc.get("trainable_params")
@@ -122,16 +164,26 @@ def format_table(results: dict) -> str:
 
 def format_markdown_table(results: dict) -> str:
     tasks = results["meta"]["tasks"]
-    has_few = any(m.get("few_demo_success", {}).get("mean") is not None for m in results["methods"].values())
-    head = ["method"] + [t.removesuffix("-v3") for t in tasks] + ["avg"] + (["few-demo robots"] if has_few else []) + ["upload / robot / round", "edge train s / robot", "trainable params"]
+    classes = class_columns(results)
+    head = ["method"] + [t.removesuffix("-v3") for t in tasks] + ["avg"] + [h for _, h in classes] + ["upload / robot / round", "edge train s / robot", "trainable params"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, m in results["methods"].items():
         acc = m.get("accounting", {})
         cells = [METHOD_LABELS.get(name, name)] + [_pct(m["success"].get(t)) for t in tasks] + [_pct(m.get("avg"))]
-        if has_few:
-            cells.append(_pct(m.get("few_demo_success")))
+        cells += [_pct(m.get(k)) for k, _ in classes]
         tp = acc.get("trainable_params")
         cells += [_upload_cell(acc), _train_cell(acc), "-" if not tp else f"{tp:,}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_interval_table(results: dict) -> str:
+    """Markdown: each method's averages (all robots and per robot class) with 95% t-intervals over seeds."""
+    classes = class_columns(results)
+    head = ["method", "avg, all robots"] + [h for _, h in classes]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, m in results["methods"].items():
+        cells = [METHOD_LABELS.get(name, name), ci_text(m.get("avg"))] + [ci_text(m.get(k)) for k, _ in classes]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -30,6 +30,18 @@ class RobotSpec:
         return int(sum(self.demos_per_task))
 
 
+#: Robot classes reported separately, so a cost of federation to anyone is visible:
+#: ``few`` (single-task, ``few_demos`` demonstrations), ``rich`` (single-task, the full
+#: ``demos_per_robot``), ``mixed`` (demonstrations split over two tasks).
+ROBOT_CLASSES = ("few", "rich", "mixed")
+
+
+def robot_class(robot: RobotSpec) -> str:
+    if len(robot.tasks) > 1:
+        return "mixed"
+    return "few" if robot.few_demo else "rich"
+
+
 def build_fleet(cfg) -> list[RobotSpec]:
     """Robots for a :class:`~scfl_nodes.core.config.FleetConfig` (deterministic, ordered by task)."""
     robots: list[RobotSpec] = []

@@ -21,7 +21,7 @@ from . import federation as fed
 from .bank import SkillBank, train_bank, train_bc
 from .policy import EvalJob, Evaluator, PolicySpec, skills_spec
 from .results import make_plots, mean_std, write_json
-from .robots import RobotSpec, build_fleet, demo_seed, eval_seed
+from .robots import ROBOT_CLASSES, RobotSpec, build_fleet, demo_seed, eval_seed, robot_class
 from .routing import build_routing
 
 FEDERATED = ("fedavg_plain", "fedavg_enc", "eda_enc", "router_random", "router_similarity", "router_no_lb")
@@ -209,7 +209,8 @@ class FleetRun:
                 for ri, robot in enumerate(self.robots):
                     rid = robot.robot_id
                     bank.load(starts[rid])
-                    m = train_bank(bank, demos[rid], routing, epochs=cfg.local_epochs, seed=seed * 7919 + ri * 101 + r)
+                    m = train_bank(bank, demos[rid], routing, epochs=cfg.local_epochs, seed=seed * 7919 + ri * 101 + r,
+                                   proximal_mu=cfg.proximal_mu)
                     out.train_seconds[rid] += m["train_seconds"]
                     trained = bank.state()
                     if eda:
@@ -397,7 +398,8 @@ class FleetRun:
             for task in self.cfg.tasks:
                 vals = [rates[keys[(method, "final", r.robot_id, task)]] for r in self.robots if task in r.tasks]
                 per_task[task] = float(np.mean(vals)) if vals else None
-            few = [rates[keys[(method, "final", r.robot_id, t)]] for r in self.robots if r.few_demo for t in r.tasks]
+            by_class = {c: [rates[keys[(method, "final", r.robot_id, t)]] for r in self.robots if robot_class(r) == c
+                            for t in r.tasks] for c in ROBOT_CLASSES}
             curve = []
             for rnd in range(len(o.curve) if method in self.curve_methods else 0):
                 vals = []
@@ -410,7 +412,8 @@ class FleetRun:
                         vals.append(float(np.mean(tv)))
                 curve.append(float(np.mean(vals)))
             per_robot = {f"{r.robot_id}:{t}": rates[keys[(method, "final", r.robot_id, t)]] for r in self.robots for t in r.tasks}
-            summary[method] = {"tasks": per_task, "few": float(np.mean(few)) if few else None, "curve": curve, "per_robot": per_robot}
+            summary[method] = {"tasks": per_task, "curve": curve, "per_robot": per_robot,
+                               **{c: float(np.mean(v)) if v else None for c, v in by_class.items()}}
         return summary
 
     def _assemble(self, per_seed, accounting, utilisation, routing_info, checks, timings, base, runtime, curve_eps, evaluator) -> dict:
@@ -431,6 +434,8 @@ class FleetRun:
             avg = mean_std([float(np.mean([v for v in s[m]["tasks"].values() if v is not None])) for s in per_seed])
             entry = {"label": m, "success": success, "avg": avg,
                      "few_demo_success": mean_std([s[m]["few"] for s in per_seed]),
+                     "rich_demo_success": mean_std([s[m]["rich"] for s in per_seed]),
+                     "mixed_task_success": mean_std([s[m]["mixed"] for s in per_seed]),
                      "per_robot": {k: mean_std([s[m]["per_robot"][k] for s in per_seed]) for k in per_seed[0][m]["per_robot"]}}
             curves = [s[m]["curve"] for s in per_seed if s[m]["curve"]]
             if curves:

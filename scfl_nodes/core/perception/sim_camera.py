@@ -20,6 +20,60 @@ CAMERAS = ("corner", "corner2", "corner3", "topview", "behindGripper", "gripperP
 _UPSIDE_DOWN = {"corner"}
 
 
+class EnvRenderer:
+    """Offscreen colour (+ depth) renders of one Meta-World env from a named camera.
+
+    The one place that decides how the simulated camera looks: the ``sim`` camera source,
+    the vision base policy's training data and vision rollouts all render through it.
+    """
+
+    def __init__(self, env, camera: str = "corner", width: int = 224, height: int = 224):
+        import mujoco
+
+        if camera not in CAMERAS:
+            raise CameraError(f"unknown Meta-World camera {camera!r}; known: {', '.join(CAMERAS)}")
+        self.env, self.camera, self.width, self.height = env, camera, width, height
+        model = env.model
+        # Shadows, reflections and multisampling cost most of the render time (~100 fps without).
+        model.vis.quality.offsamples = 0
+        model.vis.quality.shadowsize = 0
+        model.vis.global_.offwidth = max(model.vis.global_.offwidth, width)
+        model.vis.global_.offheight = max(model.vis.global_.offheight, height)
+        try:
+            self._renderer = mujoco.Renderer(model, height, width)
+        except Exception as exc:  # noqa: BLE001 - GL errors come in several types
+            raise CameraError(
+                f"MuJoCo offscreen rendering failed with MUJOCO_GL={os.environ.get('MUJOCO_GL', '<unset>')} ({exc}); "
+                "use MUJOCO_GL=egl (GPU/EGL) or MUJOCO_GL=osmesa (apt-get install libosmesa6)"
+            ) from None
+        self._cam_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
+        if self._cam_id < 0:
+            raise CameraError(f"{getattr(env, 'scfl_task', 'this env')} has no camera {camera!r}")
+        self.intrinsics = CameraIntrinsics.from_fov(width, height, float(model.cam_fovy[self._cam_id]))
+
+    def render(self, depth: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """(colour (H, W, 3) uint8, depth (H, W) float32 metres or None) of the env's current state."""
+        r = self._renderer
+        r.disable_depth_rendering()
+        r.update_scene(self.env.data, camera=self._cam_id)
+        color = r.render()
+        d = None
+        if depth:
+            r.enable_depth_rendering()
+            r.update_scene(self.env.data, camera=self._cam_id)
+            d = r.render().astype(np.float32)
+            r.disable_depth_rendering()
+        if self.camera in _UPSIDE_DOWN:
+            color = color[::-1, ::-1]
+            d = d[::-1, ::-1] if d is not None else None
+        return np.ascontiguousarray(color), (np.ascontiguousarray(d) if d is not None else None)
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+
 class MetaWorldCameraSource(CameraSource):
     """Renders a Meta-World episode driven by ``policy`` (default: the scripted expert)."""
 
@@ -53,28 +107,10 @@ class MetaWorldCameraSource(CameraSource):
             return
         from scfl_nodes.core.sim import ScriptedExpert, make_env, reset_episode
 
-        import mujoco
 
         self.env = make_env(self.task, self.seed)
-        model = self.env.model
-        # Shadows, reflections and multisampling cost most of the render time (~100 fps without).
-        model.vis.quality.offsamples = 0
-        model.vis.quality.shadowsize = 0
-        model.vis.global_.offwidth = max(model.vis.global_.offwidth, self.width)
-        model.vis.global_.offheight = max(model.vis.global_.offheight, self.height)
-        try:
-            self._renderer = mujoco.Renderer(model, self.height, self.width)
-        except Exception as exc:  # noqa: BLE001 - GL errors come in several types
-            raise CameraError(
-                f"MuJoCo offscreen rendering failed with MUJOCO_GL={os.environ.get('MUJOCO_GL', '<unset>')} ({exc}); "
-                "use MUJOCO_GL=egl (GPU/EGL) or MUJOCO_GL=osmesa (apt-get install libosmesa6)"
-            ) from None
-        self._option = mujoco.MjvOption()
-        self._option.flags[mujoco.mjtVisFlag.mjVIS_STATIC] = True
-        self._cam_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, self.camera)
-        if self._cam_id < 0:
-            raise CameraError(f"{self.task} has no camera {self.camera!r}")
-        self.intrinsics = CameraIntrinsics.from_fov(self.width, self.height, float(model.cam_fovy[self._cam_id]))
+        self._renderer = EnvRenderer(self.env, self.camera, self.width, self.height)
+        self.intrinsics = self._renderer.intrinsics
         self.last_state = reset_episode(self.env, self.seed, self.episode)
         if self.policy is None:
             expert = ScriptedExpert(self.task)
@@ -89,20 +125,7 @@ class MetaWorldCameraSource(CameraSource):
             self.env = None
 
     def render(self) -> tuple[np.ndarray, np.ndarray | None]:
-        r = self._renderer
-        r.disable_depth_rendering()
-        r.update_scene(self.env.data, camera=self._cam_id)
-        color = r.render()
-        depth = None
-        if self.depth:
-            r.enable_depth_rendering()
-            r.update_scene(self.env.data, camera=self._cam_id)
-            depth = r.render().astype(np.float32)
-            r.disable_depth_rendering()
-        if self.camera in _UPSIDE_DOWN:
-            color = color[::-1, ::-1]
-            depth = depth[::-1, ::-1] if depth is not None else None
-        return np.ascontiguousarray(color), (np.ascontiguousarray(depth) if depth is not None else None)
+        return self._renderer.render(self.depth)
 
     def frames(self, max_frames: int | None = None) -> Iterator[Frame]:
         self.open()

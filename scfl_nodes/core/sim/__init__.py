@@ -9,6 +9,8 @@ from .experts import ScriptedExpert, scripted_expert
 from .rollout import collect_expert_episodes, evaluate, save_episodes
 from .tasks import (
     ACTION_DIM,
+    ALL_TASKS,
+    HELD_OUT_TASKS,
     MAX_EPISODE_STEPS,
     OBS_DIM,
     TASK_INSTRUCTIONS,
@@ -21,6 +23,8 @@ from .tasks import (
 
 __all__ = [
     "ACTION_DIM",
+    "ALL_TASKS",
+    "HELD_OUT_TASKS",
     "MAX_EPISODE_STEPS",
     "OBS_DIM",
     "TASKS",

@@ -21,13 +21,23 @@ from .tasks import ACTION_DIM, MAX_EPISODE_STEPS, OBS_DIM, check_task, instructi
 PolicyFn = Callable[[np.ndarray, str], Any]
 
 
-def _policy_actions(policy: Any, obs: np.ndarray, instruction: str) -> np.ndarray:
-    """Call a policy on a (B, 39) batch; accepts objects with ``act`` (base policies) or callables.
+def _is_base_policy(policy: Any) -> bool:
+    """Base models and compositions on them (:class:`ObservingPolicy`) get spec-built observations."""
+    from scfl_nodes.core.vla.interface import ObservingPolicy
 
-    A base policy's ``act`` returns ``(action, embedding)``; only the action is used here.
+    return isinstance(policy, ObservingPolicy)
+
+
+def _policy_actions(policy: Any, obs: np.ndarray, instruction: str, images: np.ndarray | None = None) -> np.ndarray:
+    """Call a policy on a (B, 39) batch (+ rendered frames for image models).
+
+    A :class:`~scfl_nodes.core.vla.interface.BasePolicy` gets the observation its spec asks
+    for (``predict``); any other callable gets ``(obs, instruction)``. Only the action is used.
     """
-    fn = policy.act if hasattr(policy, "act") else policy
-    out = fn(obs, instruction)
+    if _is_base_policy(policy):
+        out = policy.predict(policy.observation_from(instruction, image=images, state=obs))
+    else:
+        out = policy(obs, instruction)
     if isinstance(out, tuple):
         out = out[0]
     out = np.asarray(out, dtype=np.float32)
@@ -36,6 +46,28 @@ def _policy_actions(policy: Any, obs: np.ndarray, instruction: str) -> np.ndarra
     if out.shape != (obs.shape[0], ACTION_DIM):
         raise ValueError(f"policy returned actions of shape {out.shape}, expected ({obs.shape[0]}, {ACTION_DIM})")
     return out
+
+
+class _Renderers:
+    """Offscreen cameras on the rollout's envs, only when the policy reads images."""
+
+    def __init__(self, policy: Any, envs: list, camera: str):
+        self.items = None
+        if _is_base_policy(policy) and policy.observation_spec.image:
+            from scfl_nodes.core.perception.sim_camera import EnvRenderer
+
+            spec = policy.observation_spec
+            size, camera = spec.image_size or 224, spec.camera or camera
+            self.items = [EnvRenderer(env, camera, size, size) for env in envs]
+
+    def frames(self, idx) -> np.ndarray | None:
+        if self.items is None:
+            return None
+        return np.stack([self.items[j].render()[0] for j in idx])
+
+    def close(self) -> None:
+        for r in self.items or []:
+            r.close()
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -55,6 +87,7 @@ def evaluate(
     batch_size: int = 10,
     progress: bool = False,
     return_details: bool = False,
+    camera: str = "corner",
 ):
     """Success rate of ``policy_fn`` on ``task`` over ``n_episodes`` seeded episodes.
 
@@ -62,6 +95,8 @@ def evaluate(
     returns (B, 4) actions (a base policy object with ``act`` works too). An episode counts
     as a success when Meta-World reports success within ``max_steps``; it stops there.
     With ``return_details`` also returns a dict with per-episode success and lengths.
+    Image policies (``observation_spec.image``) see frames rendered from ``camera`` (the
+    policy's own training camera when it names one) at their input resolution.
     """
     check_task(task)
     if n_episodes < 1:
@@ -69,13 +104,15 @@ def evaluate(
     instruction = instruction or instruction_for(task)
     batch_size = max(1, min(batch_size, n_episodes))
     envs = acquire_envs(task, batch_size)
+    renderers = _Renderers(policy_fn, envs, camera)
     try:
-        return _evaluate(policy_fn, task, n_episodes, seed, instruction, max_steps, envs, progress, return_details)
+        return _evaluate(policy_fn, task, n_episodes, seed, instruction, max_steps, envs, progress, return_details, renderers)
     finally:
+        renderers.close()
         release_envs(task, envs)
 
 
-def _evaluate(policy_fn, task, n_episodes, seed, instruction, max_steps, envs, progress, return_details):
+def _evaluate(policy_fn, task, n_episodes, seed, instruction, max_steps, envs, progress, return_details, renderers):
     batch_size = len(envs)
     successes = np.zeros(n_episodes, dtype=bool)
     lengths = np.zeros(n_episodes, dtype=np.int64)
@@ -88,7 +125,7 @@ def _evaluate(policy_fn, task, n_episodes, seed, instruction, max_steps, envs, p
             idx = np.flatnonzero(active)
             if idx.size == 0:
                 break
-            actions = _policy_actions(policy_fn, obs[idx], instruction)
+            actions = _policy_actions(policy_fn, obs[idx], instruction, renderers.frames(idx))
             for row, j in enumerate(idx):
                 o, _, _, truncated, info = envs[j].step(actions[row])
                 obs[j] = o
@@ -147,13 +184,16 @@ def collect_expert_episodes(
     expert = ScriptedExpert(task)
     batch_size = max(1, min(batch_size, n))
     envs = acquire_envs(task, batch_size)
+    renderers = _Renderers(base_policy, envs, "corner")
     try:
-        return _collect(task, n, seed, base_policy, driver, max_steps, only_successful, envs, progress, instruction, expert)
+        return _collect(task, n, seed, base_policy, driver, max_steps, only_successful, envs, progress, instruction,
+                        expert, renderers)
     finally:
+        renderers.close()
         release_envs(task, envs)
 
 
-def _collect(task, n, seed, base_policy, driver, max_steps, only_successful, envs, progress, instruction, expert):
+def _collect(task, n, seed, base_policy, driver, max_steps, only_successful, envs, progress, instruction, expert, renderers):
     batch_size = len(envs)
     dt = float(envs[0].dt)
     episodes: list[dict[str, np.ndarray]] = []
@@ -178,7 +218,12 @@ def _collect(task, n, seed, base_policy, driver, max_steps, only_successful, env
             batch = obs[idx]
             expert_actions = expert.act(batch)
             if base_policy is not None:
-                base_actions, embeddings = base_policy.act(batch, instruction)
+                # an image base (scfl-metaworld-vision) sees the rendered frame, a state base the state
+                if _is_base_policy(base_policy):
+                    base_actions, embeddings = base_policy.predict(
+                        base_policy.observation_from(instruction, image=renderers.frames(idx), state=batch))
+                else:  # any (obs, instruction) -> (action, embedding) callable
+                    base_actions, embeddings = base_policy(batch, instruction)
                 base_actions = np.asarray(base_actions, dtype=np.float32)
                 embeddings = np.asarray(embeddings, dtype=np.float32)
             else:

@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .module import SkillModule
+from .module import BASE_GAIN_SCALE, SkillModule
 
 
 def _as_weight_tensor(weights, k: int, like: torch.Tensor) -> torch.Tensor:
@@ -72,6 +72,7 @@ class SkillComposer:
         b2 = torch.zeros(k, 1, h)
         w3 = torch.zeros(k, h, a)
         b3 = torch.zeros(k, 1, a)
+        gain = torch.zeros(k, 1, a)  # BASE_GAIN_SCALE * base_gain: the share of a_base each skill removes
         with torch.no_grad():
             for i, m in enumerate(modules):  # once, at build time
                 hi = m.hidden_dim
@@ -81,17 +82,19 @@ class SkillComposer:
                 b2[i, 0, :hi] = m.hidden.bias
                 w3[i, :hi, :] = m.decoder.weight.T
                 b3[i, 0, :] = m.decoder.bias
-        self._torch = tuple(t.contiguous() for t in (w1, b1, w2, b2, w3, b3))
+                if m.base_gain is not None:
+                    gain[i, 0, :] = BASE_GAIN_SCALE * m.base_gain
+        self._torch = tuple(t.contiguous() for t in (w1, b1, w2, b2, w3, b3, gain))
         self._numpy = tuple(t.numpy() for t in self._torch)
 
     def residuals(self, obs_embedding: torch.Tensor, base_action: torch.Tensor) -> torch.Tensor:
         """``(K, B, A)`` residuals of all skills for a ``(B, obs_dim)`` / ``(B, A)`` batch."""
-        w1, b1, w2, b2, w3, b3 = self._torch
+        w1, b1, w2, b2, w3, b3, gain = self._torch
         x = torch.cat([obs_embedding, base_action], dim=-1)
         x = x.unsqueeze(0).expand(self.num_skills, *x.shape)
         h = torch.baddbmm(b1, x, w1).relu_()
         h = torch.baddbmm(b2, h, w2).relu_()
-        return torch.baddbmm(b3, h, w3)
+        return torch.baddbmm(b3, h, w3) - gain * base_action.unsqueeze(0)
 
     @torch.inference_mode()
     def compose(self, obs_embedding, base_action, weights) -> torch.Tensor:
@@ -109,7 +112,7 @@ class SkillComposer:
 
     def compose_numpy(self, obs_embedding: np.ndarray, base_action: np.ndarray, weights) -> np.ndarray:
         """Same as :meth:`compose` in numpy float32 (lower per-call overhead at batch 1)."""
-        w1, b1, w2, b2, w3, b3 = self._numpy
+        w1, b1, w2, b2, w3, b3, gain = self._numpy
         obs = np.asarray(obs_embedding, dtype=np.float32)
         base = np.asarray(base_action, dtype=np.float32)
         single = base.ndim == 1
@@ -125,6 +128,7 @@ class SkillComposer:
         np.maximum(h2, 0.0, out=h2)
         r = np.matmul(h2, w3)
         r += b3
+        r -= gain * base[None]
         out = compose_actions(base, r, np.asarray(weights, dtype=np.float32))
         return out[0] if single else out
 

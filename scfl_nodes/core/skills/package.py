@@ -238,7 +238,8 @@ class SkillPackage:
             tensors = load_file(str(weights_path))
         except (SafetensorError, OSError, ValueError) as exc:
             raise SkillPackageError(f"{weights_path}: unreadable safetensors file ({exc})") from None
-        module = SkillModule(manifest.obs_dim, manifest.action_dim, manifest.hidden)
+        # packages from before the base gain hold a plain residual MLP (the same function as g = 0)
+        module = SkillModule(manifest.obs_dim, manifest.action_dim, manifest.hidden, base_gain="base_gain" in tensors)
         try:
             module.load_state_dict(tensors, strict=True)
         except RuntimeError as exc:

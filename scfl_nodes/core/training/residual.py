@@ -84,11 +84,15 @@ def train_routed_skills(
     loss: str = "mse",
     on_epoch=None,
     progress: bool = False,
+    proximal_mu: float = 0.0,
 ) -> dict:
     """Train the skills ``data`` routes to (in place) on ``|| a_base + sum_i w_i s_i - a_expert ||``.
 
     Every mini-batch mixes one batch of each data set (so a task with few demonstrations is
     not drowned by a data-rich one); skills no data set routes to get no gradient.
+    ``proximal_mu > 0`` adds FedProx's ``mu/2 ||w - w_start||^2`` (w_start = the weights
+    training started from, i.e. the round's federated model): long local training cannot
+    drift far from it (client drift).
     ``on_epoch(epoch, train_loss)`` may return True to stop. Returns loss and step counts.
     """
     if loss not in ("mse", "huber"):
@@ -100,6 +104,7 @@ def train_routed_skills(
     if not params:
         return {"loss": float("nan"), "samples": 0, "epochs_run": 0, "steps": 0, "active_experts": []}
     optimiser = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    anchor = [p.detach().clone() for p in params] if proximal_mu > 0 else None
     generator = torch.Generator().manual_seed(int(seed))
     weights = [torch.tensor(list(d.weights), dtype=torch.float32) for d in data]
     samples = sum(len(d.obs) for d in data)
@@ -125,6 +130,8 @@ def train_routed_skills(
                 batch_loss = batch_loss + term
                 total += float(term.detach()) * len(idx)
                 seen += len(idx)
+            if anchor is not None:
+                batch_loss = batch_loss + 0.5 * proximal_mu * sum(((p - a) ** 2).sum() for p, a in zip(params, anchor))
             optimiser.zero_grad(set_to_none=True)
             batch_loss.backward()
             optimiser.step()

@@ -6,6 +6,7 @@ vendor IP (paper 3.2) and every robot must run the same bits, so hashes are chec
 """
 
 from .async_runner import AsyncBasePolicy, TimedAction
+from .interface import BasePolicy, Observation, ObservationSpec
 from .backends import BACKENDS, BackendUnavailableError, tensorrt_available
 from .base_policy import (
     BASE_POLICY_NAME,
@@ -30,6 +31,9 @@ __all__ = [
     "BACKENDS",
     "BASE_POLICY_NAME",
     "BackendUnavailableError",
+    "BasePolicy",
+    "Observation",
+    "ObservationSpec",
     "MODEL_REGISTRY",
     "MetaWorldBasePolicy",
     "ModelIntegrityError",

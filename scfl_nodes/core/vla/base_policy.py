@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .interface import BasePolicy, Observation, ObservationSpec
 from .text import TEXT_EMBEDDING_DIM
 
 BASE_POLICY_NAME = "scfl-metaworld-base"
@@ -219,7 +220,7 @@ def default_base_policy_dir() -> Path:
     return package_path("scfl_nodes/data/base_policy")
 
 
-class MetaWorldBasePolicy:
+class MetaWorldBasePolicy(BasePolicy):
     """The frozen scfl base policy behind a backend; ``act`` is batched and gradient-free."""
 
     def __init__(self, directory: Path, meta: dict[str, Any], net: BasePolicyNet, runner, instruction_cache):
@@ -235,10 +236,6 @@ class MetaWorldBasePolicy:
         self._instruction_cache = dict(instruction_cache)
         self.weights_sha256 = meta["weights_sha256"]
 
-    @property
-    def embedding_dim(self) -> int:
-        return self.obs_dim
-
     def instruction_embedding(self, instructions: list[str]) -> np.ndarray:
         missing = [t for t in dict.fromkeys(instructions) if t not in self._instruction_cache]
         if missing:
@@ -248,22 +245,42 @@ class MetaWorldBasePolicy:
                 self._instruction_cache[text] = vec
         return np.stack([self._instruction_cache[t] for t in instructions]).astype(np.float32)
 
+    @property
+    def observation_spec(self) -> ObservationSpec:
+        return ObservationSpec(image=False, state_dim=self.state_dim, state_required=True)
+
     def act(self, obs, instruction: str | list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(base_action, obs_embedding) for a (39,) state or a (B, 39) batch."""
         obs = np.asarray(obs, dtype=np.float32)
-        single = obs.ndim == 1
-        batch = obs[None] if single else obs
-        if batch.ndim != 2 or batch.shape[1] != self.state_dim:
+        if obs.ndim not in (1, 2) or obs.shape[-1] != self.state_dim:
             raise ValueError(f"observation must have shape ({self.state_dim},) or (B, {self.state_dim}), got {obs.shape}")
-        texts = [instruction] * len(batch) if isinstance(instruction, str) else list(instruction)
+        return super().act(obs, instruction)
+
+    def predict(self, observation: Observation) -> tuple[np.ndarray, np.ndarray]:
+        batch = np.asarray(observation.state, dtype=np.float32)
+        if batch.ndim != 2 or batch.shape[1] != self.state_dim:
+            raise ValueError(f"observation must have shape ({self.state_dim},) or (B, {self.state_dim}), got {batch.shape}")
+        texts = list(observation.instruction)
         if len(texts) != len(batch):
             raise ValueError(f"{len(texts)} instructions for {len(batch)} observations")
         action, embedding = self._runner.run({"state": batch, "text_embedding": self.instruction_embedding(texts)})
-        action = action.astype(np.float32)
-        embedding = embedding.astype(np.float32)
-        return (action[0], embedding[0]) if single else (action, embedding)
+        return action.astype(np.float32), embedding.astype(np.float32)
 
-    __call__ = act
+    def export_onnx(self, out: Path) -> Path:
+        from .backends import export_onnx
+
+        return export_onnx(self._net, (torch.zeros(1, self.state_dim), torch.zeros(1, self._net.arch.text_dim)), out,
+                           ["state", "text_embedding"], ["action", "embedding"])
+
+    def onnx_parity(self, onnx_path: Path, seed: int = 0) -> float:
+        from .backends import OnnxRuntimeRunner
+
+        rng = np.random.default_rng(seed)
+        feed = {"state": rng.normal(size=(64, self.state_dim)).astype(np.float32) * 0.1,
+                "text_embedding": rng.normal(size=(64, self._net.arch.text_dim)).astype(np.float32) * 0.05}
+        ref = torch_reference_runner(self._net, list(feed)).run(feed)
+        got = OnnxRuntimeRunner(onnx_path).run(feed)
+        return max(float(np.abs(a - b).max()) for a, b in zip(ref, got))
 
     def num_parameters(self) -> int:
         return int(sum(p.numel() for p in self._net.parameters()))
@@ -312,3 +329,10 @@ def load_scfl_base_policy(
     else:
         raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
     return MetaWorldBasePolicy(directory, meta, net, runner, instruction_cache)
+
+
+def torch_reference_runner(net: nn.Module, input_names: list[str]):
+    """A CPU fp32 torch runner of ``net`` (the reference side of ONNX parity checks)."""
+    from .backends import TorchRunner
+
+    return TorchRunner(net, input_names)

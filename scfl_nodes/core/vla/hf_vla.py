@@ -24,6 +24,7 @@ import torch
 
 from .backends import OnnxRuntimeRunner, TensorRTRunner, check_device, export_onnx, resolve_dtype
 from .base_policy import ModelIntegrityError, file_sha256, state_dict_sha256
+from .interface import BasePolicy, Observation, ObservationSpec
 from .registry import ModelSpec
 
 N_ACTION_BINS = 256
@@ -104,7 +105,7 @@ class _ActionStep(torch.nn.Module):
         return out.logits[:, -1, -N_ACTION_BINS:], out.hidden_states[-1][:, -1, :]
 
 
-class HFVLAPolicy:
+class HFVLAPolicy(BasePolicy):
     """A frozen VLA: ``act(images, instruction) -> (actions, embeddings)``, batched."""
 
     def __init__(
@@ -261,7 +262,12 @@ class HFVLAPolicy:
         embedding = embedding.astype(np.float32)
         return (actions[0], embedding[0]) if single else (actions, embedding)
 
-    __call__ = act
+    @property
+    def observation_spec(self) -> ObservationSpec:
+        return ObservationSpec(image=True)
+
+    def predict(self, observation: Observation) -> tuple[np.ndarray, np.ndarray]:
+        return self.act(observation.image, list(observation.instruction))
 
     # -- integrity + export ---------------------------------------------------------------
     def num_parameters(self) -> int:
@@ -300,6 +306,17 @@ class HFVLAPolicy:
             export_onnx(step, tuple(inputs[n] for n in names), tmp, names, ["action_logits", "hidden"], dynamic_axes=axes_inputs)
         tmp.replace(path)
         return path
+
+
+    def onnx_parity(self, onnx_path: Path, seed: int = 0) -> float:
+        images = np.random.default_rng(seed).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
+        inputs = self.prepare(images, "pick up the object")
+        step = _ActionStep(self.model, list(inputs))
+        args = [v.to(self.device, self.dtype) if k == "pixel_values" else v.to(self.device) for k, v in inputs.items()]
+        with torch.inference_mode():
+            ref = [t.float().cpu().numpy() for t in step(*args)]
+        got = OnnxRuntimeRunner(onnx_path).run({k: v.cpu().numpy() for k, v in inputs.items()})
+        return max(float(np.abs(a - b).max()) for a, b in zip(ref, got))
 
 
 def load_hf_vla(spec: ModelSpec, path: Path, *, backend="torch", device="cpu", dtype=None, **kwargs) -> HFVLAPolicy:

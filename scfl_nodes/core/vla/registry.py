@@ -20,7 +20,7 @@ from typing import Any
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    kind: str  # "scfl-base" | "hf-vla"
+    kind: str  # "scfl-base" | "scfl-vision" | "hf-vla"
     hf_repo: str = ""
     trust_remote_code: bool = False
     action_dim: int = 7
@@ -35,6 +35,12 @@ MODEL_REGISTRY: dict[str, ModelSpec] = {
         kind="scfl-base",
         action_dim=4,
         description="scfl's frozen language-conditioned Meta-World base policy (shipped, < 100 kB)",
+    ),
+    "scfl-metaworld-vision": ModelSpec(
+        name="scfl-metaworld-vision",
+        kind="scfl-vision",
+        action_dim=4,
+        description="scfl's frozen image-conditioned Meta-World base policy: RGB (+ instruction, + optional proprio) -> action (shipped)",
     ),
     "openvla-7b": ModelSpec(
         name="openvla-7b",
@@ -54,6 +60,10 @@ MODEL_REGISTRY: dict[str, ModelSpec] = {
         description="pi0 base (PaliGemma backbone); loaded through transformers remote code",
     ),
 }
+
+
+# Model kinds shipped inside the package (no cache look-up), with their registry names.
+SHIPPED_KINDS = {"scfl-base": "scfl-metaworld-base", "scfl-vision": "scfl-metaworld-vision"}
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -92,14 +102,15 @@ def resolve(name_or_path: str, cache_dir=None) -> tuple[ModelSpec, Path | None]:
     """(spec, local directory) for a registered name or a checkpoint directory."""
     if name_or_path in MODEL_REGISTRY:
         spec = MODEL_REGISTRY[name_or_path]
-        if spec.kind == "scfl-base":
+        if spec.kind in SHIPPED_KINDS:
             return spec, None
         return spec, local_model_dir(spec, cache_dir)
     path = Path(name_or_path).expanduser()
     if path.is_dir() and (path / "config.json").is_file():
         cfg = json.loads((path / "config.json").read_text())
-        if cfg.get("name") == "scfl-metaworld-base" or "weights_sha256" in cfg:
-            return ModelSpec(name=str(path), kind="scfl-base", action_dim=int(cfg.get("action_dim", 4))), path
+        if cfg.get("name") in SHIPPED_KINDS.values() or "weights_sha256" in cfg:
+            kind = cfg.get("kind", "scfl-base")
+            return ModelSpec(name=str(path), kind=kind, action_dim=int(cfg.get("action_dim", 4))), path
         return ModelSpec(name=path.name, kind="hf-vla", trust_remote_code=bool(cfg.get("auto_map")),
                          action_dim=int(cfg.get("scfl_action_dim", 7))), path
     raise ModelNotFoundError(
@@ -126,6 +137,10 @@ def load_base_policy(
         from .base_policy import load_scfl_base_policy
 
         return load_scfl_base_policy(path, backend=backend, device=device, dtype=dtype)
+    if spec.kind == "scfl-vision":
+        from .vision_policy import load_vision_policy
+
+        return load_vision_policy(path, backend=backend, device=device, dtype=dtype)
     from .hf_vla import load_hf_vla
 
     return load_hf_vla(spec, path, backend=backend, device=device, dtype=dtype, **kwargs)
@@ -138,7 +153,7 @@ def list_models() -> list[ModelSpec]:
 def base_policy_from_config(cfg):
     """Load the frozen base named by a validated :class:`scfl_nodes.core.config.VlaConfig`."""
     kwargs = {}
-    spec, _ = resolve(cfg.model, cfg.cache_path) if cfg.model not in MODEL_REGISTRY or MODEL_REGISTRY[cfg.model].kind != "scfl-base" else (MODEL_REGISTRY[cfg.model], None)
+    spec, _ = resolve(cfg.model, cfg.cache_path) if cfg.model not in MODEL_REGISTRY or MODEL_REGISTRY[cfg.model].kind not in SHIPPED_KINDS else (MODEL_REGISTRY[cfg.model], None)
     if spec.kind == "hf-vla" and cfg.unnorm_key:
         kwargs["unnorm_key"] = cfg.unnorm_key
     return load_base_policy(cfg.model, backend=cfg.backend, device=cfg.device, dtype=cfg.dtype, cache_dir=cfg.cache_path, **kwargs)

@@ -1,0 +1,58 @@
+"""Statistics of the fleet results: sample sd and 95% Student-t intervals over seeds."""
+
+import math
+
+import numpy as np
+import pytest
+
+from scfl_nodes.core.fleet.results import ci_text, mean_std, t_quantile_975
+
+
+def test_t_quantiles_match_the_table():
+    # Student t, two-sided 95 %: the textbook values for 1, 2, 4 and 30 degrees of freedom
+    for dof, value in ((1, 12.706), (2, 4.303), (4, 2.776), (30, 2.042)):
+        assert t_quantile_975(dof) == pytest.approx(value, abs=1e-3)
+
+
+def test_mean_std_gives_sample_sd_and_t_interval():
+    vals = [0.5, 0.6, 0.7, 0.9, 0.8]
+    ms = mean_std(vals)
+    assert ms["n"] == 5 and ms["mean"] == pytest.approx(0.7)
+    assert ms["std"] == pytest.approx(np.std(vals, ddof=1))  # sample sd, not the population sd
+    half = 2.7764451 * np.std(vals, ddof=1) / math.sqrt(5)
+    assert ms["ci95"] == pytest.approx([0.7 - half, 0.7 + half], abs=1e-6)
+    # the interval covers the mean of repeated draws about 95 % of the time
+    rng = np.random.default_rng(0)
+    hits = 0
+    for _ in range(2000):
+        lo, hi = mean_std(rng.normal(0.3, 0.1, size=5))["ci95"]
+        hits += lo <= 0.3 <= hi
+    assert 0.93 <= hits / 2000 <= 0.97
+
+
+def test_one_seed_and_missing_values_give_no_interval():
+    assert mean_std([0.4])["ci95"] is None and mean_std([0.4])["std"] == 0.0
+    assert mean_std([None, float("nan")]) == {"mean": None, "std": None, "ci95": None, "n": 0, "per_seed": []}
+    assert ci_text(mean_std([0.4])) == "40.0"
+    assert ci_text(mean_std([0.4, 0.6])).startswith("50.0 [")
+
+
+def test_budget_choice_is_the_cheapest_point_inside_the_best_interval():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "bench_fleet_budget.py"
+    spec = importlib.util.spec_from_file_location("bench_fleet_budget", path)
+    budget = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(budget)
+    assert budget.parse_grid("5x10,20X10") == [(5, 10), (20, 10)]
+
+    def point(rounds, epochs, seeds):
+        return {"rounds": rounds, "local_epochs": epochs, "total_epochs": rounds * epochs, "proximal_mu": 0.0,
+                "methods": {"fedavg_enc": {"avg": mean_std(seeds), "bytes_up_per_robot": rounds * 1000}}}
+
+    points = [point(5, 10, [0.70, 0.75, 0.72]), point(5, 40, [0.92, 0.95, 0.90]), point(5, 80, [0.93, 0.96, 0.94]),
+              point(20, 10, [0.91, 0.93, 0.92])]
+    chosen = budget.choose_budget(points)
+    # 5x80 is best; 5x40 (200 epochs) lies inside its interval and is cheaper than 20x10 (same epochs, 4x upload)
+    assert chosen["best"] == "5x80" and (chosen["rounds"], chosen["local_epochs"]) == (5, 40)
