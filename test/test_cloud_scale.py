@@ -55,7 +55,7 @@ def test_two_api_servers_two_workers_one_killed_mid_fold(tmp_path, pg_cluster, f
         admin.put_fleet_context(fleet_key.cloud_context())
         skill = admin.create_skill("wipe", ["wipe the table"], skill_id="skill_scale")["skill_id"]
         bots = [RobotHelper(f"scale-{i:03d}", admin, fleet_key, seed=i) for i in range(N_ROBOTS)]
-        rid = admin.open_round(skill, 0, quorum=N_ROBOTS, deadline_s=3600)["round_id"]
+        rid = admin.open_round(skill, 0, quorum=N_ROBOTS, deadline_s=3600, secure_aggregation=False)["round_id"]
         uploads = [bot.delta(skill, rid, num_clients=N_ROBOTS, shapes=SMALL) for bot in bots]
         worker_a.start().wait_running()
 
