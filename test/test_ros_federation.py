@@ -182,7 +182,8 @@ def cloud_and_keys(tmp_path):
     keys = tmp_path / "keys"
     fleet_key = generate_fleet_keys("rlwe")
     fleet_key.save(keys / "fleet.key")
-    server = CloudServer(tmp_path / "cloud").start()
+    # two robots and 1-robot rounds: below the cloud's default participant floor of 3
+    server = CloudServer(tmp_path / "cloud", extra_args=["--min-participants", "1"]).start()
     admin = server.admin_client()
     admin.put_fleet_context(fleet_key.cloud_context())
     robots = {}
