@@ -28,6 +28,7 @@ from .errors import (
     KeyMismatchError,
     OverflowRiskError,
     ReplayError,
+    RoundMismatchError,
     TamperedError,
     TruncatedError,
     WrongBackendError,
