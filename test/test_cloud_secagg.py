@@ -24,7 +24,10 @@ SCALE = 2**15
 @pytest.fixture(scope="module", params=DB_KINDS)
 def cloud(request, tmp_path_factory, fleet_key):
     storage = tmp_path_factory.mktemp(f"cloud-secagg-{request.param}")
-    server = CloudServer(storage, make_db_url(request.param, request, storage)).start()
+    # --keep-deltas: the coalition check reads a stored upload after publish (pruned by default);
+    # --min-participants 1: a 2-robot round is opened to be refused secagg (the default floor is 3)
+    server = CloudServer(storage, make_db_url(request.param, request, storage),
+                         extra_args=["--keep-deltas", "--min-participants", "1"]).start()
     admin = server.admin_client()
     admin.put_fleet_context(fleet_key.cloud_context())
     yield server, admin, storage
