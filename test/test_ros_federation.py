@@ -182,7 +182,8 @@ def cloud_and_keys(tmp_path):
     keys = tmp_path / "keys"
     fleet_key = generate_fleet_keys("rlwe")
     fleet_key.save(keys / "fleet.key")
-    server = CloudServer(tmp_path / "cloud").start()
+    # two robots and 1-robot rounds: below the cloud's default participant floor of 3
+    server = CloudServer(tmp_path / "cloud", extra_args=["--min-participants", "1"]).start()
     admin = server.admin_client()
     admin.put_fleet_context(fleet_key.cloud_context())
     robots = {}
@@ -268,8 +269,10 @@ def test_strategy_and_secure_masks_change_what_robots_upload(cloud_and_keys, tmp
     mask_key.save(keys / "mask.key")
     (tmp_path / "peers.json").write_text(json.dumps({"robot9": base64.b64encode(peer.public_bytes()).decode()}))
     cases = {  # label: (config, rounds to open (skill, quorum), uploads expected, extra parameters)
-        "fedavg": ("federation:\n  strategy: fedavg\n", [("close_drawer", 1)], 1, None),
-        "eda": ("federation:\n  strategy: eda\n", [("close_drawer:l0.e0", 1), ("close_drawer:l0.e1", 1)], 2, None),
+        # fedavg / eda pin secure_masks: false (the code default is true since SecAgg; masks are the third case)
+        "fedavg": ("federation:\n  strategy: fedavg\n  secure_masks: false\n", [("close_drawer", 1)], 1, None),
+        "eda": ("federation:\n  strategy: eda\n  secure_masks: false\n",
+                [("close_drawer:l0.e0", 1), ("close_drawer:l0.e1", 1)], 2, None),
         "masks": ("federation:\n  secure_masks: true\n", [("close_drawer", 2)], 1,
                   {"mask_key_path": str(keys / "mask.key"), "mask_peers_path": str(tmp_path / "peers.json")}),
     }

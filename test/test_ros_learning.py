@@ -34,14 +34,15 @@ def sample_weighted_average(deltas: list[dict], samples: list[int]) -> dict:
 
 @pytest.fixture()
 def world(tmp_path):
-    from scfl_cloud.testing import CloudServer
+    from scfl_cloud.process import CloudServer
 
     from scfl_nodes.core.crypto import generate_fleet_keys, generate_signing_key
     from scfl_nodes.core.skills import SkillLibrary, SkillModule, SkillPackage
     from scfl_nodes.core.vla import load_base_policy
 
     fleet_key = generate_fleet_keys("rlwe")
-    server = CloudServer(tmp_path / "cloud").start()
+    # a two-robot fleet: below the cloud's default participant floor of 3
+    server = CloudServer(tmp_path / "cloud", extra_args=["--min-participants", "1"]).start()
     admin = server.admin_client()
     admin.put_fleet_context(fleet_key.cloud_context())
     admin.create_skill("close drawer", ["push the drawer closed"], skill_id=SKILL)

@@ -146,6 +146,7 @@ class RosHarness:
             params.append(Parameter(name=name, value=pv))
         request = SetParameters.Request(parameters=params)
         return list(self.call(SetParameters, f"{node.rstrip('/')}/set_parameters", request, timeout).results)
+
     def send_goal(self, action_type, name: str, goal, feedback: Callable | None = None, timeout: float = 60.0):
         """Send an action goal; returns the ClientGoalHandle (``.accepted``) once the server answered."""
         from rclpy.action import ActionClient

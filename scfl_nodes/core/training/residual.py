@@ -235,7 +235,7 @@ def _train(episodes, obs_dim, action_dim, hidden, epochs, lr, batch_size, val_fr
             "state": copy.deepcopy(module.state_dict()), "stopped_early": False}
     history: list[dict] = []
 
-    def on_epoch(epoch: int, train_loss: float, bar) -> bool:
+    def end_of_epoch(epoch: int, train_loss: float, bar) -> bool:
         val_loss = evaluate() if v_obs is not None else None
         history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
         if on_epoch is not None:
@@ -254,7 +254,7 @@ def _train(episodes, obs_dim, action_dim, hidden, epochs, lr, batch_size, val_fr
     # the single-skill case of the one training loop: route every step to this skill, weight 1
     run = train_routed_skills([module], [RoutedData(obs, base, base + target, [0], [1.0])], epochs=epochs, lr=lr,
                               batch_size=batch_size, seed=seed, weight_decay=weight_decay, loss=loss,
-                              on_epoch=on_epoch, progress=progress)
+                              on_epoch=end_of_epoch, progress=progress)
     epoch, best_epoch, best_val, best_state = run["epochs_run"], best["epoch"], best["val"], best["state"]
     stopped_early = best["stopped_early"]
     module.load_state_dict(best_state)
