@@ -42,32 +42,31 @@ def world(tmp_path):
 
     fleet_key = generate_fleet_keys("rlwe")
     # a two-robot fleet: below the cloud's default participant floor of 3
-    server = CloudServer(tmp_path / "cloud", extra_args=["--min-participants", "1"]).start()
-    admin = server.admin_client()
-    admin.put_fleet_context(fleet_key.cloud_context())
-    admin.create_skill("close drawer", ["push the drawer closed"], skill_id=SKILL)
-    emb = load_base_policy("scfl-metaworld-base").embedding_dim
-    torch.manual_seed(0)
-    shared = SkillPackage.create(SkillModule(emb, 4, 16), "close drawer", ["push the drawer closed"], skill_id=SKILL)
-    # training defaults of the robots: early stopping off, so the cancelled run is still running
-    config = tmp_path / "scfl.yaml"
-    config.write_text("training:\n  epochs: 3\n  lr: 0.01\n  patience: 1000000\n  seed: 0\n"
-                      f"federation:\n  strategy: fedavg\n  secure_masks: false\n  weighting: samples\n"
-                      f"  sample_cap: {SAMPLE_CAP}\n")  # masks: test_secagg / test_fleet_federation
-    robots = {}
-    for n, name in enumerate(ROBOTS):
-        root = tmp_path / name
-        fleet_key.save(root / "keys" / "fleet.key")
-        signing = generate_signing_key()
-        signing.save(root / "keys" / "robot.key")
-        token = admin.register_robot(name, signing.public_bytes())
-        lib = SkillLibrary(root / "library")
-        lib.add(shared)  # the fleet's shared initialisation (cloud version 0)
-        robots[name] = {"root": root, "lib": lib, "token": token, "seed": n + 1}
-    rnd = admin.open_round(SKILL, base_version=0, quorum=len(ROBOTS), deadline_s=900)
-    yield {"server": server, "admin": admin, "fleet_key": fleet_key, "robots": robots, "round": rnd,
-           "config": config, "tmp": tmp_path}
-    server.stop()
+    with CloudServer(tmp_path / "cloud", extra_args=["--min-participants", "1"]) as server:  # stopped even if set-up fails
+        admin = server.admin_client()
+        admin.put_fleet_context(fleet_key.cloud_context())
+        admin.create_skill("close drawer", ["push the drawer closed"], skill_id=SKILL)
+        emb = load_base_policy("scfl-metaworld-base").embedding_dim
+        torch.manual_seed(0)
+        shared = SkillPackage.create(SkillModule(emb, 4, 16), "close drawer", ["push the drawer closed"], skill_id=SKILL)
+        # training defaults of the robots: early stopping off, so the cancelled run is still running
+        config = tmp_path / "scfl.yaml"
+        config.write_text("training:\n  epochs: 3\n  lr: 0.01\n  patience: 1000000\n  seed: 0\n"
+                          f"federation:\n  strategy: fedavg\n  secure_masks: false\n  weighting: samples\n"
+                          f"  sample_cap: {SAMPLE_CAP}\n")  # masks: test_secagg / test_fleet_federation
+        robots = {}
+        for n, name in enumerate(ROBOTS):
+            root = tmp_path / name
+            fleet_key.save(root / "keys" / "fleet.key")
+            signing = generate_signing_key()
+            signing.save(root / "keys" / "robot.key")
+            token = admin.register_robot(name, signing.public_bytes())
+            lib = SkillLibrary(root / "library")
+            lib.add(shared)  # the fleet's shared initialisation (cloud version 0)
+            robots[name] = {"root": root, "lib": lib, "token": token, "seed": n + 1}
+        rnd = admin.open_round(SKILL, base_version=0, quorum=len(ROBOTS), deadline_s=900)
+        yield {"server": server, "admin": admin, "fleet_key": fleet_key, "robots": robots, "round": rnd,
+               "config": config, "tmp": tmp_path}
 
 
 def _start_robot(ros, name, robot, world):
