@@ -28,10 +28,10 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 #: Panda base in Meta-World's world frame: behind the table centre, facing +y (the table).
-PANDA_BASE_IN_WORLD = np.array([[0.0, -1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.15], [0.0, 0.0, 1.0, 0.0], [0, 0, 0, 1.0]])
+PANDA_BASE_IN_WORLD = np.array([[0.0, -1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0, 0, 0, 1.0]])
 #: Meta-World moves the hand's mocap by ``action[:3] * 0.01`` m per step; the scripted experts
 #: steer with proportional gains of 10-25, so does the replay.
-TRACK_GAIN = 10.0
+TRACK_GAIN = 100.0
 
 
 @dataclasses.dataclass(frozen=True)
