@@ -27,7 +27,8 @@ import dataclasses
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-#: Panda base in Meta-World's world frame: behind the table centre, facing +y (the table).
+#: Panda base in Meta-World's world frame: at the origin, facing +y (the table). Closer bases (y = 0.15,
+#: 0.25) left far drawer-close waypoints unreachable on the warm-started IK branch (measured).
 PANDA_BASE_IN_WORLD = np.array([[0.0, -1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0, 0, 0, 1.0]])
 #: Meta-World moves the hand's mocap by ``action[:3] * 0.01`` m per step; the scripted experts
 #: steer with proportional gains of 10-25, so does the replay.
