@@ -31,7 +31,45 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class CloudServer:
+class _CloudProcess:
+    """A cloud subprocess with a log file: its tail for error messages, graceful stop, crash."""
+
+    proc: Optional[subprocess.Popen] = None
+    log_path: Path
+
+    def _spawn(self, cmd: list[str], extra_env: dict) -> None:
+        # the admin token travels in the environment, not argv (argv is world-readable in ps)
+        env = {**os.environ, **extra_env, "SCFL_CLOUD_ADMIN_TOKEN": self.admin_token}
+        repo = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        log.close()
+
+    def log_tail(self, n: int = 4000) -> str:
+        try:
+            return self.log_path.read_bytes()[-n:].decode(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Graceful stop (SIGTERM), SIGKILL if it hangs."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """Crash the process (SIGKILL): no shutdown handlers run."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+
+class CloudServer(_CloudProcess):
     def __init__(self, storage_dir: str | os.PathLike, db_url: Optional[str] = None, *,
                  admin_token: Optional[str] = None, max_upload_bytes: Optional[int] = None,
                  extra_env: Optional[dict] = None, extra_args: Optional[list[str]] = None,
@@ -65,13 +103,7 @@ class CloudServer:
             cmd += ["--max-upload-mb", repr(self.max_upload_bytes / 2**20)]
         if self.tls:
             cmd += ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])]
-        # the token travels in the environment, not argv (argv is world-readable in ps)
-        env = {**os.environ, **self.extra_env, "SCFL_CLOUD_ADMIN_TOKEN": self.admin_token}
-        repo = str(Path(__file__).resolve().parents[1])
-        env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        log.close()
+        self._spawn(cmd, self.extra_env)
         deadline = time.monotonic() + timeout
         with self.client(timeout=2.0) as probe:
             while True:
@@ -85,28 +117,6 @@ class CloudServer:
                         self.kill()
                         raise TimeoutError(f"cloud server did not answer /healthz in {timeout} s:\n{self.log_tail()}")
                     time.sleep(0.1)
-
-    def log_tail(self, n: int = 4000) -> str:
-        try:
-            return self.log_path.read_bytes()[-n:].decode(errors="replace")
-        except OSError:
-            return ""
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """Graceful stop (SIGTERM), SIGKILL if it hangs."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
-    def kill(self) -> None:
-        """Crash the server (SIGKILL): no shutdown handlers run."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
 
     def client(self, token: Optional[str] = None, **kw) -> CloudClient:
         if self.tls:
@@ -123,7 +133,7 @@ class CloudServer:
         self.stop()
 
 
-class CloudWorker:
+class CloudWorker(_CloudProcess):
     """A standalone aggregation worker process (``python -m scfl_cloud.server --worker``, the
     same code as ``scfl cloud worker``) on a shared database and blob store."""
 
@@ -140,12 +150,7 @@ class CloudWorker:
     def start(self) -> "CloudWorker":
         cmd = [sys.executable, "-m", "scfl_cloud.server", "--worker", "--db", self.db_url,
                "--storage", str(self.storage_dir), "--log-level", self.log_level]
-        env = {**os.environ, **self.extra_env, "SCFL_CLOUD_ADMIN_TOKEN": self.admin_token}
-        repo = str(Path(__file__).resolve().parents[1])
-        env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        log.close()
+        self._spawn(cmd, self.extra_env)
         return self
 
     def wait_running(self, timeout: float = 60.0) -> "CloudWorker":
@@ -158,23 +163,3 @@ class CloudWorker:
                 raise TimeoutError(f"worker did not start in {timeout} s:\n{self.log_tail()}")
             time.sleep(0.1)
         return self
-
-    def log_tail(self, n: int = 4000) -> str:
-        try:
-            return self.log_path.read_bytes()[-n:].decode(errors="replace")
-        except OSError:
-            return ""
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self, timeout: float = 15.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()

@@ -157,7 +157,7 @@ class TensorRTRunner:
             raise BackendUnavailableError(f"tensorrt backend unavailable: {why}")
         import tensorrt as trt
 
-        from .base_policy import file_sha256
+        from .shipped import file_sha256
 
         onnx_path = Path(onnx_path)
         self.trt = trt

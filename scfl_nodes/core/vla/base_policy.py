@@ -14,8 +14,6 @@ and the last hidden layer (64).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,13 +22,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from .interface import BasePolicy, Observation, ObservationSpec
+from .interface import Observation, ObservationSpec
+from .shipped import (  # noqa: F401  (re-exported: older imports of these names from base_policy)
+    ModelIntegrityError,
+    ShippedPolicy,
+    file_sha256,
+    load_shipped,
+    save_shipped,
+    state_dict_sha256,
+    torch_reference_runner,
+)
 from .text import TEXT_EMBEDDING_DIM
 
 BASE_POLICY_NAME = "scfl-metaworld-base"
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-ONNX_FILE = "model.onnx"
+INPUT_NAMES = ["state", "text_embedding"]
 
 
 @dataclass(frozen=True)
@@ -100,24 +105,6 @@ class BasePolicyNet(nn.Module):
         return action, torch.cat([s, z, h], dim=-1)
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def state_dict_sha256(module: nn.Module) -> str:
-    """Hash of every parameter and buffer (name, dtype, shape, bytes): detects any change."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        h.update(name.encode())
-        h.update(str(t.dtype).encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 def train_base_policy_net(
@@ -174,44 +161,25 @@ def save_base_policy(
     instruction_cache: dict[str, np.ndarray],
     extra: dict[str, Any],
 ) -> Path:
-    """Write weights (safetensors), the ONNX export and config.json with both sha256."""
-    from safetensors.torch import save_file
-
-    from .backends import export_onnx
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
-    names = sorted(instruction_cache)
-    tensors["instruction_cache"] = torch.as_tensor(np.stack([instruction_cache[n] for n in names]))
-    save_file(tensors, str(directory / WEIGHTS_FILE), metadata={"name": BASE_POLICY_NAME})
-    export_onnx(
-        net,
-        (torch.zeros(1, config.arch.state_dim), torch.zeros(1, config.arch.text_dim)),
-        directory / ONNX_FILE,
-        input_names=["state", "text_embedding"],
-        output_names=["action", "embedding"],
-    )
+    """Write weights (safetensors), the ONNX export and config.json with every sha256."""
     meta = {
-        "name": BASE_POLICY_NAME,
         "format_version": 1,
         "obs_dim": config.arch.embedding_dim,
         "action_dim": config.arch.action_dim,
         "state_dim": config.arch.state_dim,
         "arch": asdict(config.arch),
-        "instructions": names,
         "training_config": config_to_json(config),
-        "weights_sha256": file_sha256(directory / WEIGHTS_FILE),
-        "onnx_sha256": file_sha256(directory / ONNX_FILE),
-        "parameters_sha256": state_dict_sha256(net),
         **extra,
     }
-    (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    return directory
+    return save_shipped(net, directory, BASE_POLICY_NAME, instruction_cache, export_base_onnx, meta)
 
 
-class ModelIntegrityError(ValueError):
-    """A frozen model's files or parameters do not match their recorded sha256."""
+def export_base_onnx(net: BasePolicyNet, path: Path) -> Path:
+    from .backends import export_onnx
+
+    arch = net.arch
+    return export_onnx(net, (torch.zeros(1, arch.state_dim), torch.zeros(1, arch.text_dim)), path,
+                       INPUT_NAMES, ["action", "embedding"])
 
 
 def default_base_policy_dir() -> Path:
@@ -220,30 +188,8 @@ def default_base_policy_dir() -> Path:
     return package_path("scfl_nodes/data/base_policy")
 
 
-class MetaWorldBasePolicy(BasePolicy):
+class MetaWorldBasePolicy(ShippedPolicy):
     """The frozen scfl base policy behind a backend; ``act`` is batched and gradient-free."""
-
-    def __init__(self, directory: Path, meta: dict[str, Any], net: BasePolicyNet, runner, instruction_cache):
-        self.directory = directory
-        self.meta = meta
-        self.name = meta["name"]
-        self.obs_dim = int(meta["obs_dim"])
-        self.action_dim = int(meta["action_dim"])
-        self.state_dim = int(meta["state_dim"])
-        self.backend = runner.name
-        self._net = net  # the torch module (kept for hashing, export and parity checks)
-        self._runner = runner
-        self._instruction_cache = dict(instruction_cache)
-        self.weights_sha256 = meta["weights_sha256"]
-
-    def instruction_embedding(self, instructions: list[str]) -> np.ndarray:
-        missing = [t for t in dict.fromkeys(instructions) if t not in self._instruction_cache]
-        if missing:
-            from .text import encode_instructions
-
-            for text, vec in zip(missing, encode_instructions(missing)):
-                self._instruction_cache[text] = vec
-        return np.stack([self._instruction_cache[t] for t in instructions]).astype(np.float32)
 
     @property
     def observation_spec(self) -> ObservationSpec:
@@ -267,72 +213,22 @@ class MetaWorldBasePolicy(BasePolicy):
         return action.astype(np.float32), embedding.astype(np.float32)
 
     def export_onnx(self, out: Path) -> Path:
-        from .backends import export_onnx
-
-        return export_onnx(self._net, (torch.zeros(1, self.state_dim), torch.zeros(1, self._net.arch.text_dim)), out,
-                           ["state", "text_embedding"], ["action", "embedding"])
+        return export_base_onnx(self._net, Path(out))
 
     def onnx_parity(self, onnx_path: Path, seed: int = 0) -> float:
-        from .backends import OnnxRuntimeRunner
-
         rng = np.random.default_rng(seed)
-        feed = {"state": rng.normal(size=(64, self.state_dim)).astype(np.float32) * 0.1,
-                "text_embedding": rng.normal(size=(64, self._net.arch.text_dim)).astype(np.float32) * 0.05}
-        ref = torch_reference_runner(self._net, list(feed)).run(feed)
-        got = OnnxRuntimeRunner(onnx_path).run(feed)
-        return max(float(np.abs(a - b).max()) for a, b in zip(ref, got))
-
-    def num_parameters(self) -> int:
-        return int(sum(p.numel() for p in self._net.parameters()))
-
-    def parameter_hash(self) -> str:
-        """sha256 over the torch module's parameters and buffers (the frozen weights)."""
-        return state_dict_sha256(self._net)
-
-    def verify_unchanged(self) -> None:
-        current = state_dict_sha256(self._net)
-        if current != self.meta["parameters_sha256"]:
-            raise ModelIntegrityError(f"{self.name}: parameters changed since load ({current[:12]} != {self.meta['parameters_sha256'][:12]})")
+        return self._onnx_parity(onnx_path, {
+            "state": rng.normal(size=(64, self.state_dim)).astype(np.float32) * 0.1,
+            "text_embedding": rng.normal(size=(64, self._net.arch.text_dim)).astype(np.float32) * 0.05})
 
 
 def load_scfl_base_policy(
     directory: str | Path | None = None, backend: str = "torch", device: str = "cpu", dtype=None
 ) -> MetaWorldBasePolicy:
     """Load the shipped (or a locally trained) base policy; every file's sha256 is checked."""
-    from safetensors.torch import load_file
-
-    from .backends import BACKENDS, OnnxRuntimeRunner, TensorRTRunner, TorchRunner
-
     directory = Path(directory) if directory else default_base_policy_dir()
-    cfg_path = directory / CONFIG_FILE
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"no base policy at {directory} ({CONFIG_FILE} missing); train one with scripts/train_base_policy.py")
-    meta = json.loads(cfg_path.read_text())
-    weights = directory / WEIGHTS_FILE
-    if file_sha256(weights) != meta["weights_sha256"]:
-        raise ModelIntegrityError(f"{weights}: sha256 does not match {cfg_path} (corrupted or modified weights)")
-    tensors = load_file(str(weights))
-    cache_tensor = tensors.pop("instruction_cache")
-    instruction_cache = {n: cache_tensor[i].numpy() for i, n in enumerate(meta["instructions"])}
-    net = BasePolicyNet(arch_from_json(meta["arch"]))
-    net.load_state_dict(tensors)
-    net.eval().requires_grad_(False)
-    if state_dict_sha256(net) != meta["parameters_sha256"]:
-        raise ModelIntegrityError(f"{directory}: loaded parameters do not match the recorded parameters_sha256")
-    if backend == "torch":
-        runner = TorchRunner(net, ["state", "text_embedding"], device=device, dtype=dtype)
-    elif backend in ("onnxruntime", "tensorrt"):
-        onnx_path = directory / ONNX_FILE
-        if file_sha256(onnx_path) != meta["onnx_sha256"]:
-            raise ModelIntegrityError(f"{onnx_path}: sha256 does not match {cfg_path}")
-        runner = OnnxRuntimeRunner(onnx_path, device=device) if backend == "onnxruntime" else TensorRTRunner(onnx_path)
-    else:
-        raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
-    return MetaWorldBasePolicy(directory, meta, net, runner, instruction_cache)
-
-
-def torch_reference_runner(net: nn.Module, input_names: list[str]):
-    """A CPU fp32 torch runner of ``net`` (the reference side of ONNX parity checks)."""
-    from .backends import TorchRunner
-
-    return TorchRunner(net, input_names)
+    meta, net, runner, cache = load_shipped(
+        directory, what="base policy", train_script="scripts/train_base_policy.py",
+        make_net=lambda m: BasePolicyNet(arch_from_json(m["arch"])), input_names=INPUT_NAMES,
+        backend=backend, device=device, dtype=dtype)
+    return MetaWorldBasePolicy(directory, meta, net, runner, cache)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .backends import OnnxRuntimeRunner, TensorRTRunner, check_device, export_onnx, resolve_dtype
-from .base_policy import ModelIntegrityError, file_sha256, state_dict_sha256
+from .shipped import ModelIntegrityError, file_sha256, state_dict_sha256
 from .interface import BasePolicy, Observation, ObservationSpec
 from .registry import ModelSpec
 

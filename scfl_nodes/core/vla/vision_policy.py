@@ -17,7 +17,6 @@ training renders (MuJoCo's field of view is vertical).
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,14 +25,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base_policy import ModelIntegrityError, file_sha256, state_dict_sha256, torch_reference_runner
-from .interface import BasePolicy, Observation, ObservationSpec
+from .interface import Observation, ObservationSpec
+from .shipped import ShippedPolicy, load_shipped, save_shipped
 from .text import TEXT_EMBEDDING_DIM
 
 VISION_POLICY_NAME = "scfl-metaworld-vision"
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-ONNX_FILE = "model.onnx"
 PROPRIO_DIM = 4  # hand xyz + gripper opening: Meta-World state[0:4]
 STATE_DIM = 39
 INPUT_NAMES = ["image", "text_embedding", "proprio", "proprio_mask"]
@@ -200,17 +196,7 @@ def export_vision_onnx(net: VisionPolicyNet, path: Path) -> Path:
 
 def save_vision_policy(net, directory, config: VisionTrainingConfig, instruction_cache: dict[str, np.ndarray], extra) -> Path:
     """Write weights (safetensors), the ONNX export and config.json with every sha256."""
-    from safetensors.torch import save_file
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
-    names = sorted(instruction_cache)
-    tensors["instruction_cache"] = torch.as_tensor(np.stack([instruction_cache[n] for n in names]))
-    save_file(tensors, str(directory / WEIGHTS_FILE), metadata={"name": VISION_POLICY_NAME})
-    export_vision_onnx(net, directory / ONNX_FILE)
     meta = {
-        "name": VISION_POLICY_NAME,
         "kind": "scfl-vision",
         "format_version": 1,
         "obs_dim": config.arch.embedding_dim,
@@ -219,15 +205,10 @@ def save_vision_policy(net, directory, config: VisionTrainingConfig, instruction
         "image_size": config.arch.image_size,
         "camera": config.camera,
         "arch": config_to_json(config)["arch"],
-        "instructions": names,
         "training_config": config_to_json(config),
-        "weights_sha256": file_sha256(directory / WEIGHTS_FILE),
-        "onnx_sha256": file_sha256(directory / ONNX_FILE),
-        "parameters_sha256": state_dict_sha256(net),
         **extra,
     }
-    (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    return directory
+    return save_shipped(net, directory, VISION_POLICY_NAME, instruction_cache, export_vision_onnx, meta)
 
 
 def default_vision_policy_dir() -> Path:
@@ -236,37 +217,18 @@ def default_vision_policy_dir() -> Path:
     return package_path("scfl_nodes/data/vision_policy")
 
 
-class VisionBasePolicy(BasePolicy):
+class VisionBasePolicy(ShippedPolicy):
     """The frozen image-conditioned scfl base behind a backend; batched and gradient-free."""
 
     def __init__(self, directory: Path, meta: dict[str, Any], net: VisionPolicyNet, runner, instruction_cache):
-        self.directory = directory
-        self.meta = meta
-        self.name = meta["name"]
-        self.obs_dim = int(meta["obs_dim"])
-        self.action_dim = int(meta["action_dim"])
-        self.state_dim = int(meta["state_dim"])
+        super().__init__(directory, meta, net, runner, instruction_cache)
         self.image_size = int(meta["image_size"])
         self.camera = meta.get("camera", "corner")
-        self.backend = runner.name
-        self._net = net
-        self._runner = runner
-        self._instruction_cache = dict(instruction_cache)
-        self.weights_sha256 = meta["weights_sha256"]
 
     @property
     def observation_spec(self) -> ObservationSpec:
         return ObservationSpec(image=True, state_dim=self.state_dim, state_required=False,
                                image_size=self.image_size, camera=self.camera)
-
-    def instruction_embedding(self, instructions: list[str]) -> np.ndarray:
-        missing = [t for t in dict.fromkeys(instructions) if t not in self._instruction_cache]
-        if missing:
-            from .text import encode_instructions
-
-            for text, vec in zip(missing, encode_instructions(missing)):
-                self._instruction_cache[text] = vec
-        return np.stack([self._instruction_cache[t] for t in instructions]).astype(np.float32)
 
     def inputs(self, observation: Observation) -> dict[str, np.ndarray]:
         """The network's named inputs for an observation (what torch, ONNX and TensorRT get)."""
@@ -288,58 +250,18 @@ class VisionBasePolicy(BasePolicy):
         action, embedding = self._runner.run(self.inputs(observation))
         return action.astype(np.float32), embedding.astype(np.float32)
 
-    def num_parameters(self) -> int:
-        return int(sum(p.numel() for p in self._net.parameters()))
-
-    def parameter_hash(self) -> str:
-        return state_dict_sha256(self._net)
-
-    def verify_unchanged(self) -> None:
-        current = state_dict_sha256(self._net)
-        if current != self.meta["parameters_sha256"]:
-            raise ModelIntegrityError(f"{self.name}: parameters changed since load ({current[:12]} != {self.meta['parameters_sha256'][:12]})")
-
     def export_onnx(self, out: Path) -> Path:
         return export_vision_onnx(self._net, Path(out))
 
     def onnx_parity(self, onnx_path: Path, seed: int = 0) -> float:
-        from .backends import OnnxRuntimeRunner
-
-        feed = _example_inputs(self._net.arch, batch=16, rng=np.random.default_rng(seed))
-        ref = torch_reference_runner(self._net, INPUT_NAMES).run(feed)
-        got = OnnxRuntimeRunner(onnx_path).run(feed)
-        return max(float(np.abs(a - b).max()) for a, b in zip(ref, got))
+        return self._onnx_parity(onnx_path, _example_inputs(self._net.arch, batch=16, rng=np.random.default_rng(seed)))
 
 
 def load_vision_policy(directory: str | Path | None = None, backend: str = "torch", device: str = "cpu", dtype=None) -> VisionBasePolicy:
     """Load the shipped (or a locally trained) vision policy; every file's sha256 is checked."""
-    from safetensors.torch import load_file
-
-    from .backends import BACKENDS, OnnxRuntimeRunner, TensorRTRunner, TorchRunner
-
     directory = Path(directory) if directory else default_vision_policy_dir()
-    cfg_path = directory / CONFIG_FILE
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"no vision policy at {directory} ({CONFIG_FILE} missing); train one with scripts/train_vision_policy.py")
-    meta = json.loads(cfg_path.read_text())
-    weights = directory / WEIGHTS_FILE
-    if file_sha256(weights) != meta["weights_sha256"]:
-        raise ModelIntegrityError(f"{weights}: sha256 does not match {cfg_path} (corrupted or modified weights)")
-    tensors = load_file(str(weights))
-    cache_tensor = tensors.pop("instruction_cache")
-    instruction_cache = {n: cache_tensor[i].numpy() for i, n in enumerate(meta["instructions"])}
-    net = VisionPolicyNet(arch_from_json(meta["arch"]))
-    net.load_state_dict(tensors)
-    net.eval().requires_grad_(False)
-    if state_dict_sha256(net) != meta["parameters_sha256"]:
-        raise ModelIntegrityError(f"{directory}: loaded parameters do not match the recorded parameters_sha256")
-    if backend == "torch":
-        runner = TorchRunner(net, INPUT_NAMES, device=device, dtype=dtype)
-    elif backend in ("onnxruntime", "tensorrt"):
-        onnx_path = directory / ONNX_FILE
-        if file_sha256(onnx_path) != meta["onnx_sha256"]:
-            raise ModelIntegrityError(f"{onnx_path}: sha256 does not match {cfg_path}")
-        runner = OnnxRuntimeRunner(onnx_path, device=device) if backend == "onnxruntime" else TensorRTRunner(onnx_path)
-    else:
-        raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
+    meta, net, runner, instruction_cache = load_shipped(
+        directory, what="vision policy", train_script="scripts/train_vision_policy.py",
+        make_net=lambda m: VisionPolicyNet(arch_from_json(m["arch"])), input_names=INPUT_NAMES,
+        backend=backend, device=device, dtype=dtype)
     return VisionBasePolicy(directory, meta, net, runner, instruction_cache)
