@@ -79,9 +79,11 @@ def add_class_columns(res: dict) -> dict:
     (derived from the stored per-robot, per-seed success and the robot list)."""
     from scfl_nodes.core.fleet.robots import RobotSpec, robot_class
 
-    robots = {r["robot_id"]: robot_class(RobotSpec(r["robot_id"], tuple(r["tasks"]), tuple(r["demos_per_task"]), r["few_demo"]))
+    robots = {r["robot_id"]: robot_class(RobotSpec(r["robot_id"], tuple(r["tasks"]), tuple(r["demos_per_task"]), r["few_demo"],
+                                                         r.get("retargeted", False)))
               for r in res["meta"]["robots"]}
-    keys = {"few": "few_demo_success", "rich": "rich_demo_success", "mixed": "mixed_task_success"}
+    keys = {"few": "few_demo_success", "rich": "rich_demo_success", "mixed": "mixed_task_success",
+            "retargeted": "retargeted_success"}
     for m in res["methods"].values():
         for cls, key in keys.items():
             if key in m:

@@ -27,6 +27,8 @@ def _add_common(p, default_out: str) -> None:
     p.add_argument("--demos", type=int, help="demonstrations per (normal) robot")
     p.add_argument("--few-demos", type=int, help="demonstrations of a few-demo robot")
     p.add_argument("--mixed-task-robots", type=int, help="extra robots whose demos cover two tasks")
+    p.add_argument("--retargeted-demo-robots", type=int,
+                   help="data-rich robots per task whose demos are human-hand demos retargeted by IK (docs/fleet.md)")
     p.add_argument("--tasks", help="comma-separated Meta-World v3 tasks (any of the 50 MT50 tasks, e.g. reach-v3)")
     p.add_argument("--methods", help="comma-separated methods (default: all)")
     p.add_argument("--workers", type=int, help="evaluation processes (default 2)")
@@ -68,7 +70,8 @@ def _overrides(args) -> dict:
     for attr, key in (("seeds", "seeds"), ("episodes", "eval_episodes"), ("rounds", "rounds"),
                       ("robots_per_task", "robots_per_task"), ("few_demo_robots", "few_demo_robots_per_task"),
                       ("demos", "demos_per_robot"), ("few_demos", "few_demos"),
-                      ("mixed_task_robots", "mixed_task_robots"), ("workers", "workers"), ("encryption", "encryption")):
+                      ("mixed_task_robots", "mixed_task_robots"),
+                      ("retargeted_demo_robots", "retargeted_demo_robots"), ("workers", "workers"), ("encryption", "encryption")):
         v = getattr(args, attr, None)
         if v is not None:
             o[key] = v

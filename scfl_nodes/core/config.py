@@ -175,7 +175,8 @@ class FleetConfig:
 
     Heterogeneity: ``robots_per_task`` robots per task, of which ``few_demo_robots_per_task``
     only get ``few_demos`` demonstrations (the robots federation should help most), plus
-    ``mixed_task_robots`` robots whose demonstrations cover two tasks.
+    ``mixed_task_robots`` robots whose demonstrations cover two tasks. Of the data-rich robots
+    of each task, ``retargeted_demo_robots`` learn from retargeted human-hand demonstrations.
     """
 
     tasks: tuple[str, ...] = ("door-lock-v3", "drawer-close-v3", "sweep-into-v3", "window-open-v3")
@@ -184,6 +185,7 @@ class FleetConfig:
     few_demo_robots_per_task: int = 0
     few_demos: int = 1
     mixed_task_robots: int = 0
+    retargeted_demo_robots: int = 0  # per task: robots whose demos come through retargeting (core/fleet/retargeted_demos.py)
     rounds: int = 5
     local_epochs: int = 10
     eval_episodes: int = 50
@@ -215,6 +217,12 @@ class FleetConfig:
             f"must be between 0 and robots_per_task ({self.robots_per_task}), got {self.few_demo_robots_per_task}",
         )
         _check(self.mixed_task_robots >= 0, "fleet.mixed_task_robots", "must be >= 0")
+        _check(
+            0 <= self.retargeted_demo_robots <= self.robots_per_task - self.few_demo_robots_per_task,
+            "fleet.retargeted_demo_robots",
+            f"must be between 0 and robots_per_task - few_demo_robots_per_task "
+            f"({self.robots_per_task - self.few_demo_robots_per_task}), got {self.retargeted_demo_robots}",
+        )
         _check(
             self.mixed_task_robots == 0 or len(self.tasks) >= 2,
             "fleet.mixed_task_robots",

@@ -112,7 +112,7 @@ def _train_cell(acc: dict) -> str:
 #: the robots with a single demonstration *and* on the data-rich ones, so that a cost of
 #: federation to anyone shows.
 CLASS_COLUMNS = (("few_demo_success", "few-demo robots"), ("rich_demo_success", "data-rich robots"),
-                 ("mixed_task_success", "mixed-task robots"))
+                 ("mixed_task_success", "mixed-task robots"), ("retargeted_success", "retargeted-demo robots"))
 
 
 def class_columns(results: dict) -> list[tuple[str, str]]:

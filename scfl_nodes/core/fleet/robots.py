@@ -24,6 +24,7 @@ class RobotSpec:
     tasks: tuple[str, ...]
     demos_per_task: tuple[int, ...]
     few_demo: bool = False
+    retargeted: bool = False  # demonstrations made by retargeting human-hand demos (retargeted_demos.py)
 
     @property
     def num_demos(self) -> int:
@@ -32,11 +33,14 @@ class RobotSpec:
 
 #: Robot classes reported separately, so a cost of federation to anyone is visible:
 #: ``few`` (single-task, ``few_demos`` demonstrations), ``rich`` (single-task, the full
-#: ``demos_per_robot``), ``mixed`` (demonstrations split over two tasks).
-ROBOT_CLASSES = ("few", "rich", "mixed")
+#: ``demos_per_robot``), ``mixed`` (demonstrations split over two tasks), ``retargeted``
+#: (single-task, ``demos_per_robot`` demonstrations made through retargeting).
+ROBOT_CLASSES = ("few", "rich", "mixed", "retargeted")
 
 
 def robot_class(robot: RobotSpec) -> str:
+    if robot.retargeted:
+        return "retargeted"
     if len(robot.tasks) > 1:
         return "mixed"
     return "few" if robot.few_demo else "rich"
@@ -49,7 +53,9 @@ def build_fleet(cfg) -> list[RobotSpec]:
         for r in range(cfg.robots_per_task):
             few = r >= cfg.robots_per_task - cfg.few_demo_robots_per_task
             n = cfg.few_demos if few else cfg.demos_per_robot
-            robots.append(RobotSpec(f"robot-{len(robots):02d}-{task.removesuffix('-v3')}", (task,), (n,), few))
+            retargeted = r < cfg.retargeted_demo_robots
+            name = f"robot-{len(robots):02d}-{task.removesuffix('-v3')}" + ("-retargeted" if retargeted else "")
+            robots.append(RobotSpec(name, (task,), (n,), few, retargeted))
     for m in range(cfg.mixed_task_robots):
         a = cfg.tasks[m % len(cfg.tasks)]
         b = cfg.tasks[(m + 1) % len(cfg.tasks)]

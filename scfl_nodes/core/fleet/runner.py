@@ -9,6 +9,7 @@ through the real cloud server (encrypted) or an in-process sum (plaintext refere
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import platform
 import time
@@ -77,13 +78,19 @@ class FleetRun:
     def _collect_demos(self, seed: int, base) -> dict[str, dict[str, list[dict]]]:
         from scfl_nodes.core.sim import collect_expert_episodes
 
+        from .retargeted_demos import default_retargeter, retargeted_episodes
+
+        retargeter = default_retargeter() if any(r.retargeted for r in self.robots) else None
         demos: dict[str, dict[str, list[dict]]] = {}
         bar = self._bar(sum(r.num_demos for r in self.robots), f"seed {seed}: demonstrations")
         for ri, robot in enumerate(self.robots):
             demos[robot.robot_id] = {}
             for ti, (task, n) in enumerate(zip(robot.tasks, robot.demos_per_task)):
-                demos[robot.robot_id][task] = collect_expert_episodes(
-                    task, n, seed=demo_seed(seed, ri, self.cfg.tasks.index(task)), base_policy=base)
+                collect = collect_expert_episodes
+                if robot.retargeted:
+                    collect = functools.partial(retargeted_episodes, retargeter=retargeter)
+                demos[robot.robot_id][task] = collect(task, n, seed=demo_seed(seed, ri, self.cfg.tasks.index(task)),
+                                                      base_policy=base)
                 bar.update(n)
         bar.close()
         return demos
@@ -436,6 +443,7 @@ class FleetRun:
                      "few_demo_success": mean_std([s[m]["few"] for s in per_seed]),
                      "rich_demo_success": mean_std([s[m]["rich"] for s in per_seed]),
                      "mixed_task_success": mean_std([s[m]["mixed"] for s in per_seed]),
+                     "retargeted_success": mean_std([s[m]["retargeted"] for s in per_seed]),
                      "per_robot": {k: mean_std([s[m]["per_robot"][k] for s in per_seed]) for k in per_seed[0][m]["per_robot"]}}
             curves = [s[m]["curve"] for s in per_seed if s[m]["curve"]]
             if curves:

@@ -154,6 +154,7 @@ def collect_expert_episodes(
     only_successful: bool = True,
     batch_size: int = 10,
     progress: bool = False,
+    actors: list | None = None,
 ) -> list[dict[str, np.ndarray]]:
     """``n`` scripted-expert episodes of ``task`` in scfl's demonstration format.
 
@@ -170,6 +171,8 @@ def collect_expert_episodes(
     states the base visits (DAgger-style relabelling, closer to what a residual meets).
     With ``only_successful`` (default) failed expert episodes are skipped and replaced, so
     exactly ``n`` episodes come back (an error if that takes more than ``4 n + 10`` tries).
+    ``actors`` (one per episode, each with ``act(state) -> action``) replace the scripted
+    expert, episode ``i`` driven by ``actors[i]`` (retargeted demonstrations replay this way).
     """
     check_task(task)
     if driver not in ("expert", "base"):
@@ -181,19 +184,32 @@ def collect_expert_episodes(
     if driver == "base" and base_policy is None:
         raise ValueError("driver='base' needs a base_policy")
     instruction = instruction_for(task)
-    expert = ScriptedExpert(task)
+    if actors is not None and (len(actors) != n or only_successful):
+        raise ValueError("actors needs one actor per episode and only_successful=False")
+    expert = ScriptedExpert(task) if actors is None else _PerEpisode(actors)
     batch_size = max(1, min(batch_size, n))
     envs = acquire_envs(task, batch_size)
     renderers = _Renderers(base_policy, envs, "corner")
     try:
         return _collect(task, n, seed, base_policy, driver, max_steps, only_successful, envs, progress, instruction,
-                        expert, renderers)
+                        expert, renderers, actors)
     finally:
         renderers.close()
         release_envs(task, envs)
 
 
-def _collect(task, n, seed, base_policy, driver, max_steps, only_successful, envs, progress, instruction, expert, renderers):
+class _PerEpisode:
+    """Episode-indexed actors in place of one scripted expert."""
+
+    def __init__(self, actors: list):
+        self.actors = actors
+
+    def act_one(self, episode: int, state: np.ndarray) -> np.ndarray:
+        return np.clip(np.asarray(self.actors[episode].act(state), dtype=np.float32), -1.0, 1.0)
+
+
+def _collect(task, n, seed, base_policy, driver, max_steps, only_successful, envs, progress, instruction, expert, renderers,
+             actors=None):
     batch_size = len(envs)
     dt = float(envs[0].dt)
     episodes: list[dict[str, np.ndarray]] = []
@@ -216,7 +232,8 @@ def _collect(task, n, seed, base_policy, driver, max_steps, only_successful, env
             if idx.size == 0:
                 break
             batch = obs[idx]
-            expert_actions = expert.act(batch)
+            expert_actions = expert.act(batch) if actors is None else np.stack(
+                [expert.act_one(ids[j], obs[j]) for j in idx])
             if base_policy is not None:
                 # an image base (scfl-metaworld-vision) sees the rendered frame, a state base the state
                 if _is_base_policy(base_policy):
