@@ -137,7 +137,9 @@ def _replay_and_check(tmp_path, bag, expected_frames):
         from scfl_interfaces.srv import SkillRequest
 
         ros.start("router_node", {"library_path": str(lib.root)})
-        ros.start("skill_node", {"library_path": str(lib.root)})
+        # 200 Hz: each cycle uses the newest base action, so a base action superseded within one
+        # cycle (vla_node catching up after a stall on a loaded machine) would get no final action
+        ros.start("skill_node", {"library_path": str(lib.root), "control_rate_hz": 200.0})
         ros.start("vla_node")  # default configuration: config/nodes.yaml
         bases = ros.subscribe(BaseAction, "/scfl/base_action", 100)
         actions = ros.subscribe(ResidualAction, "/scfl/action", 5000)
@@ -149,8 +151,9 @@ def _replay_and_check(tmp_path, bag, expected_frames):
         ros.wait_for(lambda: player.proc.poll() is not None, 120, "the end of the replay")
         assert player.proc.returncode == 0, ros.logs()
         ros.wait_for(lambda: len(bases) >= len(expected_frames) // 2, 60, "base actions from the frames")
-        last = max(b.sequence for b in bases)
-        ros.wait_for(lambda: any(a.base_sequence == last and list(a.skill_ids) == list(resp.skill_ids) for a in actions),
+        # the newest base action at the time of checking (vla_node may still finish a frame)
+        ros.wait_for(lambda: any(a.base_sequence == max(b.sequence for b in bases)
+                                 and list(a.skill_ids) == list(resp.skill_ids) for a in actions),
                      30, "the final action of the last frame")
         log = player.log()
     # unknown types are skipped with ONE warning each, never fatal
