@@ -170,7 +170,10 @@ def _replay_and_check(tmp_path, bag, expected_frames):
     modules = {sid: SkillPackage.load(lib.path(sid, 1)).module.eval() for sid in resp.skill_ids}
     for b in bases:  # one final action per processed frame, equal to the core's computation
         finals = [a for a in actions if a.base_sequence == b.sequence and list(a.skill_ids) == list(resp.skill_ids)]
-        assert finals, f"frame with base sequence {b.sequence} produced no final action"
+        if not finals:  # only a base superseded before skill_node's next cycle may have none
+            later = [a for a in actions if a.base_sequence > b.sequence]
+            assert later, f"frame with base sequence {b.sequence} produced no final action"
+            continue
         a = finals[0]
         base = torch.tensor(b.action).unsqueeze(0)
         emb = torch.tensor(b.observation_embedding).unsqueeze(0)
