@@ -33,7 +33,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results"
-TRANSPORTS = os.environ.get("FASTDDS_BUILTIN_TRANSPORTS") or "LARGE_DATA"  # as scripts/env.sh sets it
+# as scripts/env.sh sets it: the camera graph's Fast DDS profile unless the caller chose transports
+TRANSPORTS = (os.environ.get("FASTDDS_BUILTIN_TRANSPORTS") or os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE")
+              or str(ROOT / "config" / "fastdds_shm.xml"))
 RATE_HZ = 50.0
 
 
@@ -146,7 +148,7 @@ def main(argv=None) -> int:
                     "loadavg_before": [round(x, 2) for x in load_before],
                     "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
         "rmw": os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp"),
-        "fastdds_builtin_transports": TRANSPORTS,
+        "fastdds_transports": TRANSPORTS,
         "note": "command_node is its own process; latency = final action published -> JointTrajectory received "
                 "(two DDS hops + IK); the CPU is shared with the benchmark process and other work (see loadavg)",
         "quick": args.quick,

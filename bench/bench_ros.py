@@ -41,7 +41,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results"
-TRANSPORTS = os.environ.get("FASTDDS_BUILTIN_TRANSPORTS") or "LARGE_DATA"  # as scripts/env.sh sets it
+# as scripts/env.sh sets it: the camera graph's Fast DDS profile unless the caller chose transports
+TRANSPORTS = (os.environ.get("FASTDDS_BUILTIN_TRANSPORTS") or os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE")
+              or str(ROOT / "config" / "fastdds_shm.xml"))
 
 
 def _stats(values_ms) -> dict:
@@ -175,7 +177,7 @@ def bench_launch(tmp: Path, warmup_s: float, duration_s: float, namespace: str =
     from scfl_nodes.core.paths import package_path
     from scfl_nodes.core.sim import instruction_for
     from scfl_nodes.core.vla import load_base_policy
-    from scfl_nodes.nodes.common import ros_subprocess_env
+    from scfl_nodes.nodes.common import apply_dds_environment, ros_subprocess_env
     from scfl_nodes.nodes.testing import RosHarness
 
     model = "scfl-metaworld-vision"
@@ -265,7 +267,8 @@ def bench_launch(tmp: Path, warmup_s: float, duration_s: float, namespace: str =
         script.write_text(BRINGUP)
         log_path = tmp / "launch.log"
         env = ros_subprocess_env(domain_id=ros.domain_id)
-        env.update(SCFL_HOME=str(home), FASTDDS_BUILTIN_TRANSPORTS=TRANSPORTS, PYTHONUNBUFFERED="1")
+        env.update(SCFL_HOME=str(home), PYTHONUNBUFFERED="1")
+        apply_dds_environment(env, TRANSPORTS)
         t_launch = time.monotonic()
         with open(log_path, "w") as log:
             launcher = subprocess.Popen([sys.executable, str(script), *launch_args], env=env, cwd=tmp, stdout=log,
@@ -457,7 +460,7 @@ def main(argv=None) -> int:
                     "loadavg_before": [round(x, 2) for x in load_before],
                     "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
         "rmw": os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp"),
-        "fastdds_builtin_transports": TRANSPORTS,
+        "fastdds_transports": TRANSPORTS,
         "note": "every node is its own process on the same machine (DDS over shared memory/loopback); "
                 "the CPU is shared with the benchmark process and other work (see loadavg): on the project's "
                 "2-core machine other engineers' tests and builds ran at the same time",

@@ -26,8 +26,11 @@ if [[ -d "$_scfl_vendor/python/launch" ]] && ! python -c 'import launch_ros' 2>/
 fi
 unset _scfl_vendor
 export RMW_IMPLEMENTATION="${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}"
-# Camera-sized best-effort messages need Fast DDS' large-data transports (docs/ros.md).
-export FASTDDS_BUILTIN_TRANSPORTS="${FASTDDS_BUILTIN_TRANSPORTS:-LARGE_DATA}"
+# Camera-sized best-effort messages need a larger Fast DDS shared-memory segment than its default:
+# config/fastdds_shm.xml (docs/ros.md), unless the caller already chose transports or a profile.
+if [[ -z "${FASTDDS_BUILTIN_TRANSPORTS:-}" && -z "${FASTDDS_DEFAULT_PROFILES_FILE:-}" ]]; then
+  export FASTDDS_DEFAULT_PROFILES_FILE="$_scfl_root/config/fastdds_shm.xml"
+fi
 if [[ ! -d "$_scfl_ws/lib/python$_scfl_pyver/site-packages/scfl_interfaces" ]]; then
   echo "scfl env: ROS packages not built yet; run scripts/build_ros.sh" >&2
 fi

@@ -170,7 +170,7 @@ def test_recorder_node_and_scfl_record_joint_commands(tmp_path):
     import os
     import threading
 
-    from scfl_nodes.nodes.common import ros_subprocess_env
+    from scfl_nodes.nodes.common import apply_dds_environment, ros_subprocess_env
     from scfl_nodes.nodes.testing import RosHarness
 
     joints = ["j1", "j2", "j3", "j4"]
@@ -207,7 +207,7 @@ def test_recorder_node_and_scfl_record_joint_commands(tmp_path):
         worker.start()
         try:
             env = ros_subprocess_env(domain_id=ros.domain_id)
-            env["FASTDDS_BUILTIN_TRANSPORTS"] = ros.transports
+            apply_dds_environment(env, ros.transports)
             out = subprocess.run([sys.executable, "-m", "scfl_nodes", "record", "--namespace", "robot1",
                                   "--duration", "2"], capture_output=True, text=True, timeout=180, env=env)
         finally:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from scfl_nodes.nodes.common import apply_dds_environment
+
 pytestmark = pytest.mark.timeout(1800)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,8 +60,8 @@ def launch_env(install: Path, domain_id: int, home: Path) -> dict:
         PYTHONPATH=os.pathsep.join(pythonpath),
         LD_LIBRARY_PATH=os.pathsep.join([str(pkg / "lib"), str(overlay / "lib")]),
         ROS_DOMAIN_ID=str(domain_id), SCFL_HOME=str(home), PYTHONUNBUFFERED="1",
-        FASTDDS_BUILTIN_TRANSPORTS="DEFAULT",
     )
+    apply_dds_environment(env, "DEFAULT")  # as the harness this test talks through
     return env
 
 

@@ -123,6 +123,7 @@ def _replay_and_check(tmp_path, bag, expected_frames):
     frame, and every processed frame has a final action = base + sum_i w_i skill_i."""
     from scfl_nodes.core.skills import SkillPackage
     from scfl_nodes.core.vla import load_base_policy
+    from scfl_nodes.nodes.common import camera_transports
     from scfl_nodes.nodes.testing import RosHarness
 
     policy = load_base_policy("scfl-metaworld-vision")
@@ -131,8 +132,8 @@ def _replay_and_check(tmp_path, bag, expected_frames):
 
     instruction = TASK_INSTRUCTIONS["drawer-close-v3"]  # cached in the weights (free text loads MiniLM first)
     exp_base, exp_emb = policy.predict(policy.observation_from(instruction, image=np.stack(expected_frames)))
-    # 640x480 frames: Fast DDS' large-data transport, as a real camera graph uses (docs/ros.md)
-    with RosHarness(tmp_path / "ros", transports="LARGE_DATA") as ros:
+    # 640x480 frames: the camera graph's Fast DDS profile, as a real camera graph uses (docs/ros.md)
+    with RosHarness(tmp_path / "ros", transports=camera_transports()) as ros:
         from scfl_interfaces.msg import BaseAction, ResidualAction
         from scfl_interfaces.srv import SkillRequest
 

@@ -83,7 +83,7 @@ def _run_graph(args, bag: Path, instruction: str, info) -> list[dict]:
 
     import numpy as np
 
-    from scfl_nodes.nodes.common import LARGE_DATA_TRANSPORTS
+    from scfl_nodes.nodes.common import camera_transports
     from scfl_nodes.nodes.testing import RosHarness
 
     import tempfile
@@ -91,7 +91,7 @@ def _run_graph(args, bag: Path, instruction: str, info) -> list[dict]:
     workdir = Path(tempfile.mkdtemp(prefix="scfl_replay_"))
     vla = {"model": args.model} if args.model else {}
     lib = {"library_path": str(Path(args.library).resolve())} if args.library else {}
-    with RosHarness(workdir, transports=LARGE_DATA_TRANSPORTS) as ros:
+    with RosHarness(workdir, transports=camera_transports()) as ros:
         from scfl_interfaces.msg import BaseAction, ResidualAction
         from scfl_interfaces.srv import SkillRequest
 

@@ -26,13 +26,33 @@ from typing import Any, Callable, Sequence
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-#: Fast DDS transports for camera-sized messages: its default shared-memory segments (512 KB)
-#: are smaller than one 640x480 rgb8 frame (900 KB), so best-effort (SensorDataQoS) images go
-#: over fragmented UDP and most are lost (measured: 2-7 of 90 frames arrive). LARGE_DATA
-#: (SHM + TCP for data) delivers 90/90 at 30 fps. Participants with different settings do NOT
-#: talk to each other, so nodes never choose it themselves: scripts/env.sh exports it for the
-#: whole pip-only setup, and the environment decides (docs/ros.md).
-LARGE_DATA_TRANSPORTS = "LARGE_DATA"
+def camera_transports() -> str:
+    """The Fast DDS profile for camera-sized messages on one host (config/fastdds_shm.xml).
+
+    Default transports with a 32 MB shared-memory segment: one 640x480 rgb8 frame (900 KB) does
+    not fit Fast DDS' default 512 KB segment, so best-effort frames fall back to fragmented UDP
+    and most are lost. Unlike the builtin LARGE_DATA mode it still talks to participants on
+    default transports. Nodes never pick it themselves; the environment decides (scripts/env.sh
+    exports it; docs/ros.md)."""
+    from scfl_nodes.core.paths import package_path
+
+    return str(package_path("config/fastdds_shm.xml"))
+
+
+def apply_dds_environment(env, transports: str) -> None:
+    """Select Fast DDS transports in ``env`` (``os.environ`` or a child's environment dict).
+
+    ``transports`` is a builtin name (``DEFAULT``, ``LARGE_DATA``, ...) or the path of a Fast DDS
+    XML profile (``*.xml``), which then replaces the builtin transports. DEFAULT unsets both
+    variables: Fast DDS' own default."""
+    builtin, profile = (None, str(transports)) if str(transports).endswith(".xml") else (transports, None)
+    if builtin == "DEFAULT":
+        builtin = None
+    for key, value in (("FASTDDS_BUILTIN_TRANSPORTS", builtin), ("FASTDDS_DEFAULT_PROFILES_FILE", profile)):
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
 
 
 class NodeConfigError(Exception):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from scfl_nodes.core.paths import package_path
-from scfl_nodes.nodes.common import ensure_interfaces
+from scfl_nodes.nodes.common import apply_dds_environment, ensure_interfaces
 from scfl_nodes.nodes.graph import NodeProcess
 
 _COUNTER = itertools.count()
@@ -29,9 +29,9 @@ def unique_domain_id() -> int:
 
 class RosHarness:
     def __init__(self, workdir: str | os.PathLike, domain_id: int | None = None, transports: str = "DEFAULT"):
-        """``transports``: Fast DDS builtin transports for this process and the nodes it starts.
-        Tests use small images and Fast DDS' DEFAULT (UDP + shared memory); the benchmark passes
-        LARGE_DATA for 640x480 frames (docs/ros.md)."""
+        """``transports``: Fast DDS transports for this process and the nodes it starts, a builtin
+        name or an XML profile path (``common.apply_dds_environment``). Tests with small images use Fast
+        DDS' DEFAULT (UDP + shared memory); 640x480 frames use ``common.camera_transports()``."""
         ensure_interfaces()
         import rclpy
         from rclpy.context import Context
@@ -41,12 +41,9 @@ class RosHarness:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.domain_id = unique_domain_id() if domain_id is None else domain_id
         self.transports = transports
-        # DEFAULT = Fast DDS' own default: leave the variable unset in this process (with it set,
+        # DEFAULT = Fast DDS' own default: leave the variables unset in this process (with one set,
         # a process that also loaded pyrealsense2 crashes at exit; see common.preload_realsense)
-        if transports == "DEFAULT":
-            os.environ.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
-        else:
-            os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = transports
+        apply_dds_environment(os.environ, transports)
         self.context = Context()
         rclpy.init(context=self.context, domain_id=self.domain_id)
         self.node = rclpy.create_node(f"scfl_test_{os.getpid()}", context=self.context)
@@ -76,7 +73,7 @@ class RosHarness:
         key = f"{namespace.strip('/')}/{name}" if namespace else name  # two robots: same node, two namespaces
         proc = NodeProcess(name, files, dict(params or {}), namespace=namespace, domain_id=self.domain_id,
                            log_path=self.workdir / f"{key.replace('/', '.')}.log",
-                           env={**os.environ, "FASTDDS_BUILTIN_TRANSPORTS": self.transports})
+                           env={k: v for k, v in os.environ.items()})
         proc.start(self.workdir)
         self.processes[key] = proc
         return proc
