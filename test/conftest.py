@@ -25,6 +25,18 @@ def _add_vendored_launch() -> None:
 _add_vendored_launch()
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small models gain nothing from intra-op threads; on 2 shared cores the threads only contend.
+    Modules use it with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> str:
     return REPO_ROOT

@@ -15,16 +15,7 @@ from scfl_nodes.core.vla import (
 
 INSTR = instruction_for("drawer-close-v3")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """A 18k-parameter MLP gains nothing from intra-op threads; on shared cores they contend."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

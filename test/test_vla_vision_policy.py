@@ -14,15 +14,7 @@ from scfl_nodes.core.vla.vision_policy import default_vision_policy_dir, preproc
 
 INSTR = instruction_for("drawer-close-v3")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

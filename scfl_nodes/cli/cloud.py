@@ -63,9 +63,10 @@ def register(subparsers) -> None:
     admin.set_defaults(func=_admin)
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _run_cloud_process(args: argparse.Namespace, what: str, run) -> int:
+    """Settings from the command line (one-line errors), then ``run(settings)`` until it stops."""
     from scfl_nodes.cli import CliError
-    from scfl_cloud.server import serve, settings_from_args
+    from scfl_cloud.server import settings_from_args
 
     if args.config and not os.path.isfile(args.config):
         raise CliError(f"config file {args.config} does not exist")
@@ -74,29 +75,24 @@ def _serve(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         raise CliError(str(exc).strip().splitlines()[0]) from None
     try:
-        serve(settings, args.host, args.port, args.log_level, workers=args.workers)
+        run(settings)
     except Exception as exc:  # e.g. database unreachable: one line, not a traceback
         first = (str(exc).strip().splitlines() or [""])[0]
-        raise CliError(f"cannot start the cloud: {type(exc).__name__}: {first}") from None
+        raise CliError(f"cannot start {what}: {type(exc).__name__}: {first}") from None
     return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from scfl_cloud.server import serve
+
+    return _run_cloud_process(args, "the cloud",
+                              lambda settings: serve(settings, args.host, args.port, args.log_level, workers=args.workers))
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from scfl_nodes.cli import CliError
-    from scfl_cloud.server import run_worker, settings_from_args
+    from scfl_cloud.server import run_worker
 
-    if args.config and not os.path.isfile(args.config):
-        raise CliError(f"config file {args.config} does not exist")
-    try:
-        settings = settings_from_args(args)
-    except (ValueError, OSError) as exc:
-        raise CliError(str(exc).strip().splitlines()[0]) from None
-    try:
-        run_worker(settings, args.log_level)
-    except Exception as exc:  # e.g. database unreachable: one line, not a traceback
-        first = (str(exc).strip().splitlines() or [""])[0]
-        raise CliError(f"cannot start the aggregation worker: {type(exc).__name__}: {first}") from None
-    return 0
+    return _run_cloud_process(args, "the aggregation worker", lambda settings: run_worker(settings, args.log_level))
 
 
 def _read_public_key(path: str) -> bytes:
