@@ -171,7 +171,8 @@ class EncryptedDelta(_RoundHeaderView):
     def to_bytes(self) -> bytes:
         """Serialize with the digest computed at signing time: a header edited after
         signing makes the bytes fail :meth:`from_bytes` (TamperedError)."""
-        return pack_prefix(MAGIC_DELTA, self.header, self.payload) + self.digest + self.signature
+        version = self.header["version"]  # a format-1 delta stays format 1
+        return pack_prefix(MAGIC_DELTA, self.header, self.payload, version) + self.digest + self.signature
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> EncryptedDelta:
@@ -186,7 +187,7 @@ class EncryptedDelta(_RoundHeaderView):
 
         head, payload = self._digested
         if payload is not self.payload or canonical_json(self.header) != head:
-            _prefix, digest = pack(MAGIC_DELTA, self.header, self.payload)
+            _prefix, digest = pack(MAGIC_DELTA, self.header, self.payload, self.header["version"])
             if digest != self.digest:
                 raise TamperedError("encrypted delta: header or payload changed after signing/parsing")
         verify_signature(public_key_bytes, self.digest, self.signature)

