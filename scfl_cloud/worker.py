@@ -2,9 +2,8 @@
 into each round's encrypted running sum, and publishes the sum as a new skill version.
 
 Runs in one daemon thread beside the HTTP server, so uploads return as soon as the delta
-is durably stored. Memory holds two deltas at a time (the one being added and the next,
-being read and hashed: :func:`fold_deltas`) plus the running sums of the last few rounds it
-folded (:class:`SumCache`), whatever the number of robots. Several workers (this
+is durably stored. Memory holds one delta at a time plus the running sums of the last few
+rounds it folded (:class:`SumCache`), whatever the number of robots. Several workers (this
 thread, `scfl cloud worker` processes) may share one PostgreSQL database: each round is
 folded or published only under its claim (``CloudService.claims``).
 
@@ -21,7 +20,6 @@ import os
 import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
 from sqlalchemy import select
@@ -64,37 +62,21 @@ class DeltaFoldError(Exception):
 
 def fold_deltas(ctx, agg, blobs, todo: list, fold_ms: dict) -> Any:
     """Fold the deltas ``todo`` ([(delta_id, blob digest)], in order) into the running sum
-    ``agg`` (None starts one) and return it; ``fold_ms[delta_id]`` gets each delta's share
-    of the wall time (from the previous delta's add to its own).
+    ``agg`` (None starts one) and return it; ``fold_ms[delta_id]`` gets each delta's time.
 
-    Why a helper thread: the next delta is read and parsed (its SHA-256 digest check, the
-    largest per-delta cost) while the current one is added (AES-CTR expansion of ``a`` +
-    numpy adds). The file read, hashlib and numpy release the GIL, so with two free cores a
-    delta costs about max(read + hash, expand + add) instead of their sum; on a busy
-    machine it costs the same as doing both in turn. Raises :class:`DeltaFoldError` naming
-    the first delta that failed (``agg`` may then hold a partial add: discard it).
+    Per delta: read the blob, parse it (SHA-256 digest check; the signature was checked at
+    upload), expand ``a`` and add (``CloudContext.add``). One thread on purpose: reading and
+    hashing the next delta in a helper thread measured slower on this shared 2-core machine
+    (each hand-over waits for a scheduler slot under load). Raises :class:`DeltaFoldError`
+    naming the first delta that failed (``agg`` may then hold a partial add: discard it).
     """
-    if not todo:
-        return agg
-
-    def parsed(digest: str):
-        return crypto_bridge.parse_delta(blobs.get(digest))
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="scfl-fold-read") as pool:
-        upcoming = pool.submit(parsed, todo[0][1])
-        t_prev = time.perf_counter()
-        for i, (delta_id, _digest) in enumerate(todo):
-            current = upcoming
-            upcoming = pool.submit(parsed, todo[i + 1][1]) if i + 1 < len(todo) else None
-            try:
-                agg = crypto_bridge.add(ctx, agg, current.result())
-            except Exception as exc:
-                if upcoming is not None:
-                    upcoming.cancel()
-                raise DeltaFoldError(delta_id, exc) from exc
-            now = time.perf_counter()
-            fold_ms[delta_id] = (now - t_prev) * 1000.0
-            t_prev = now
+    for delta_id, digest in todo:
+        t0 = time.perf_counter()
+        try:
+            agg = crypto_bridge.add(ctx, agg, crypto_bridge.parse_delta(blobs.get(digest)))
+        except Exception as exc:
+            raise DeltaFoldError(delta_id, exc) from exc
+        fold_ms[delta_id] = (time.perf_counter() - t0) * 1000.0
     return agg
 
 
@@ -221,8 +203,8 @@ class AggregationWorker:
         Why it is fast: the running sum of the last batch stays in memory (:class:`SumCache`,
         trusted only while the committed ``sum_blob_sha256`` still names it), so a batch
         never re-parses the sum; it is serialised once per batch, never per delta; the
-        signature was checked at upload, so the fold only parses (digest check) and adds,
-        and the next delta's read and digest check overlap the current add (:func:`fold_deltas`).
+        signature was checked at upload, so the fold only parses (digest check) and adds
+        (:func:`fold_deltas`).
         """
         svc = self.service
         with svc.read() as s:

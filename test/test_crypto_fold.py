@@ -93,23 +93,25 @@ def test_raw_aes_words_use_all_64_bits_so_the_a_accumulator_wraps():
 
 
 def test_accumulators_wrapping_past_2_64_still_give_the_sum_mod_q():
-    """Lazy reduction never flushes: the uint64 accumulators are primed just below 2^64
-    (as after very many maximal uploads) and maximal ciphertexts push them across; the sum
-    mod q must still equal the primed value plus the reference sum, since q divides 2^64."""
+    """Lazy reduction never flushes: the accumulators are primed just below their wrap (2^64,
+    and 2^16 for the high words of b), as after very many maximal uploads, and maximal
+    ciphertexts push them across; the sum mod q must still equal the primed value plus the
+    reference sum (q divides 2^64; only the high words' sum mod 2^16 reaches below 2^48)."""
     num_polys = 1
     acc = rlwe.RlweSum(PARAMS, num_polys)
-    primed = np.uint64(2**64 - 3)
-    for words in (acc._a, acc._b_low, acc._b_high):
-        words[...] = primed
-    primed_a = int(primed) & MAX_COEFF
-    primed_b = (int(primed) + (int(primed) << 32)) & MAX_COEFF  # b = low + (high << 32)
+    primed, primed_high = 2**64 - 3, 0xFFFD  # the uint64 / uint16 accumulators, just below their wrap
+    acc._a[...] = primed
+    acc._b_low[...] = primed
+    acc._b_high[...] = primed_high
+    primed_a = primed & MAX_COEFF
+    primed_b = (primed + (primed_high << 32)) & MAX_COEFF  # b = low + (high << 32)
     cts = _maximal_ciphertexts(5, num_polys)
     for seed, payload in cts:
         acc.add_ciphertext(seed, payload)
     a_ref, b_ref = reference_fold(cts, num_polys, rlwe.WRITE_EXPANSION)
     assert np.array_equal(acc.a_sum().reshape(-1), (a_ref + np.uint64(primed_a)) & Q_MASK)
     assert np.array_equal(acc.b_sum().reshape(-1), (b_ref + np.uint64(primed_b)) & Q_MASK)
-    assert int(acc._b_low.max()) < int(primed)  # the low-word accumulator did wrap
+    assert int(acc._b_low.max()) < primed and int(acc._b_high.max()) < primed_high  # both did wrap
 
 
 def test_unmasking_plaintext_is_added_mod_q():

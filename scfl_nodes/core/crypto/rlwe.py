@@ -287,10 +287,10 @@ class RlweSum:
 
     Why: q = 2^48 divides 2^64, so sums kept in uint64 that wrap mod 2^64 still reduce to
     the right sums mod q, however many are added; nothing is reduced, converted to 48-bit
-    integers or flushed per upload. Each add is three same-buffer numpy adds straight from
-    bytes: the raw 64-bit words of ``a`` (:meth:`AExpansion.words`), the payload's low 32-bit
-    words of ``b`` and its high 16-bit words (kept in a separate accumulator and shifted
-    into place when read). Reduction mod q happens only when the sum is read.
+    integers or flushed per upload. Each add is three in-place numpy adds straight from
+    bytes: the raw 64-bit words of ``a`` (:meth:`AExpansion.words`) and the payload's low
+    32-bit words of ``b`` into uint64, its high 16-bit words into uint16 (only their sum mod
+    2^16 matters once shifted into bits 32..47). Reduction mod q happens only when read.
     """
 
     def __init__(self, params: ParamSet, num_polys: int):
@@ -300,7 +300,9 @@ class RlweSum:
         self._mask = np.uint64((1 << int(params.log_q)) - 1)
         self._a = np.zeros(count, dtype=np.uint64)  # sum of raw a words, mod 2^64
         self._b_low = np.zeros(count, dtype=np.uint64)  # sum of b's low 32 bits (and of reloaded totals), mod 2^64
-        self._b_high = np.zeros(count, dtype=np.uint64)  # sum of b's high 16 bits, mod 2^64
+        # sum of b's high 16-bit words mod 2^16: shifted by 32 when read, only those 16 bits
+        # reach below 2^48, so a wrapping uint16 add (the cheapest) is exact
+        self._b_high = np.zeros(count, dtype=np.uint16)
         self._scratch = bytearray(max(e.scratch_bytes(count) for e in A_EXPANSIONS.values()))  # reused keystream buffer
 
     @property
@@ -320,7 +322,8 @@ class RlweSum:
         return (self._a & self._mask).reshape(self.shape)
 
     def b_sum(self) -> np.ndarray:
-        b = self._b_high << np.uint64(32)
+        b = self._b_high.astype(np.uint64)
+        b <<= np.uint64(32)
         b += self._b_low
         b &= self._mask
         return b.reshape(self.shape)
