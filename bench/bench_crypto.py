@@ -330,7 +330,10 @@ def plot(results: dict, path: Path) -> None:
     axes[2].set(ylabel="MB", title="upload size")
     axes[2].legend(fontsize=8)
     load = results["machine"]["loadavg_before"][0]
-    fig.suptitle(f"{results['machine']['cpu']}, {results['machine']['cores']} cores, load average {load:.1f} at start", fontsize=9)
+    reruns = ", ".join(f"{name} re-run at load {b['run']['loadavg_before'][0]:.1f}"
+                       for name, b in results["backends"].items() if "run" in b)  # a backend measured again alone
+    fig.suptitle(f"{results['machine']['cpu']}, {results['machine']['cores']} cores, load average {load:.1f} at start"
+                 + (f" ({reruns})" if reruns else ""), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
