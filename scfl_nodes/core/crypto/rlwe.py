@@ -303,7 +303,7 @@ class RlweSum:
         # sum of b's high 16-bit words mod 2^16: shifted by 32 when read, only those 16 bits
         # reach below 2^48, so a wrapping uint16 add (the cheapest) is exact
         self._b_high = np.zeros(count, dtype=np.uint16)
-        self._scratch = bytearray(max(e.scratch_bytes(count) for e in A_EXPANSIONS.values()))  # reused keystream buffer
+        self._scratch: bytearray | None = None  # keystream buffer, allocated by the first add, then reused
 
     @property
     def count(self) -> int:
@@ -314,6 +314,8 @@ class RlweSum:
         count = self.count
         if len(payload) != count * _BYTES_PER_COEFF:
             raise ValueError(f"expected {count * _BYTES_PER_COEFF} payload bytes, got {len(payload)}")
+        if self._scratch is None:
+            self._scratch = bytearray(max(e.scratch_bytes(count) for e in A_EXPANSIONS.values()))
         np.add(self._a, expansion.words(seed, count, self._scratch), out=self._a)
         np.add(self._b_low, np.frombuffer(payload, dtype="<u4", count=count), out=self._b_low)
         np.add(self._b_high, np.frombuffer(payload, dtype="<u2", count=count, offset=4 * count), out=self._b_high)
