@@ -5,8 +5,8 @@ Scheme (symmetric, additive; robots of a fleet share the secret ``s``):
 * ring R_q = Z_q[X]/(X^n + 1), n = 2048, q = 2^48; plaintexts in Z_t, t = 2^32.
 * secret ``s``: ternary (uniform in {-1,0,1}) by rejection sampling from the OS CSPRNG.
 * encryption of a block of n plaintext values m (one per coefficient):
-  ``a`` expanded from a fresh 16-byte seed with AES-128-CTR (:func:`expand_a`, ciphertext
-  format 2; format 1 used SHAKE-128 and is refused);
+  ``a`` expanded from a fresh 16-byte seed with AES-128-CTR (:func:`expand_a`, delta
+  format 2; format-1 deltas, whose ``a`` came from SHAKE-128, are still read);
   ``b = a*s + e + (q/t)*m  (mod q)``, e discrete Gaussian sigma=3.2. Only the seed and
   ``b`` travel (6 bytes per value), so a 0.5M-value delta is ~3 MB, not the 2 GB of
   per-value LWE with an explicit n-vector per value.
@@ -297,6 +297,8 @@ class RlweSum:
         self.params = params
         self.shape = (num_polys, params.n)
         count = num_polys * params.n
+        if int(params.log_q) > 8 * _BYTES_PER_COEFF:
+            raise ValueError(f"log_q {params.log_q} > 48: coefficients do not fit the 6-byte packing")
         self._mask = np.uint64((1 << int(params.log_q)) - 1)
         self._a = np.zeros(count, dtype=np.uint64)  # sum of raw a words, mod 2^64
         self._b_low = np.zeros(count, dtype=np.uint64)  # sum of b's low 32 bits (and of reloaded totals), mod 2^64
