@@ -149,3 +149,26 @@ def expected_sum(fleet_key, tensor_list, shapes=SHAPES) -> dict[str, np.ndarray]
 def blob_files(storage: Path) -> set[str]:
     root = Path(storage) / "blobs"
     return {p.parent.name + p.name for p in root.glob("??/*") if p.is_file()}
+
+
+def format1_delta(fleet_key, tensors: dict, *, skill_id: str, round_id: int, robot_id: str, signing_key,
+                  base_version: int = 0, num_clients: int = 8) -> bytes:
+    """A signed delta exactly as a robot of the previous build wrote it: container and header
+    format 1, ``a`` expanded with SHAKE-128 (the cloud must still accept and fold it)."""
+    import os
+
+    from scfl_nodes.core.crypto import quantize, rlwe
+    from scfl_nodes.core.crypto.rng import RandomSource
+    from scfl_nodes.core.crypto.wire import MAGIC_DELTA, pack
+
+    params = fleet_key.params
+    plain = quantize(tensors, CLIP, params.scale).view(np.uint64) & np.uint64(params.plain_modulus - 1)
+    seed = os.urandom(16)
+    b = fleet_key._secret.encrypt(plain, seed, RandomSource(), rlwe.A_EXPANSIONS[1])
+    header = {"version": 1, "backend": "rlwe", "params_id": params.params_id, "key_id": fleet_key.key_id,
+              "skill_id": skill_id, "base_version": base_version, "round_id": round_id, "robot_id": robot_id,
+              "shapes": [[k, list(np.shape(tensors[k]))] for k in sorted(tensors)], "num_values": int(plain.size),
+              "nonce": seed.hex(), "clip": CLIP, "num_clients": num_clients, "weight": 1.0, "mask_cohort": None,
+              "created": 0.0}
+    prefix, digest = pack(MAGIC_DELTA, header, rlwe.pack_coeffs(b), version=1)
+    return prefix + digest + signing_key.sign(digest)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from cloud_fixtures import DB_KINDS, RobotHelper, blob_files, expected_sum, make_db_url
+from cloud_fixtures import DB_KINDS, RobotHelper, blob_files, expected_sum, format1_delta, make_db_url
 from cloud_fixtures import fleet_key, pg_cluster  # noqa: F401  (fixtures)
 from scfl_cloud.client import CloudError
 from scfl_cloud.db import make_engine
@@ -194,6 +194,10 @@ def test_rejected_requests_change_nothing(cloud, fleet_key):
         prefix, digest = pack(MAGIC_DELTA, dict(template.header, **{field: value}), template.payload)
         resigned = prefix + digest + b.signing_key.sign(digest)
         expect_error(422, code, up_b.upload_delta, b.token, resigned)
+    # a delta format this build does not know (a newer robot build), properly signed
+    prefix, digest = pack(MAGIC_DELTA, dict(template.header, version=3), template.payload, version=3)
+    err = expect_error(422, "wrong_parameters", up_b.upload_delta, b.token, prefix + digest + b.signing_key.sign(digest))
+    assert "unsupported format version 3 (this build reads 1, 2)" in err.detail
     # overflow risk: a clip so large that quorum x clip could wrap the plaintext modulus
     from scfl_nodes.core.crypto import encrypt_delta
 
@@ -244,6 +248,34 @@ def test_rejected_requests_change_nothing(cloud, fleet_key):
     d = RobotHelper("rej-late", admin, fleet_key, seed=99)
     _, late = d.delta(skill, rid)
     expect_error(409, "round_closed", server.client(d.token).upload_delta, d.token, late)
+
+
+def test_format_1_delta_of_a_robot_not_yet_updated_joins_a_round(cloud, fleet_key):
+    """Rolling upgrade: a robot still on the previous build uploads a format-1 delta (``a``
+    from SHAKE-128) into a round with format-2 (AES-128-CTR) deltas; the cloud accepts it,
+    folds both formats into one sum and the published aggregate decrypts exactly."""
+    server, admin, _engine = cloud
+    skill = admin.create_skill("wipe", ["wipe the table"], skill_id="skill_format1")["skill_id"]
+    robots = [RobotHelper(f"fmt-{i}", admin, fleet_key, seed=40 + i) for i in range(3)]
+    rid = admin.open_round(skill, base_version=0, quorum=3, deadline_s=120, secure_aggregation=False)["round_id"]
+    old = {name: robots[0].rng.normal(0, 0.05, shape).astype(np.float32) for name, shape in (("b", (32,)), ("w", (48, 32)))}
+    blob = format1_delta(fleet_key, old, skill_id=skill, round_id=rid, robot_id=robots[0].robot_id,
+                         signing_key=robots[0].signing_key)
+    assert blob[8:10] == b"\x01\x00"
+    server.client(robots[0].token).upload_delta(robots[0].token, blob)
+    plain = [old]
+    for bot in robots[1:]:
+        tensors, blob = bot.delta(skill, rid)
+        assert blob[8:10] == b"\x02\x00"
+        server.client(bot.token).upload_delta(bot.token, blob)
+        plain.append(tensors)
+    info = admin.wait_for_round(rid, timeout=60)
+    assert info["state"] == "published" and info["folded"] == 3
+    from scfl_nodes.core.crypto import EncryptedAggregate
+
+    got = fleet_key.decrypt_aggregate(EncryptedAggregate.from_bytes(admin.download_aggregate(rid)))
+    want = expected_sum(fleet_key, plain)
+    assert all(np.array_equal(got[k], want[k]) for k in want)
 
 
 def test_quorum_closes_under_concurrent_uploads(cloud, fleet_key):

@@ -237,7 +237,7 @@ def test_tensor_order_is_canonical_and_never_significant(fleet, signer):
 
 
 @pytest.mark.parametrize("changes, error", [
-    ({"version": 2}, WrongParametersError), ({"version": -1}, WrongParametersError),
+    ({"version": 1}, WrongParametersError), ({"version": 3}, WrongParametersError), ({"version": -1}, WrongParametersError),
     ({"round_id": -1}, TamperedError), ({"base_version": 2**64}, TamperedError), ({"num_clients": 0}, TamperedError),
     ({"nonce": "ab"}, TamperedError), ({"nonce": "zz" * 16}, TamperedError), ({"weight": 1e308}, TamperedError),
     ({"mask_cohort": ["r0", "r0"]}, TamperedError),

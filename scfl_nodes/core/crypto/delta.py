@@ -20,11 +20,12 @@ from .errors import (
 from .params import get_params
 from .wire import (
     DIGEST_LEN,
-    FORMAT_VERSION,
+    FORMAT_VERSIONS,
     MAGIC_AGGREGATE,
     MAGIC_DELTA,
     SIGNATURE_LEN,
     aggregate_statement,
+    container_version,
     canonical_json,
     pack,
     pack_prefix,
@@ -76,7 +77,7 @@ _HEADER_TYPES = {
 }
 
 
-def _check_header(header: dict, fields: tuple[str, ...], what: str) -> None:
+def _check_header(header: dict, fields: tuple[str, ...], what: str, version: int) -> None:
     """Presence and types of header fields: a signed but malformed header (a buggy or
     malicious robot) must fail here with TamperedError, not deep inside the cloud."""
     missing = [f for f in fields if f not in header]
@@ -91,8 +92,8 @@ def _check_header(header: dict, fields: tuple[str, ...], what: str) -> None:
             raise TamperedError(f"{what}: header field {field!r} must be a finite number >= 0")
     if "weight" in fields and header["weight"] > MAX_WEIGHT:
         raise TamperedError(f"{what}: header field 'weight' must be <= {MAX_WEIGHT:g}")
-    if header["version"] != FORMAT_VERSION:
-        raise WrongParametersError(f"{what}: header version {header['version']} is not {FORMAT_VERSION}")
+    if header["version"] != version:
+        raise WrongParametersError(f"{what}: header version {header['version']} is not {version}")
     for field, low in (("base_version", 0), ("round_id", 0), ("num_values", 1), ("num_clients", 1)):
         if field in fields and not low <= header[field] <= MAX_HEADER_INT:
             raise TamperedError(f"{what}: header field {field!r} must be in [{low}, {MAX_HEADER_INT}]")
@@ -170,13 +171,14 @@ class EncryptedDelta(_RoundHeaderView):
     def to_bytes(self) -> bytes:
         """Serialize with the digest computed at signing time: a header edited after
         signing makes the bytes fail :meth:`from_bytes` (TamperedError)."""
-        return pack_prefix(MAGIC_DELTA, self.header, self.payload) + self.digest + self.signature
+        version = self.header["version"]  # a format-1 delta stays format 1
+        return pack_prefix(MAGIC_DELTA, self.header, self.payload, version) + self.digest + self.signature
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> EncryptedDelta:
         """Parse and integrity-check (digest); call :meth:`verify` for the signature."""
         header, payload, digest, signature = unpack(blob, MAGIC_DELTA, SIGNATURE_LEN)
-        _check_header(header, _DELTA_FIELDS, "encrypted delta")
+        _check_header(header, _DELTA_FIELDS, "encrypted delta", container_version(blob))
         return cls(header, payload, digest, signature)
 
     def verify(self, public_key_bytes: bytes) -> None:
@@ -185,7 +187,7 @@ class EncryptedDelta(_RoundHeaderView):
 
         head, payload = self._digested
         if payload is not self.payload or canonical_json(self.header) != head:
-            _prefix, digest = pack(MAGIC_DELTA, self.header, self.payload)
+            _prefix, digest = pack(MAGIC_DELTA, self.header, self.payload, self.header["version"])
             if digest != self.digest:
                 raise TamperedError("encrypted delta: header or payload changed after signing/parsing")
         verify_signature(public_key_bytes, self.digest, self.signature)
@@ -276,6 +278,7 @@ class EncryptedAggregate(_RoundHeaderView):
             header,
             ("version", "backend", "params_id", "key_id", "skill_id", "base_version", "round_id", "shapes", "num_values"),
             "encrypted aggregate",
+            FORMAT_VERSIONS[MAGIC_AGGREGATE],
         )
         for field, kind in (("count", int), ("robot_ids", list), ("nonces", list), ("weights", list),
                             ("total_weight", (int, float)), ("bound_sum", int)):

@@ -4,6 +4,10 @@
 checked-in vectors once; test_crypto_rlwe.py recomputes them and compares, so any
 change in sampling, encoding, packing, the wire format or signing is caught. If a
 change is intended, bump the wire format version and regenerate deliberately.
+
+Format 2 (AES-128-CTR expansion of ``a``) vectors: test/data/rlwe_kat.json. The format 1
+(SHAKE-128) vectors and the two KAT deltas the format-1 build wrote are kept in
+test/data/rlwe_v1/ to test that format 1 stays readable.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from .signing import RobotSigningKey
 
 KEY_SEED = b"scfl known-answer fleet key seed"
 ENC_SEEDS = (b"scfl kat encryption 1", b"scfl kat encryption 2")
+A_SEED = bytes(range(16))  # the seed of the expansion vector
 SIGNING_KEY_BYTES = bytes(range(32))
 CLIP = 1.0
 
@@ -69,7 +74,16 @@ def build_kat() -> dict:
     total = key.decrypt_aggregate_quantized(agg)
     expected = sum(quantize(kat_tensors(i), CLIP, key.params.scale) for i in range(len(ENC_SEEDS)))
     assert np.array_equal(total, expected), "decryption of the KAT aggregate is not exact"
+    a = rlwe.expand_a(A_SEED, 1, key.params)[0]
     return {
+        "format_version": rlwe.WRITE_EXPANSION.format_version,
+        "a_expansion": {
+            "name": rlwe.WRITE_EXPANSION.name,
+            "seed": A_SEED.hex(),
+            "first8": [int(x) for x in a[:8]],
+            "last": int(a[-1]),
+            "sha256": hashlib.sha256(a.astype("<u8").tobytes()).hexdigest(),
+        },
         "params_id": key.params_id,
         "key_seed": KEY_SEED.hex(),
         "signing_key": SIGNING_KEY_BYTES.hex(),

@@ -36,7 +36,7 @@ from .errors import (
 from .params import ParamSet, check_overflow, check_security, get_params, quantized_bound
 from .rng import RandomSource
 from .signing import RobotSigningKey, read_secret_file, write_secret_file
-from .wire import FORMAT_VERSION, MAGIC_CLOUD_CONTEXT, MAGIC_DELTA, MAGIC_FLEET_KEY, SIGNATURE_LEN, pack, unpack
+from .wire import FORMAT_VERSIONS, MAGIC_AGGREGATE, MAGIC_CLOUD_CONTEXT, MAGIC_DELTA, MAGIC_FLEET_KEY, SIGNATURE_LEN, pack, unpack
 
 
 class IncompleteMaskError(CryptoError):
@@ -151,7 +151,7 @@ class CloudContext:
         return self._checked(delta)[0]
 
     def _checked(self, delta: EncryptedDelta) -> tuple[int, Any]:
-        """(bound, backend state ready to add): rlwe (seed, polys); tenseal the loaded vectors."""
+        """(bound, backend state ready to add): rlwe (seed, polys, expansion); tenseal the loaded vectors."""
         check_expected(delta, context=self)
         h = delta.header
         check_canonical_shapes(h["shapes"])
@@ -217,13 +217,13 @@ class CloudContext:
         params = self.params
         if aggregate is None:
             if params.backend == "rlwe":
-                seed, k = state_in
+                seed, k, expansion = state_in
                 state = rlwe.RlweSum(params, k)
-                state.add_ciphertext(seed, delta.payload)
+                state.add_ciphertext(seed, delta.payload, expansion)
             else:
                 state = state_in
             header = {
-                "version": FORMAT_VERSION,
+                "version": FORMAT_VERSIONS[MAGIC_AGGREGATE],
                 "backend": params.backend,
                 "params_id": params.params_id,
                 "key_id": self.key_id,
@@ -250,10 +250,10 @@ class CloudContext:
             )  # the aggregate must be ours too (a tampered/foreign aggregate is refused)
             self.check_joinable(aggregate.header, delta, bound)
             if params.backend == "rlwe":
-                seed, k = state_in
+                seed, k, expansion = state_in
                 if aggregate._state.shape[0] != k:
                     raise TamperedError("encrypted aggregate and delta hold different numbers of polynomials")
-                aggregate._state.add_ciphertext(seed, delta.payload)
+                aggregate._state.add_ciphertext(seed, delta.payload, expansion)
             else:
                 ctx = self._tenseal_context()
                 current = aggregate._state
@@ -318,8 +318,9 @@ class CloudContext:
             raise TamperedError(f"encrypted delta: {len(chunks)} ciphertexts for {delta.header['num_values']} values")
         return chunks
 
-    def _rlwe_check(self, delta: EncryptedDelta) -> tuple[bytes, int]:
-        """The seed of ``a`` and the polynomial count, after size checks."""
+    def _rlwe_check(self, delta: EncryptedDelta) -> tuple[bytes, int, rlwe.AExpansion]:
+        """The seed of ``a``, the polynomial count and the delta format's expansion of ``a``,
+        after size checks."""
         params = self.params
         k = rlwe.num_polys(int(delta.header["num_values"]), params)
         try:
@@ -330,7 +331,7 @@ class CloudContext:
             raise TamperedError("encrypted delta: nonce must be 16 bytes")
         if len(delta.payload) != k * params.n * 6:
             raise TamperedError("encrypted delta: payload size does not match its shapes")
-        return seed, k
+        return seed, k, rlwe.A_EXPANSIONS[delta.header["version"]]
 
     def __repr__(self) -> str:
         return f"CloudContext(backend={self.backend}, params={self.params_id}, key_id={self.key_id})"
@@ -524,7 +525,7 @@ def encrypt_delta(
     seed = rng.bytes(16)
     payload = fleet_key.encrypt_quantized(plain, rng, seed)
     header = {
-        "version": FORMAT_VERSION,
+        "version": FORMAT_VERSIONS[MAGIC_DELTA],
         "backend": params.backend,
         "params_id": params.params_id,
         "key_id": fleet_key.key_id,

@@ -5,12 +5,13 @@ Scheme (symmetric, additive; robots of a fleet share the secret ``s``):
 * ring R_q = Z_q[X]/(X^n + 1), n = 2048, q = 2^48; plaintexts in Z_t, t = 2^32.
 * secret ``s``: ternary (uniform in {-1,0,1}) by rejection sampling from the OS CSPRNG.
 * encryption of a block of n plaintext values m (one per coefficient):
-  ``a`` = SHAKE-128(seed) expanded to n uniform 48-bit coefficients, seed fresh 16 bytes;
+  ``a`` expanded from a fresh 16-byte seed with AES-128-CTR (:func:`expand_a`, delta
+  format 2; format-1 deltas, whose ``a`` came from SHAKE-128, are still read);
   ``b = a*s + e + (q/t)*m  (mod q)``, e discrete Gaussian sigma=3.2. Only the seed and
   ``b`` travel (6 bytes per value), so a 0.5M-value delta is ~3 MB, not the 2 GB of
   per-value LWE with an explicit n-vector per value.
 * addition: (a1+a2, b1+b2) coefficient-wise mod q. The cloud expands each upload's
-  ``a`` from its seed and keeps the running sums; it never sees ``s``.
+  ``a`` from its seed and keeps the running sums (:class:`RlweSum`); it never sees ``s``.
 * decryption: m = round((b - a*s) * t/q) mod t, centered to (-t/2, t/2]. Exact while
   |sum of m| <= t/2 (guarded by params.check_overflow) and |sum of e| < q/(2t) = 2^15
   (1000 clients: sigma*sqrt(1000) ~ 100, far below).
@@ -24,9 +25,11 @@ far inside float64 precision), and the limbs are recombined mod 2^48 in int64.
 
 from __future__ import annotations
 
+import abc
 import hashlib
 
 import numpy as np
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from .params import ParamSet
 from .rng import RandomSource
@@ -107,25 +110,111 @@ def negacyclic_multiply_reference(a: np.ndarray, s: np.ndarray, q: int) -> np.nd
     return np.array([v % q for v in out], dtype=np.uint64)
 
 
-def expand_a(seed: bytes, num_polys: int, params: ParamSet) -> np.ndarray:
-    """The uniform polynomials ``a`` (uint64, shape (num_polys, n)) from a 16-byte seed (SHAKE-128).
+def aes_ctr_keystream(key: bytes, counter_block: bytes, nbytes: int, out: bytearray | None = None) -> bytes | bytearray:
+    """``nbytes`` of AES-CTR keystream (SP 800-38A: E_K(T_1) || E_K(T_2) || ..., T_{j+1} = T_j + 1
+    mod 2^128), computed as the encryption of zeros with AES-NI (``cryptography``).
 
-    Each coefficient is 6 bytes (three little-endian 16-bit words) of the XOF stream, so
-    it is uniform in [0, 2^48) = Z_q with no rejection needed.
+    ``out``: a reusable buffer of at least ``nbytes + 15`` bytes (the library's requirement
+    for ``update_into``); the keystream is its first ``nbytes`` bytes.
     """
-    count = num_polys * params.n
-    raw = hashlib.shake_128(b"scfl-rlwe-a|" + seed).digest(count * _BYTES_PER_COEFF)
-    wide = np.zeros((count, 4), dtype="<u2")
-    wide[:, :3] = np.frombuffer(raw, dtype="<u2").reshape(count, 3)
-    return wide.view("<u8").reshape(num_polys, params.n).astype(np.uint64, copy=False)
+    encryptor = Cipher(algorithms.AES(bytes(key)), modes.CTR(counter_block)).encryptor()
+    if out is None:
+        return encryptor.update(bytes(nbytes))
+    encryptor.update_into(_zeros(nbytes), out)
+    return out
+
+
+_ZEROS: list[bytes] = [b""]
+
+
+def _zeros(nbytes: int) -> memoryview:
+    """A shared read-only buffer of zeros (the CTR plaintext), grown on demand."""
+    if len(_ZEROS[0]) < nbytes:
+        _ZEROS[0] = bytes(nbytes)
+    return memoryview(_ZEROS[0])[:nbytes]
+
+
+class AExpansion(abc.ABC):
+    """How one ciphertext format turns the public 16-byte seed (the header's nonce) into ``a``.
+
+    :meth:`words` returns one uint64 word per coefficient whose residue mod q = 2^log_q
+    (q divides 2^64) is the coefficient, so sums of raw words mod 2^64 reduce to sums of
+    ``a`` mod q: the cloud adds them unreduced (:class:`RlweSum`).
+    """
+
+    format_version: int
+    name: str
+
+    @abc.abstractmethod
+    def words(self, seed: bytes, count: int, out: bytearray | None = None) -> np.ndarray:
+        """``count`` raw words (read-only, valid until ``out`` is reused); ``out`` is a scratch
+        buffer of :meth:`scratch_bytes` an implementation may fill instead of allocating."""
+
+    @staticmethod
+    def scratch_bytes(count: int) -> int:
+        return 0
+
+
+class AesCtrExpansion(AExpansion):
+    """Format 2: AES-128 in counter mode keyed by the seed, one 64-bit keystream word per
+    coefficient, its low log_q bits kept (uniform in Z_q: no rejection sampling).
+
+    Counter block j is :data:`COUNTER_TAG` || be64(j), j = 0, 1, ... (fewer than 2^64
+    blocks, so the tag never changes); coefficient i is the little-endian word at bytes
+    [8i, 8i + 8) of the keystream. ~0.5 ms for 0.5M coefficients with AES-NI, against
+    ~7 ms for format 1's SHAKE-128.
+    """
+
+    format_version = 2
+    name = "AES-128-CTR"
+    COUNTER_TAG = b"scfl-a/2"
+    COUNTER_BLOCK = COUNTER_TAG + bytes(8)
+
+    def words(self, seed: bytes, count: int, out: bytearray | None = None) -> np.ndarray:
+        if len(seed) != 16:
+            raise ValueError("the seed of a is 16 bytes (an AES-128 key)")
+        stream = aes_ctr_keystream(seed, self.COUNTER_BLOCK, 8 * count, out)
+        return np.frombuffer(stream, dtype="<u8", count=count)
+
+    @staticmethod
+    def scratch_bytes(count: int) -> int:
+        return 8 * count + 15
+
+
+class Shake128Expansion(AExpansion):
+    """Format 1 (read only: deltas stored or in flight from robots of earlier builds):
+    SHAKE-128 of ``"scfl-rlwe-a|" || seed``, 6 little-endian bytes per coefficient."""
+
+    format_version = 1
+    name = "SHAKE-128"
+
+    def words(self, seed: bytes, count: int, out: bytearray | None = None) -> np.ndarray:
+        raw = hashlib.shake_128(b"scfl-rlwe-a|" + bytes(seed)).digest(count * _BYTES_PER_COEFF)
+        wide = np.zeros((count, 4), dtype="<u2")
+        wide[:, :3] = np.frombuffer(raw, dtype="<u2").reshape(count, 3)
+        return wide.view("<u8").reshape(count)
+
+
+#: The expansion of each delta format version this build reads; it writes the newest.
+A_EXPANSIONS: dict[int, AExpansion] = {e.format_version: e for e in (Shake128Expansion(), AesCtrExpansion())}
+WRITE_EXPANSION = A_EXPANSIONS[2]
+
+
+def expand_a(seed: bytes, num_polys: int, params: ParamSet, expansion: AExpansion = WRITE_EXPANSION) -> np.ndarray:
+    """The uniform polynomials ``a`` (uint64, shape (num_polys, n), coefficients < q) of a
+    16-byte seed under ``expansion`` (default: this build's, AES-128-CTR)."""
+    words = expansion.words(seed, num_polys * params.n).astype(np.uint64)  # a writable copy
+    words &= np.uint64((1 << int(params.log_q)) - 1)
+    return words.reshape(num_polys, params.n)
 
 
 def pack_coeffs(values: np.ndarray) -> bytes:
-    """uint64 coefficients < 2^48 -> 6 bytes each: all low 32-bit words, then all high 16-bit words."""
-    flat = np.asarray(values, dtype=np.uint64).reshape(-1)
-    low = (flat & np.uint64(0xFFFFFFFF)).astype("<u4")
-    high = (flat >> np.uint64(32)).astype("<u2")
-    return low.tobytes() + high.tobytes()
+    """uint64 coefficients < 2^48 -> 6 bytes each: all low 32-bit words, then all high 16-bit words.
+
+    Strided views of the little-endian words, no temporaries (the cloud packs its running
+    sum once per fold batch: ~0.6 ms instead of ~5 ms for 0.5M coefficients)."""
+    flat = np.ascontiguousarray(values, dtype="<u8").reshape(-1)
+    return flat.view("<u4")[0::2].tobytes() + flat.view("<u2")[2::4].tobytes()
 
 
 def unpack_coeffs(raw: bytes, count: int) -> np.ndarray:
@@ -167,11 +256,14 @@ class RlweSecret:
         s = np.frombuffer(raw, dtype=np.uint8).astype(np.int8) - 1
         return cls(s, params)
 
-    def encrypt(self, plain_mod_t: np.ndarray, seed: bytes, rng: RandomSource) -> np.ndarray:
-        """Encrypt values already reduced mod t (uint64, any length); returns ``b`` uint64 (k, n)."""
+    def encrypt(self, plain_mod_t: np.ndarray, seed: bytes, rng: RandomSource,
+                expansion: AExpansion = WRITE_EXPANSION) -> np.ndarray:
+        """Encrypt values already reduced mod t (uint64, any length); returns ``b`` uint64 (k, n).
+
+        ``expansion``: this build's; tests pass format 1's to make deltas of an older build."""
         p = self.params
         k = num_polys(plain_mod_t.size, p)
-        b = self._mul.multiply(expand_a(seed, k, p)).reshape(-1)
+        b = self._mul.multiply(expand_a(seed, k, p, expansion)).reshape(-1)
         b += rng.gaussian(k * p.n, p.sigma).view(np.uint64)  # two's complement; reduced below
         shift = np.uint64(int(p.log_q) - (p.plain_modulus.bit_length() - 1))  # q/t = 2^shift
         b[: plain_mod_t.size] += plain_mod_t.astype(np.uint64, copy=False) << shift
@@ -191,97 +283,64 @@ class RlweSecret:
 
 
 class RlweSum:
-    """Running sum of RLWE ciphertexts, kept in split form so each add is one cheap pass.
+    """Running sum of RLWE ciphertexts with lazy reduction: one cheap pass per add.
 
-    Why: the cloud's per-upload cost is dominated by expanding ``a`` (SHAKE-128) and by
-    converting bytes to 48-bit integers. Instead of assembling each ``a`` and ``b`` and
-    reducing mod q, the 16-bit words of ``a`` and ``b`` are added straight from the byte
-    buffers into uint32 accumulators (same-width adds, half the memory traffic of
-    uint64); they are folded into reduced uint64 totals every 65,535 uploads (before a
-    uint32 word sum could overflow) and whenever the sum is read.
+    Why: q = 2^48 divides 2^64, so sums kept in uint64 that wrap mod 2^64 still reduce to
+    the right sums mod q, however many are added; nothing is reduced, converted to 48-bit
+    integers or flushed per upload. Each add is three in-place numpy adds straight from
+    bytes: the raw 64-bit words of ``a`` (:meth:`AExpansion.words`) and the payload's low
+    32-bit words of ``b`` into uint64, its high 16-bit words into uint16 (only their sum mod
+    2^16 matters once shifted into bits 32..47). Reduction mod q happens only when read.
     """
-
-    _FLUSH_EVERY = 0xFFFF
 
     def __init__(self, params: ParamSet, num_polys: int):
         self.params = params
         self.shape = (num_polys, params.n)
         count = num_polys * params.n
+        if int(params.log_q) > 8 * _BYTES_PER_COEFF:
+            raise ValueError(f"log_q {params.log_q} > 48: coefficients do not fit the 6-byte packing")
         self._mask = np.uint64((1 << int(params.log_q)) - 1)
-        self._a_words = np.zeros((count, 3), dtype=np.uint32)
-        self._b_low_words = np.zeros((count, 2), dtype=np.uint32)  # the payload's low 32 bits as 2 x u16
-        self._b_high_words = np.zeros(count, dtype=np.uint32)
-        self._pending = 0
-        self._a_total = np.zeros(count, dtype=np.uint64)
-        self._b_total = np.zeros(count, dtype=np.uint64)
+        self._a = np.zeros(count, dtype=np.uint64)  # sum of raw a words, mod 2^64
+        self._b_low = np.zeros(count, dtype=np.uint64)  # sum of b's low 32 bits (and of reloaded totals), mod 2^64
+        # sum of b's high 16-bit words mod 2^16: shifted by 32 when read, only those 16 bits
+        # reach below 2^48, so a wrapping uint16 add (the cheapest) is exact
+        self._b_high = np.zeros(count, dtype=np.uint16)
+        self._scratch: bytearray | None = None  # keystream buffer, allocated by the first add, then reused
 
     @property
     def count(self) -> int:
-        return self._b_total.size
+        return self._a.size
 
-    def add_ciphertext(self, seed: bytes, payload: bytes) -> None:
+    def add_ciphertext(self, seed: bytes, payload: bytes, expansion: AExpansion = WRITE_EXPANSION) -> None:
+        """Add one ciphertext: ``a`` from ``seed`` under its format's ``expansion``, ``b`` packed."""
         count = self.count
         if len(payload) != count * _BYTES_PER_COEFF:
             raise ValueError(f"expected {count * _BYTES_PER_COEFF} payload bytes, got {len(payload)}")
-        if self._pending == self._FLUSH_EVERY:
-            self._flush()
-        raw_a = hashlib.shake_128(b"scfl-rlwe-a|" + seed).digest(count * _BYTES_PER_COEFF)
-        np.add(self._a_words, np.frombuffer(raw_a, dtype="<u2").reshape(count, 3), out=self._a_words)
-        np.add(self._b_low_words, np.frombuffer(payload, dtype="<u2", count=2 * count).reshape(count, 2), out=self._b_low_words)
-        np.add(self._b_high_words, np.frombuffer(payload, dtype="<u2", offset=4 * count), out=self._b_high_words)
-        self._pending += 1
-
-    def _pending_sums(self) -> tuple[np.ndarray, np.ndarray]:
-        """The pending word sums as integers mod 2^64 (q = 2^48 divides it, so wrap-around is harmless)."""
-        sixteen = np.uint64(16)
-        # Horner in place: one uint64 temporary per sum instead of one per word column
-        a = self._a_words[:, 2].astype(np.uint64)
-        a <<= sixteen
-        a += self._a_words[:, 1]
-        a <<= sixteen
-        a += self._a_words[:, 0]
-        b = self._b_high_words.astype(np.uint64)
-        b <<= sixteen
-        b += self._b_low_words[:, 1]
-        b <<= sixteen
-        b += self._b_low_words[:, 0]
-        return a, b
-
-    def _flush(self) -> None:
-        a, b = self._pending_sums()
-        self._a_total = (self._a_total + a) & self._mask
-        self._b_total = (self._b_total + b) & self._mask
-        for arr in (self._a_words, self._b_low_words, self._b_high_words):
-            arr.fill(0)
-        self._pending = 0
+        if self._scratch is None:
+            self._scratch = bytearray(max(e.scratch_bytes(count) for e in A_EXPANSIONS.values()))
+        np.add(self._a, expansion.words(seed, count, self._scratch), out=self._a)
+        np.add(self._b_low, np.frombuffer(payload, dtype="<u4", count=count), out=self._b_low)
+        np.add(self._b_high, np.frombuffer(payload, dtype="<u2", count=count, offset=4 * count), out=self._b_high)
 
     def a_sum(self) -> np.ndarray:
-        a, _ = self._pending_sums()
-        a += self._a_total
-        a &= self._mask
-        return a.reshape(self.shape)
+        return (self._a & self._mask).reshape(self.shape)
 
     def b_sum(self) -> np.ndarray:
-        _, b = self._pending_sums()
-        b += self._b_total
+        b = self._b_high.astype(np.uint64)
+        b <<= np.uint64(32)
+        b += self._b_low
         b &= self._mask
         return b.reshape(self.shape)
 
     def sums(self) -> tuple[np.ndarray, np.ndarray]:
-        """(a_sum, b_sum) in one pass over the word accumulators."""
-        a, b = self._pending_sums()
-        a += self._a_total
-        a &= self._mask
-        b += self._b_total
-        b &= self._mask
-        return a.reshape(self.shape), b.reshape(self.shape)
+        return self.a_sum(), self.b_sum()
 
     def add_plaintext(self, values_mod_t: np.ndarray) -> None:
         """b += (q/t) m: a noiseless trivial encryption of public values m mod t."""
         shift = np.uint64(int(self.params.log_q) - (self.params.plain_modulus.bit_length() - 1))
-        m = np.zeros(self._b_total.size, dtype=np.uint64)
+        m = np.zeros(self.count, dtype=np.uint64)
         m[: values_mod_t.size] = values_mod_t.astype(np.uint64) << shift
-        self._b_total = (self._b_total + m) & self._mask
+        self._b_low += m
 
     def to_bytes(self) -> bytes:
         a, b = self.sums()
@@ -290,8 +349,8 @@ class RlweSum:
     @classmethod
     def from_sums(cls, params: ParamSet, a_sum: np.ndarray, b_sum: np.ndarray) -> RlweSum:
         out = cls(params, a_sum.size // params.n)
-        out._a_total = a_sum.reshape(-1).astype(np.uint64) & out._mask
-        out._b_total = b_sum.reshape(-1).astype(np.uint64) & out._mask
+        out._a[:] = a_sum.reshape(-1)
+        out._b_low[:] = b_sum.reshape(-1)
         return out
 
 

@@ -18,7 +18,6 @@ import struct
 
 from .errors import TamperedError, TruncatedError, WrongParametersError
 
-FORMAT_VERSION = 1
 DIGEST_LEN = 32
 SIGNATURE_LEN = 64
 
@@ -32,6 +31,15 @@ KIND_BY_MAGIC = {
     MAGIC_FLEET_KEY: "fleet secret key",
     MAGIC_CLOUD_CONTEXT: "cloud context",
 }
+#: Container format version written per kind (the u16 after the magic; deltas and
+#: aggregates repeat it in their header). Deltas are at 2: the rlwe public polynomial ``a``
+#: is expanded from the nonce with AES-128-CTR instead of format 1's SHAKE-128
+#: (``rlwe.A_EXPANSIONS``). Aggregates, keys and contexts are unchanged at 1 (an aggregate
+#: stores its sum of ``a`` in full, so it does not depend on the expansion).
+FORMAT_VERSIONS = {MAGIC_DELTA: 2, MAGIC_AGGREGATE: 1, MAGIC_FLEET_KEY: 1, MAGIC_CLOUD_CONTEXT: 1}
+#: Versions read per kind: format-1 deltas (stored skill versions, uploads of robots not
+#: yet updated) stay readable and summable with format-2 ones.
+READABLE_VERSIONS = {MAGIC_DELTA: (1, 2), MAGIC_AGGREGATE: (1,), MAGIC_FLEET_KEY: (1,), MAGIC_CLOUD_CONTEXT: (1,)}
 _PRE = struct.Struct("<8sHI")
 _PAYLOAD_LEN = struct.Struct("<Q")
 
@@ -54,16 +62,23 @@ def canonical_json(header: dict) -> bytes:
     return json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
-def pack_prefix(magic: bytes, header: dict, payload: bytes) -> bytes:
-    """Everything the digest covers: magic, version, header and payload."""
+def pack_prefix(magic: bytes, header: dict, payload: bytes, version: int | None = None) -> bytes:
+    """Everything the digest covers: magic, version (default: the one this build writes),
+    header and payload."""
     head = canonical_json(header)
-    return b"".join([_PRE.pack(magic, FORMAT_VERSION, len(head)), head, _PAYLOAD_LEN.pack(len(payload)), payload])
+    version = FORMAT_VERSIONS[magic] if version is None else version
+    return b"".join([_PRE.pack(magic, version, len(head)), head, _PAYLOAD_LEN.pack(len(payload)), payload])
 
 
-def pack(magic: bytes, header: dict, payload: bytes) -> tuple[bytes, bytes]:
+def pack(magic: bytes, header: dict, payload: bytes, version: int | None = None) -> tuple[bytes, bytes]:
     """Return (prefix, digest); callers append the digest (and a signature) themselves."""
-    prefix = pack_prefix(magic, header, payload)
+    prefix = pack_prefix(magic, header, payload, version)
     return prefix, hashlib.sha256(prefix).digest()
+
+
+def container_version(blob: bytes) -> int:
+    """The format version u16 of a container (call after :func:`unpack` accepted it)."""
+    return _PRE.unpack_from(blob, 0)[1]
 
 
 def unpack(blob: bytes, magic: bytes, trailer_len: int = 0) -> tuple[dict, bytes, bytes, bytes]:
@@ -76,8 +91,10 @@ def unpack(blob: bytes, magic: bytes, trailer_len: int = 0) -> tuple[dict, bytes
     if got_magic != magic:
         other = KIND_BY_MAGIC.get(got_magic)
         raise TamperedError(f"not a valid {what}" + (f" (got: {other})" if other else " (bad magic bytes)"))
-    if version != FORMAT_VERSION:
-        raise WrongParametersError(f"{what}: unsupported format version {version} (this build reads {FORMAT_VERSION})")
+    if version not in READABLE_VERSIONS[magic]:
+        readable = ", ".join(map(str, READABLE_VERSIONS[magic]))
+        raise WrongParametersError(f"{what}: unsupported format version {version} (this build reads {readable}); "
+                                   "is it from a newer scfl?")
     pos = _PRE.size
     if len(blob) < pos + head_len + _PAYLOAD_LEN.size:
         raise TruncatedError(f"{what}: bytes end inside the header ({len(blob)} bytes)")
