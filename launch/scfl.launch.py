@@ -14,12 +14,23 @@ camera_node and vla_node are managed (lifecycle) nodes: they start with ``autost
 and this file configures them (camera opened, model loaded) and activates them once
 configured, through launch_ros' lifecycle events. A node whose configure fails (e.g. no
 camera) logs why and stays unconfigured; ``ros2 lifecycle set`` can retry it.
+
+When the environment chooses no Fast DDS transports (neither ``FASTDDS_BUILTIN_TRANSPORTS`` nor
+``FASTDDS_DEFAULT_PROFILES_FILE``), the nodes get the camera graph's profile
+(config/fastdds_shm.xml: 640x480 frames need a larger shared-memory segment; docs/ros.md).
 """
 
 from __future__ import annotations
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, EmitEvent, LogInfo, OpaqueFunction, RegisterEventHandler
+from launch.actions import (
+    DeclareLaunchArgument,
+    EmitEvent,
+    LogInfo,
+    OpaqueFunction,
+    RegisterEventHandler,
+    SetEnvironmentVariable,
+)
 from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
@@ -28,6 +39,7 @@ from launch_ros.events.lifecycle import ChangeState
 from lifecycle_msgs.msg import Transition
 
 from scfl_nodes.core.config import default_config_path, load_config
+from scfl_nodes.nodes.common import camera_transports
 from scfl_nodes.nodes.graph import LAUNCH_ARGUMENTS, LIFECYCLE_NODES, node_overrides, resolve_params_file
 
 
@@ -54,6 +66,9 @@ def _start_nodes(context, config_path: str):
     )
     params_file = str(resolve_params_file(ros.params_file, config_path))
     actions = [LogInfo(msg=f"scfl: starting {', '.join(ros.nodes)} (params {params_file}, namespace '{ros.namespace}')")]
+    env = context.environment
+    if not env.get("FASTDDS_BUILTIN_TRANSPORTS") and not env.get("FASTDDS_DEFAULT_PROFILES_FILE"):
+        actions.append(SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", camera_transports()))
     for name, overrides in node_overrides(ros).items():
         if name not in LIFECYCLE_NODES:
             actions.append(Node(package="scfl_nodes", executable=name, name=name, namespace=ros.namespace,
