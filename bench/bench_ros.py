@@ -9,19 +9,26 @@
    (scfl-metaworld-vision), router_node picks 3 residual skills (SkillRequest from here),
    skill_node runs at its configured rate, command_node turns each final action into a
    JointTrajectory from the /joint_states this process publishes at 100 Hz (Panda home posture).
-   Measured from this process: (a) image -> final action latency (arrival of the first
-   ResidualAction that used a frame's base action - the frame's stamp), (b) image ->
-   JointTrajectory (the trajectory answering that action), (c) achieved camera rate (CameraInfo
-   stamps) and (d) skill_node control rate (ResidualAction stamps) vs configured, (e) the command
-   stage's added latency (trajectory arrival - arrival of the action it answers, paired by
-   recomputing command_node's IK target). Stopped with SIGINT to the launch process group, as a
-   terminal's Ctrl-C does; the exit code and a clean shutdown are recorded.
+   Every latency is between publish times on the publishers' own clocks (one machine): the
+   frame's stamp (camera_node stamps it just before publishing) and the DDS source timestamps
+   of vla_node's BaseAction, skill_node's ResidualAction and command_node's JointTrajectory, so
+   this process's own scheduling delay when receiving enters none of them. Measured: (a) image
+   -> final action (the first ResidualAction that used a frame's base action), split into image
+   -> base action and base action -> final action, (b) image -> JointTrajectory, (c) achieved
+   camera rate (CameraInfo stamps) and (d) skill_node control rate (ResidualAction stamps) vs
+   configured, (e) the command stage's added latency (JointTrajectory published - the final
+   action it answers published), paired exactly: command_node stamps its TwistStamped with the
+   action's stamp and publishes it with the trajectory (same DDS publication sequence number);
+   command_node's own /diagnostics figure (action received -> published) is recorded next to it.
+   Stopped with SIGINT to the launch process group, as a terminal's Ctrl-C does; the exit code
+   and a clean shutdown are recorded.
 2. Camera topic throughput across processes: bag_player replays a 640x480 rgb8 30 fps bag
    (generated here) and this process counts what arrives (fps, MB/s, loss, transport latency);
-   then the same bag as fast as possible (rate 100) for the ceiling.
+   then the same bag as fast as possible (rate 100) for the ceiling. bag_player's exit code after
+   each playback is recorded (bounded waits: a player that does not end is killed and recorded).
 
     SCFL_VENDOR_ROS2=../shared/vendor/ros2 bash scripts/build_ros.sh && source scripts/env.sh
-    python bench/bench_ros.py [--quick]      # --quick: about 1 min
+    python bench/bench_ros.py [--quick]      # full: about 3 min on an idle machine; --quick: about 1 min
 """
 
 from __future__ import annotations
@@ -368,11 +375,17 @@ def bench_launch(tmp: Path, warmup_s: float, duration_s: float, namespace: str =
         "shutdown_s": round(stop_s, 1),
         "clean_shutdown": exit_code == 0 and text.count("process has finished cleanly") == 5,
     }
-    out["targets"] = {
-        "camera_fps_sustained": {"target": ">= 0.95 x 30 fps", "met": camera_rate >= 0.95 * camera_fps},
-        "control_rate_within_5_percent": {"met": out["control_rate_error"] <= 0.05},
-        "command_stage_p99_ms_below_5": {"met": bool(command_added) and cmd_stats["p99_ms"] < 5.0},
-        "image_to_action_p99_ms_below_40": {"met": bool(image_to_action) and img_stats["p99_ms"] < 40.0},
+    out["targets"] = {  # issues 11 and 12, on the 2-core machine
+        "camera_fps_sustained": {"target": ">= 0.95 x 30 fps", "measured": round(camera_rate, 2),
+                                 "met": camera_rate >= 0.95 * camera_fps},
+        "control_rate_within_5_percent": {"target": f"{control_rate:.0f} Hz +- 5 %", "measured": round(control, 2),
+                                          "met": out["control_rate_error"] <= 0.05},
+        "command_stage_p99_ms_below_5": {"target": "p99 < 5 ms", "measured": cmd_stats.get("p99_ms"),
+                                         "met": bool(command_added) and cmd_stats["p99_ms"] < 5.0},
+        "image_to_action_p99_ms_below_40": {"target": "p99 < 40 ms while sustaining 30 fps",
+                                            "measured": img_stats.get("p99_ms"),
+                                            "met": bool(image_to_action) and img_stats["p99_ms"] < 40.0
+                                            and camera_rate >= 0.95 * camera_fps},
     }
     print(f"bench_ros: launch: camera {camera_rate:.1f}/{camera_fps:.0f} fps, control {control:.1f}/{control_rate:.0f} Hz; "
           f"image->action median {img_stats.get('median_ms')} p99 {img_stats.get('p99_ms')} ms; "

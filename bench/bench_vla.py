@@ -89,6 +89,9 @@ def bench_vision_policy(n: int, devices: list[str]) -> dict:
             print(f"vision policy {key}: 640x480 batch1 p50 {r['p50_ms']:.3f} ms p99 {r['p99_ms']:.3f} ms", flush=True)
     out["parameters"] = int(policy.num_parameters())
     out["tensorrt"] = _trt_note()
+    p99 = out["torch_cpu"]["frame_640x480"]["p99_ms"]  # what vla_node runs by default (backend torch, cpu)
+    out["targets"] = {"inference_p99_ms_below_15": {"target": "p99 < 15 ms at batch 1 on the CPU (torch, 640x480 frame)",
+                                                    "measured": p99, "met": p99 < 15.0}}
     return out
 
 
@@ -230,6 +233,7 @@ def main(argv=None) -> int:
             result["medium_vla_gpu"] = bench_medium_vla_gpu(tmp)
             result["cameras"] = bench_cameras(tmp, args.camera_frames)
     result["seconds"] = round(time.time() - t0, 1)
+    result["machine"]["load_average_at_end"] = list(os.getloadavg())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
