@@ -426,7 +426,7 @@ def bench_camera_throughput(tmp: Path, seconds: float) -> dict:
             player = ros.start("bag_player", {"bag_path": str(bag), "rate": rate, "start_delay_s": 2.0,
                                               "wait_for_subscribers": ["/camera/camera/color/image_raw"]})
             # bounded waits: a player that does not end is recorded (and killed), not waited for
-            done = _wait(lambda: "done: published" in player.log() or player.proc.poll() is not None, 120)
+            _wait(lambda: "done: published" in player.log() or player.proc.poll() is not None, 120)
             t_done = time.monotonic()
             ended = _wait(lambda: player.proc.poll() is not None, 90)  # > run_node's TEARDOWN_TIMEOUT_S
             exit_s = time.monotonic() - t_done
@@ -442,7 +442,9 @@ def bench_camera_throughput(tmp: Path, seconds: float) -> dict:
                "loss_fraction": round(1 - len(arrivals) / frames, 4), "received_fps": round(fps, 2),
                "throughput_MB_s": round(fps * 640 * 480 * 3 / 1e6, 2),
                "transport_latency": _stats(lat) if rate == 1.0 else {"note": "not meaningful when publishing as fast as possible"},
-               "playback_finished": done, "player_exit_code": player.proc.returncode if ended else None,
+               "playback_finished": "done: published" in player.log(),
+               "player_found_subscriber": "nobody subscribed" not in player.log(),
+               "player_exit_code": player.proc.returncode if ended else None,
                "player_exit_s_after_playback": round(exit_s, 1)}
         out["runs"].append(run)
         print(f"bench_ros: camera replay rate {rate}: {len(arrivals)}/{frames} frames, {fps:.1f} fps, "
@@ -477,6 +479,7 @@ def main(argv=None) -> int:
                 "2-core machine other engineers' tests and builds ran at the same time",
         "nice": os.nice(0),
         "quick": args.quick,
+        "targets": pipeline["targets"],
         "pipeline": pipeline,
         "camera_topic": camera,
     }
