@@ -9,19 +9,26 @@
    (scfl-metaworld-vision), router_node picks 3 residual skills (SkillRequest from here),
    skill_node runs at its configured rate, command_node turns each final action into a
    JointTrajectory from the /joint_states this process publishes at 100 Hz (Panda home posture).
-   Measured from this process: (a) image -> final action latency (arrival of the first
-   ResidualAction that used a frame's base action - the frame's stamp), (b) image ->
-   JointTrajectory (the trajectory answering that action), (c) achieved camera rate (CameraInfo
-   stamps) and (d) skill_node control rate (ResidualAction stamps) vs configured, (e) the command
-   stage's added latency (trajectory arrival - arrival of the action it answers, paired by
-   recomputing command_node's IK target). Stopped with SIGINT to the launch process group, as a
-   terminal's Ctrl-C does; the exit code and a clean shutdown are recorded.
+   Every latency is between publish times on the publishers' own clocks (one machine): the
+   frame's stamp (camera_node stamps it just before publishing) and the DDS source timestamps
+   of vla_node's BaseAction, skill_node's ResidualAction and command_node's JointTrajectory, so
+   this process's own scheduling delay when receiving enters none of them. Measured: (a) image
+   -> final action (the first ResidualAction that used a frame's base action), split into image
+   -> base action and base action -> final action, (b) image -> JointTrajectory, (c) achieved
+   camera rate (CameraInfo stamps) and (d) skill_node control rate (ResidualAction stamps) vs
+   configured, (e) the command stage's added latency (JointTrajectory published - the final
+   action it answers published), paired exactly: command_node stamps its TwistStamped with the
+   action's stamp and publishes it with the trajectory (same DDS publication sequence number);
+   command_node's own /diagnostics figure (action received -> published) is recorded next to it.
+   Stopped with SIGINT to the launch process group, as a terminal's Ctrl-C does; the exit code
+   and a clean shutdown are recorded.
 2. Camera topic throughput across processes: bag_player replays a 640x480 rgb8 30 fps bag
    (generated here) and this process counts what arrives (fps, MB/s, loss, transport latency);
-   then the same bag as fast as possible (rate 100) for the ceiling.
+   then the same bag as fast as possible (rate 100) for the ceiling. bag_player's exit code after
+   each playback is recorded (bounded waits: a player that does not end is killed and recorded).
 
     SCFL_VENDOR_ROS2=../shared/vendor/ros2 bash scripts/build_ros.sh && source scripts/env.sh
-    python bench/bench_ros.py [--quick]      # --quick: about 1 min
+    python bench/bench_ros.py [--quick]      # full: about 3 min on an idle machine; --quick: about 1 min
 """
 
 from __future__ import annotations
@@ -112,16 +119,13 @@ def _render_video(path: Path, task: str, frames: int) -> Path:
     return path
 
 
-def _command_predictor():
-    """ArmCommander as command_node builds it from config/nodes.yaml's defaults: the trajectory an
-    action gives at the posture the benchmark publishes, to tell which action a trajectory answers."""
-    from scfl_nodes.core.control import ActionMapping, ArmCommander, gripper_joints_from_urdf
-    from scfl_nodes.core.retarget import load_robot
-    from scfl_nodes.core.retarget.robot import PANDA_FINGERS, resolve_urdf
-
-    robot = load_robot("panda")
-    commander = ArmCommander(robot, ActionMapping(), gripper_joints_from_urdf(resolve_urdf("panda")[0], PANDA_FINGERS))
-    return robot, commander
+def _wait(predicate, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return bool(predicate())
 
 
 def _rate(stamps_ns) -> float:
@@ -129,42 +133,17 @@ def _rate(stamps_ns) -> float:
     return float((len(s) - 1) / ((s[-1] - s[0]) * 1e-9)) if len(s) > 2 and s[-1] > s[0] else 0.0
 
 
-def _pair_trajectories(actions, trajectories, predict, period_s: float, latest: bool = False):
-    """Each JointTrajectory -> the action it answers: a not yet answered action that arrived within
-    1 s before it and whose IK target (same commander, same joint state) it is. Identical
-    consecutive actions (one base action spans several control cycles) are ambiguous when
-    command_node skipped one: ``latest=False`` pairs the earliest (an upper bound of the latency),
-    ``latest=True`` the most recent (a lower bound)."""
-    cache: dict[int, np.ndarray] = {}
-    used: set[int] = set()
-    pairs, worst = [], 0.0
-    lo = 0
-    for t_traj, positions in trajectories:
-        while lo < len(actions) and actions[lo][0] < t_traj - 1_000_000_000:
-            lo += 1
-        best, best_err = None, np.inf
-        for k in range(lo, len(actions)):
-            t_act, action = actions[k][0], actions[k][1]
-            if t_act > t_traj:
-                break
-            if k in used:
-                continue
-            if k not in cache:
-                cache[k] = predict(action, period_s)
-            err = float(np.max(np.abs(cache[k] - positions)))
-            if err < 1e-6:
-                best, best_err = k, err
-                if latest:
-                    continue
-                break
-            if err < best_err:
-                best, best_err = k, err
-        if best is None:
-            continue
-        used.add(best)
-        worst = max(worst, best_err)
-        pairs.append((best, t_traj))
-    return pairs, worst
+def _command_pairs(actions: dict, twists, trajectories) -> dict:
+    """Each final action -> the publish time of the JointTrajectory that answers it, exactly:
+    command_node stamps its TwistStamped with the action's stamp and publishes the twist and the
+    arm trajectory together for every command, so the n-th twist and the n-th trajectory (DDS
+    publication sequence numbers of the two writers) answer the same action."""
+    traj_by_seq = {seq: t_pub for seq, t_pub in trajectories}
+    out = {}
+    for action_stamp, seq in twists:
+        if action_stamp in actions and seq in traj_by_seq:
+            out[action_stamp] = traj_by_seq[seq]
+    return out
 
 
 def bench_launch(tmp: Path, warmup_s: float, duration_s: float, namespace: str = "robot1") -> dict:
@@ -192,17 +171,18 @@ def bench_launch(tmp: Path, warmup_s: float, duration_s: float, namespace: str =
     camera_fps = float(params["/**/camera_node"]["ros__parameters"]["fps"])
     params_file = tmp / "nodes.yaml"
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
-    robot, commander = _command_predictor()
+    from scfl_nodes.core.retarget import load_robot
+
+    robot = load_robot("panda")
     names = list(robot.joint_names) + ["panda_finger_joint1", "panda_finger_joint2"]
     q_home = [float(v) for v in robot.home] + [0.02, 0.02]
-
-    def predict(action, period_s):
-        return commander.command(robot.home, np.asarray(action, dtype=float), period_s).q_target
 
     ns = f"/{namespace}"
     launch_args = [f"namespace:={namespace}", "camera_type:=video", f"params_file:={params_file}",
                    "sigterm_timeout:=60"]
     with RosHarness(tmp / "ros", transports=TRANSPORTS) as ros:
+        from diagnostic_msgs.msg import DiagnosticArray
+        from geometry_msgs.msg import TwistStamped
         from lifecycle_msgs.srv import GetState
         from sensor_msgs.msg import CameraInfo, JointState
         from trajectory_msgs.msg import JointTrajectory
@@ -210,12 +190,12 @@ def bench_launch(tmp: Path, warmup_s: float, duration_s: float, namespace: str =
         from scfl_interfaces.msg import BaseAction, ResidualAction
         from scfl_interfaces.srv import SkillRequest
 
+        # Times are the publishers' own: a message's header stamp and its DDS source timestamp
+        # (the publish time on the publisher's clock; every process runs on this machine), so
+        # this process's own scheduling delay when receiving does not enter any latency.
         lock = threading.Lock()
-        rec = {"on": False, "info": [], "base": [], "action": [], "traj": []}
-        base_stamp: dict[int, int] = {}
-
-        def now_ns() -> int:
-            return ros.node.get_clock().now().nanoseconds
+        rec = {"on": False, "info": [], "base": [], "action": [], "twist": [], "traj": []}
+        command_diag: list[str] = []
 
         def stamp_ns(msg) -> int:
             return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
@@ -225,30 +205,41 @@ def bench_launch(tmp: Path, warmup_s: float, duration_s: float, namespace: str =
                 if rec["on"]:
                     rec["info"].append(stamp_ns(msg))
 
-        def on_base(msg):
-            with lock:
-                base_stamp[msg.sequence] = stamp_ns(msg)
-                if rec["on"]:
-                    rec["base"].append((msg.sequence, stamp_ns(msg)))
-
-        def on_action(msg):
-            t = now_ns()
+        def on_base(msg, info):  # (sequence, image stamp, vla_node publish time, inference ms)
             with lock:
                 if rec["on"]:
-                    rec["action"].append((t, list(msg.action), msg.base_sequence, stamp_ns(msg), len(msg.skill_ids)))
+                    rec["base"].append((msg.sequence, stamp_ns(msg), info["source_timestamp"], msg.inference_time_ms))
 
-        def on_traj(msg):
-            t = now_ns()
+        def on_action(msg, info):  # (stamp, skill_node publish time, base sequence, skills)
+            with lock:
+                if rec["on"]:
+                    rec["action"].append((stamp_ns(msg), info["source_timestamp"], msg.base_sequence, len(msg.skill_ids)))
+
+        def on_twist(msg, info):  # (stamp of the action it answers, publication sequence number)
+            with lock:
+                if rec["on"]:
+                    rec["twist"].append((stamp_ns(msg), info["publication_sequence_number"]))
+
+        def on_traj(msg, info):  # (publication sequence number, command_node publish time)
             with lock:
                 if rec["on"] and msg.points:
-                    rec["traj"].append((t, np.asarray(msg.points[0].positions, dtype=float)))
+                    rec["traj"].append((info["publication_sequence_number"], info["source_timestamp"]))
+
+        def on_diag(msg):  # command_node's own count: action received -> commands published
+            for status in msg.status:
+                if status.name.endswith(f"{ns}/command_node"):
+                    value = {kv.key: kv.value for kv in status.values}.get("stage_latency_ms")
+                    if value and rec["on"]:
+                        command_diag.append(value)
 
         with ros._lock:
             ros.node.create_subscription(CameraInfo, f"{ns}/camera/camera/color/camera_info", on_info, 100)
             ros.node.create_subscription(BaseAction, f"{ns}/scfl/base_action", on_base, 100)
             ros.node.create_subscription(ResidualAction, f"{ns}/scfl/action", on_action, 1000)
+            ros.node.create_subscription(TwistStamped, f"{ns}/servo_node/delta_twist_cmds", on_twist, 1000)
             ros.node.create_subscription(JointTrajectory, f"{ns}/joint_trajectory_controller/joint_trajectory",
                                          on_traj, 1000)
+            ros.node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 50)
         joints = ros.publisher(JointState, f"{ns}/joint_states", 10)
         stop = threading.Event()
 
@@ -276,10 +267,12 @@ def bench_launch(tmp: Path, warmup_s: float, duration_s: float, namespace: str =
         exit_code, startup_s = None, None
         try:
             def nodes_up():
+                if launcher.poll() is not None:  # fail now, not after the timeout
+                    raise RuntimeError(f"the launch exited with code {launcher.returncode} before the nodes were up")
                 names_up = {n for n, n_ns in ros.node.get_node_names_and_namespaces() if n_ns == ns}
                 return names_up >= {"camera_node", "vla_node", "router_node", "skill_node", "command_node"}
 
-            ros.wait_for(lambda: launcher.poll() is None and nodes_up(), 600, "the launched nodes")
+            ros.wait_for(nodes_up, 600, "the launched nodes")
             for node in ("camera_node", "vla_node"):
                 ros.wait_for(lambda: ros.call(GetState, f"{ns}/{node}/get_state", GetState.Request(), timeout=60)
                              .current_state.label == "active", 600, f"{node} active")
@@ -288,20 +281,20 @@ def bench_launch(tmp: Path, warmup_s: float, duration_s: float, namespace: str =
             assert resp.success, resp.message
             with lock:
                 rec["on"] = True
-            ros.wait_for(lambda: len(rec["traj"]) > 5 and any(a[4] == len(resp.skill_ids) for a in rec["action"]),
+            ros.wait_for(lambda: len(rec["traj"]) > 5 and any(a[3] == len(resp.skill_ids) for a in rec["action"]),
                          300, "final actions with the requested skills and joint trajectories")
             startup_s = time.monotonic() - t_launch
             time.sleep(warmup_s)
             with lock:
-                for key in ("info", "base", "action", "traj"):
+                for key in ("info", "base", "action", "twist", "traj"):
                     rec[key] = []
-            t0 = now_ns()
+                command_diag.clear()
+            t0 = time.monotonic()
             time.sleep(duration_s)
             with lock:
                 rec["on"] = False
                 data = {k: list(v) for k, v in rec.items() if k != "on"}
-                stamps = dict(base_stamp)
-            t1 = now_ns()
+            seconds = time.monotonic() - t0
         except BaseException:
             os.killpg(launcher.pid, signal.SIGKILL)
             launcher.wait(30)
@@ -322,22 +315,19 @@ def bench_launch(tmp: Path, warmup_s: float, duration_s: float, namespace: str =
         stop_s = time.monotonic() - t_stop
     text = log_path.read_text(errors="replace")
 
-    period = 1.0 / control_rate
-    actions = [a for a in data["action"] if a[4] > 0]  # composed with skills
-    first_use: dict[int, int] = {}
-    for k, a in enumerate(actions):
-        first_use.setdefault(a[2], k)
-    window = {seq for seq, _ in data["base"]}  # frames inferred during the measurement
-    first_use = {s: k for s, k in first_use.items() if s in window}
-    image_to_action = [(actions[k][0] - stamps[s]) / 1e6 for s, k in first_use.items()]
-    pairs, match_err = _pair_trajectories([(a[0], a[1]) for a in actions], data["traj"], predict, period)
-    paired = dict(pairs)
-    command_added = [(t - actions[k][0]) / 1e6 for k, t in pairs]
-    lower, _ = _pair_trajectories([(a[0], a[1]) for a in actions], data["traj"], predict, period, latest=True)
-    command_added_lower = [(t - actions[k][0]) / 1e6 for k, t in lower]
-    image_to_traj = [(paired[k] - stamps[s]) / 1e6 for s, k in first_use.items() if k in paired]
-    seconds = (t1 - t0) / 1e9
-    action_stamps = [a[3] for a in data["action"]]
+    base = {seq: (image, published, infer) for seq, image, published, infer in data["base"]}
+    actions = sorted(a for a in data["action"] if a[3] > 0)  # composed with skills
+    first_use: dict[int, tuple] = {}  # base sequence -> the first final action that used it
+    for a in actions:
+        if a[2] in base:
+            first_use.setdefault(a[2], a)
+    trajectory_of = _command_pairs({a[0]: a for a in actions}, data["twist"], data["traj"])
+    image_to_action = [(a[1] - base[s][0]) / 1e6 for s, a in first_use.items()]
+    image_to_base = [(base[s][1] - base[s][0]) / 1e6 for s in first_use]
+    base_to_action = [(a[1] - base[s][1]) / 1e6 for s, a in first_use.items()]
+    image_to_traj = [(trajectory_of[a[0]] - base[s][0]) / 1e6 for s, a in first_use.items() if a[0] in trajectory_of]
+    command_added = [(trajectory_of[a[0]] - a[1]) / 1e6 for a in actions if a[0] in trajectory_of]
+    action_stamps = [a[0] for a in data["action"]]
     gaps = np.diff(np.sort(np.asarray(action_stamps, dtype=np.int64))) / 1e6 if len(action_stamps) > 2 else []
     camera_rate = _rate(data["info"])
     control = _rate(action_stamps)
@@ -358,40 +348,53 @@ def bench_launch(tmp: Path, warmup_s: float, duration_s: float, namespace: str =
         "measured_s": round(seconds, 1),
         "camera_fps": camera_fps,
         "achieved_camera_fps": round(camera_rate, 2),
-        "base_action_rate_hz": round(_rate([t for _, t in data["base"]]), 2),
+        "base_action_rate_hz": round(_rate([b[1] for b in data["base"]]), 2),
         "frames_with_a_base_action": round(len(data["base"]) / max(len(data["info"]), 1), 3),
         "control_rate_hz": control_rate,
         "achieved_rate_hz": round(control, 2),
         "control_rate_error": round(abs(control - control_rate) / control_rate, 4),
         "cycle_gap_ms": _stats(gaps),
+        "latency_note": "publish times on the publishers' clocks (one machine): image = camera_node's stamp "
+                        "(just before it publishes the frame), base action / final action / JointTrajectory = "
+                        "the DDS source timestamp of vla_node's / skill_node's / command_node's message; the "
+                        "first final action that used a frame's base action answers that frame",
         "image_to_final_action": img_stats,
+        "image_to_base_action": _stats(image_to_base),
+        "base_action_to_final_action": _stats(base_to_action),
+        "inference_ms": _stats([base[s][2] for s in first_use]),
         "image_to_joint_trajectory": _stats(image_to_traj),
         "command_stage_added": cmd_stats,
-        "command_stage_added_lower_bound": _stats(command_added_lower),
-        "command_stage_note": "JointTrajectory arrival - arrival of the final action it answers, both here "
-                              "(command_node and this process receive the action in parallel); when command_node "
-                              "skipped one of identical consecutive actions the pairing is ambiguous: "
-                              "command_stage_added pairs the earliest (upper bound), the lower bound the latest",
+        "command_stage_note": "JointTrajectory published - the final action it answers published (one DDS hop, "
+                              "command_node's wait and work); paired exactly: the TwistStamped carries the "
+                              "action's stamp and is published with the trajectory",
+        "command_node_reported": command_diag[-1] if command_diag else None,
+        "command_node_reported_note": "command_node's last /diagnostics stage_latency_ms of the window: its last "
+                                      "500 commands, action received (DDS reception) -> commands published",
         "trajectories": len(data["traj"]),
-        "trajectories_paired": len(pairs),
-        "pairing_max_error_rad": float(f"{match_err:.3g}"),
         "actions": len(data["action"]),
-        "actions_without_trajectory": len(actions) - len(pairs),
+        "actions_with_skills": len(actions),
+        "actions_without_trajectory": len(actions) - sum(a[0] in trajectory_of for a in actions),
         "launch_exit_code": exit_code,
         "shutdown_s": round(stop_s, 1),
         "clean_shutdown": exit_code == 0 and text.count("process has finished cleanly") == 5,
     }
-    out["targets"] = {
-        "camera_fps_sustained": {"target": ">= 0.95 x 30 fps", "met": camera_rate >= 0.95 * camera_fps},
-        "control_rate_within_5_percent": {"met": out["control_rate_error"] <= 0.05},
-        "command_stage_p99_ms_below_5": {"met": bool(command_added) and cmd_stats["p99_ms"] < 5.0},
-        "image_to_action_p99_ms_below_40": {"met": bool(image_to_action) and img_stats["p99_ms"] < 40.0},
+    out["targets"] = {  # issues 11 and 12, on the 2-core machine
+        "camera_fps_sustained": {"target": ">= 0.95 x 30 fps", "measured": round(camera_rate, 2),
+                                 "met": camera_rate >= 0.95 * camera_fps},
+        "control_rate_within_5_percent": {"target": f"{control_rate:.0f} Hz +- 5 %", "measured": round(control, 2),
+                                          "met": out["control_rate_error"] <= 0.05},
+        "command_stage_p99_ms_below_5": {"target": "p99 < 5 ms", "measured": cmd_stats.get("p99_ms"),
+                                         "met": bool(command_added) and cmd_stats["p99_ms"] < 5.0},
+        "image_to_action_p99_ms_below_40": {"target": "p99 < 40 ms while sustaining 30 fps",
+                                            "measured": img_stats.get("p99_ms"),
+                                            "met": bool(image_to_action) and img_stats["p99_ms"] < 40.0
+                                            and camera_rate >= 0.95 * camera_fps},
     }
     print(f"bench_ros: launch: camera {camera_rate:.1f}/{camera_fps:.0f} fps, control {control:.1f}/{control_rate:.0f} Hz; "
           f"image->action median {img_stats.get('median_ms')} p99 {img_stats.get('p99_ms')} ms; "
           f"image->trajectory p99 {out['image_to_joint_trajectory'].get('p99_ms')} ms; command stage "
-          f"median {cmd_stats.get('median_ms')} p99 {cmd_stats.get('p99_ms')} ms ({len(pairs)}/{len(data['traj'])} "
-          f"paired); launch exit {exit_code} after SIGINT", flush=True)
+          f"median {cmd_stats.get('median_ms')} p99 {cmd_stats.get('p99_ms')} ms ({len(command_added)}/{len(actions)} "
+          f"actions answered); launch exit {exit_code} after SIGINT", flush=True)
     return out
 
 
@@ -425,17 +428,30 @@ def bench_camera_throughput(tmp: Path, seconds: float) -> dict:
                 ros.node.create_subscription(Image, "/camera/camera/color/image_raw", on_image, qos_profile_sensor_data)
             player = ros.start("bag_player", {"bag_path": str(bag), "rate": rate, "start_delay_s": 2.0,
                                               "wait_for_subscribers": ["/camera/camera/color/image_raw"]})
-            ros.wait_for(lambda: player.proc.poll() is not None, 300, "the end of the replay")
+            # bounded waits: a player that does not end is recorded (and killed), not waited for
+            _wait(lambda: "done: published" in player.log() or player.proc.poll() is not None, 120)
+            t_done = time.monotonic()
+            ended = _wait(lambda: player.proc.poll() is not None, 90)  # > run_node's TEARDOWN_TIMEOUT_S
+            exit_s = time.monotonic() - t_done
+            if not ended:
+                print(f"bench_ros: bag_player still running {exit_s:.0f} s after its playback; killed\n"
+                      f"{player.log()[-3000:]}", file=sys.stderr, flush=True)
+                player.proc.kill()
+                player.proc.wait(10)
             time.sleep(0.5)
         span = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else float("nan")
         fps = (len(arrivals) - 1) / span if len(arrivals) > 1 else 0.0
         run = {"playback_rate": rate, "target_fps": 30.0 * rate if rate < 50 else "max", "received": len(arrivals),
                "loss_fraction": round(1 - len(arrivals) / frames, 4), "received_fps": round(fps, 2),
                "throughput_MB_s": round(fps * 640 * 480 * 3 / 1e6, 2),
-               "transport_latency": _stats(lat) if rate == 1.0 else {"note": "not meaningful when publishing as fast as possible"}}
+               "transport_latency": _stats(lat) if rate == 1.0 else {"note": "not meaningful when publishing as fast as possible"},
+               "playback_finished": "done: published" in player.log(),
+               "player_found_subscriber": "nobody subscribed" not in player.log(),
+               "player_exit_code": player.proc.returncode if ended else None,
+               "player_exit_s_after_playback": round(exit_s, 1)}
         out["runs"].append(run)
         print(f"bench_ros: camera replay rate {rate}: {len(arrivals)}/{frames} frames, {fps:.1f} fps, "
-              f"{run['throughput_MB_s']} MB/s", flush=True)
+              f"{run['throughput_MB_s']} MB/s; bag_player exit {run['player_exit_code']}", flush=True)
     return out
 
 
@@ -466,6 +482,7 @@ def main(argv=None) -> int:
                 "2-core machine other engineers' tests and builds ran at the same time",
         "nice": os.nice(0),
         "quick": args.quick,
+        "targets": pipeline["targets"],
         "pipeline": pipeline,
         "camera_topic": camera,
     }

@@ -33,14 +33,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def _timeit(fn, n: int, warmup: int = 3) -> dict:
     for _ in range(warmup):
         fn()
-    times = []
+    times, cpu = [], []
     for _ in range(n):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         fn()
         times.append((time.perf_counter() - t0) * 1000.0)
-    t = np.asarray(times)
+        cpu.append((time.thread_time() - c0) * 1000.0)
+    t, c = np.asarray(times), np.asarray(cpu)
+    # wall time includes being preempted on a loaded machine; this thread's CPU time is the work
     return {"p50_ms": round(float(np.median(t)), 4), "p90_ms": round(float(np.percentile(t, 90)), 4),
-            "p99_ms": round(float(np.percentile(t, 99)), 4), "mean_ms": round(float(t.mean()), 4), "n": n}
+            "p99_ms": round(float(np.percentile(t, 99)), 4), "mean_ms": round(float(t.mean()), 4), "n": n,
+            "cpu_p50_ms": round(float(np.median(c)), 4), "cpu_p99_ms": round(float(np.percentile(c, 99)), 4)}
 
 
 def bench_base_policy(n: int, devices: list[str]) -> dict:
@@ -89,6 +92,9 @@ def bench_vision_policy(n: int, devices: list[str]) -> dict:
             print(f"vision policy {key}: 640x480 batch1 p50 {r['p50_ms']:.3f} ms p99 {r['p99_ms']:.3f} ms", flush=True)
     out["parameters"] = int(policy.num_parameters())
     out["tensorrt"] = _trt_note()
+    p99 = out["torch_cpu"]["frame_640x480"]["p99_ms"]  # what vla_node runs by default (backend torch, cpu)
+    out["targets"] = {"inference_p99_ms_below_15": {"target": "p99 < 15 ms at batch 1 on the CPU (torch, 640x480 frame)",
+                                                    "measured": p99, "met": p99 < 15.0}}
     return out
 
 
@@ -221,7 +227,7 @@ def main(argv=None) -> int:
                     "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
     }
     t0 = time.time()
-    result["vision_policy"] = bench_vision_policy(max(200, args.iterations), devices)
+    result["vision_policy"] = bench_vision_policy(max(1000, args.iterations), devices)  # 1000: a p99 that is not one outlier
     if args.only is None:
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
@@ -230,6 +236,7 @@ def main(argv=None) -> int:
             result["medium_vla_gpu"] = bench_medium_vla_gpu(tmp)
             result["cameras"] = bench_cameras(tmp, args.camera_frames)
     result["seconds"] = round(time.time() - t0, 1)
+    result["machine"]["load_average_at_end"] = list(os.getloadavg())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -91,9 +91,14 @@ def test_command_node_kinematics_limits_staleness_and_dynamic_params(tmp_path):
         try:
             ros.wait_for(lambda: diag_has(0, ""), 30, "OK once joint states arrive")
             action = [0.3, 0.2, -0.2, 1.0]
-            actions.publish(_action(action, 10))
+            stamped = _action(action, 10)
+            stamped.header.stamp.sec, stamped.header.stamp.nanosec = 1234, 5678
+            actions.publish(stamped)
             ros.wait_for(lambda: arm and twists and grip, 30, "commands for one action")
             traj, twist, gtraj = arm[-1], twists[-1], grip[-1]
+            # the twist carries the answered action's stamp; the trajectory starts on receipt (stamp 0)
+            assert (twist.header.stamp.sec, twist.header.stamp.nanosec) == (1234, 5678)
+            assert (traj.header.stamp.sec, traj.header.stamp.nanosec) == (0, 0)
             assert traj.joint_names == list(robot.joint_names) and len(traj.points) == 1
             assert traj.header.frame_id == twist.header.frame_id == "panda_link0"
             point = traj.points[0]
@@ -108,6 +113,10 @@ def test_command_node_kinematics_limits_staleness_and_dynamic_params(tmp_path):
             np.testing.assert_allclose(moved, delta, atol=2e-4)
             assert np.all(np.abs(q_cmd - q_home) * RATE_HZ <= 0.5 * robot.velocity_limit + 1e-9)
             assert gtraj.joint_names == ["panda_finger_joint1"] and gtraj.points[0].positions[0] == 0.0  # +1 = closed
+            # what the stage adds (action received -> commands published), measured in the node
+            ros.wait_for(lambda: any(s.name.endswith("/command_node") and any(
+                kv.key == "stage_latency_ms" and kv.value.startswith("median ") for kv in s.values)
+                for s in ros.diagnostics()), 30, "command_node's stage latency on /diagnostics")
 
             # 3. huge actions: limits hold; NaN: no command and ERROR
             n_before = len(arm)

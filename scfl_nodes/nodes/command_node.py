@@ -19,6 +19,7 @@ controllers then finish the last short command and hold; Servo stops on its comm
 
 from __future__ import annotations
 
+import collections
 import math
 import threading
 import time
@@ -100,6 +101,9 @@ class CommandNode(Node):
         self.commands = self.refused = self.saturated = 0
         self._last_action_wall = None
         self._last_failure = None
+        # per command: publish time - the action's arrival in this process (DDS reception time,
+        # so waiting in the executor counts): what this stage adds, reported on /diagnostics
+        self._stage_ms: collections.deque[float] = collections.deque(maxlen=500)
 
         inputs = MutuallyExclusiveCallbackGroup()
         self.create_subscription(JointState, self.p["joint_states_topic"], self._on_joint_state, 10, callback_group=inputs)
@@ -162,7 +166,8 @@ class CommandNode(Node):
             return f"joint states are stale (older than {self.p['max_joint_state_age_s'] * 1e3:.0f} ms)"
         return None
 
-    def _on_action(self, msg) -> None:
+    def _on_action(self, msg, info) -> None:
+        """One final action -> commands. ``info`` (rclpy MessageInfo) has the DDS reception time."""
         from scfl_nodes.core.control import InvalidActionError, JointStateError
 
         self._last_action_wall = time.monotonic()
@@ -182,7 +187,7 @@ class CommandNode(Node):
         except (InvalidActionError, JointStateError) as exc:
             self._refuse(f"{exc}: not commanding")
             return
-        self._publish(cmd, period)
+        self._publish(cmd, period, msg.header.stamp, info["received_timestamp"])
         self.commands += 1
         self.saturated += int(cmd.saturated)
         self._last_failure = None
@@ -198,11 +203,13 @@ class CommandNode(Node):
         self.diag.set(Diagnostics.ERROR, reason)
 
     # ------------------------------------------------------------------ outputs
-    def _publish(self, cmd, period: float) -> None:
-        stamp = self.get_clock().now().to_msg()
+    def _publish(self, cmd, period: float, action_stamp, received_ns: int) -> None:
+        """``action_stamp``: the answered action's stamp (skill_node's control cycle). It stamps
+        the twist: MoveIt Servo measures a command's staleness from the cycle that made it, and a
+        consumer can tell exactly which action a command answers."""
         if self.twist_pub is not None:
             twist = self._TwistStamped()
-            twist.header.stamp, twist.header.frame_id = stamp, self.base_frame
+            twist.header.stamp, twist.header.frame_id = action_stamp, self.base_frame
             twist.twist.linear.x, twist.twist.linear.y, twist.twist.linear.z = (float(v) for v in cmd.linear_velocity)
             self.twist_pub.publish(twist)
         if self.traj_pub is not None:
@@ -217,6 +224,8 @@ class CommandNode(Node):
             traj.header.frame_id = self.base_frame
             traj.points = [self._point(cmd.gripper_positions, cmd.gripper_duration_s)]
             self.gripper_pub.publish(traj)
+        if received_ns:  # 0: the middleware gave no reception time
+            self._stage_ms.append((time.time_ns() - received_ns) / 1e6)
 
     def _point(self, positions, t: float):
         point = self._Point(positions=[float(v) for v in positions])
@@ -229,6 +238,9 @@ class CommandNode(Node):
             problem = self._state_problem(self._state)
         self.diag.update(commands=self.commands, refused=self.refused, saturated=self.saturated,
                          enabled=self.p["enabled"], control_rate_hz=self.p["control_rate_hz"])
+        stage = np.asarray(self._stage_ms, dtype=float)
+        if stage.size:  # the last <= 500 commands: action received -> commands published
+            self.diag.update(stage_latency_ms=f"median {np.median(stage):.2f}, p99 {np.percentile(stage, 99):.2f}")
         if problem is not None:
             self.diag.set(Diagnostics.ERROR, f"{problem}: not commanding")
         elif self._last_failure is not None:
@@ -251,7 +263,7 @@ def _urdf_root_link(urdf_path) -> str:
 
 
 def main(args=None) -> int:
-    return run_node(CommandNode, "command_node", args)
+    return run_node(CommandNode, "command_node", args, threads=1)
 
 
 if __name__ == "__main__":

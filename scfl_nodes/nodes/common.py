@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import faulthandler
 import glob
 import os
 import signal
@@ -411,13 +412,24 @@ def numpy_to_image(img, stamp, frame_id: str, encoding: str = "rgb8"):
 # --------------------------------------------------------------------------- main()
 
 
+#: seconds a stopping node may take to tear down (executor, node, DDS participant) and exit
+TEARDOWN_TIMEOUT_S = 60.0
+
+
 def run_node(node_factory: Callable[[], Any], name: str, args: list[str] | None = None, threads: int = 4) -> int:
     """Standard ``main()`` of an scfl node; returns the process exit code.
 
     Loads ``config/nodes.yaml`` unless ``--params-file`` is given, turns start-up
     ``NodeConfigError``/``InterfacesNotBuiltError`` into one line on stderr + exit 2, spins a
     MultiThreadedExecutor (so slow callbacks in their own callback group never block timers),
-    and shuts down cleanly on Ctrl-C or SIGTERM.
+    and shuts down cleanly on Ctrl-C or SIGTERM. ``threads=1``: a SingleThreadedExecutor, for a
+    node whose callbacks are all short and whose latency matters (command_node): a callback runs
+    on the thread that saw it ready, without the hand-off to a worker thread.
+
+    A stopping node always ends: if tearing down (including the DDS participant, destroyed while
+    the interpreter exits) takes longer than ``TEARDOWN_TIMEOUT_S``, every thread's stack goes to
+    stderr and the process exits with code 1 (bench_ros once saw bag_player stay alive for
+    minutes after its playback had finished).
     """
     argv = list(sys.argv if args is None else args)
     if "--params-file" not in argv:
@@ -435,7 +447,7 @@ def run_node(node_factory: Callable[[], Any], name: str, args: list[str] | None 
         return 2
 
     import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 
     try:
         rclpy.init(args=argv, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
@@ -453,7 +465,7 @@ def run_node(node_factory: Callable[[], Any], name: str, args: list[str] | None 
     code = 0
     try:
         node = node_factory()
-        executor = MultiThreadedExecutor(num_threads=threads)
+        executor = SingleThreadedExecutor() if threads == 1 else MultiThreadedExecutor(num_threads=threads)
         executor.add_node(node)
         spin = threading.Thread(target=_spin, args=(executor, stop), daemon=True)
         spin.start()
@@ -461,6 +473,9 @@ def run_node(node_factory: Callable[[], Any], name: str, args: list[str] | None 
         while not stop.is_set() and spin.is_alive() and not (finished is not None and finished.is_set()):
             stop.wait(0.05)
         stop.set()
+        # a native watchdog thread: it also fires while a C call holds the GIL or the interpreter
+        # is finalizing (where rclpy's context, and with it the DDS participant, is destroyed)
+        faulthandler.dump_traceback_later(TEARDOWN_TIMEOUT_S, exit=True)
         if getattr(node, "fatal_error", None):
             print(f"{name}: error: {node.fatal_error}", file=sys.stderr)
             code = 1

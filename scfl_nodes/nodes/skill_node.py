@@ -1,23 +1,27 @@
 """skill_node: applies residual skills to the base action at the control rate.
 
-Every control cycle (a timer in its own callback group) computes
+Every control cycle (a timer) computes
 ``a = a_base + sum_i w_i * s_i(obs_embedding, a_base)`` with the core's batched
 :class:`~scfl_nodes.core.skills.SkillComposer` on the LATEST base action from vla_node, and
 publishes ``scfl_interfaces/ResidualAction``. Skill sets (from router_node's
-``/scfl/skill_weights``) and new skill versions (``/scfl/skill_installed`` from the federation
-bridge) are loaded and composed in another callback group, then swapped in with one
-reference assignment, so a hot swap happens between two cycles and never delays one.
+``/scfl/skill_weights``, or pinned by ``active_skills``) and new skill versions
+(``/scfl/skill_installed`` from the federation bridge) are loaded and composed on a loader
+thread, then swapped in with one reference assignment, so a hot swap happens between two
+cycles and never delays one. Every executor callback is short, so the node spins a
+single-threaded executor: the control timer and the base-action callback run without a
+hand-off to a worker thread (a multi-threaded rclpy executor added tens of ms of jitter on a
+loaded CPU).
 """
 
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import dataclasses
 import threading
 import time
 
 import numpy as np
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 
 from scfl_nodes.nodes.common import (
@@ -90,23 +94,23 @@ class SkillNode(Node):
         self._cycle_times: collections.deque[float] = collections.deque(maxlen=500)
         self.overruns = 0
         self._load_lock = threading.Lock()
+        # skill loading (disk + torch) off the executor, one request after the other, in order
+        self._loader = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="skill-loader")
 
-        control = MutuallyExclusiveCallbackGroup()
-        loading = MutuallyExclusiveCallbackGroup()
-        inputs = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(BaseAction, self.p["base_action_topic"], self._on_base, 10, callback_group=inputs)
-        self.create_subscription(SkillWeights, self.p["weights_topic"], self._on_weights, latched_qos(), callback_group=loading)
-        self.create_subscription(SkillInstalled, self.p["installed_topic"], self._on_installed, 10, callback_group=loading)
+        self.create_subscription(BaseAction, self.p["base_action_topic"], self._on_base, 10)
+        self.create_subscription(SkillWeights, self.p["weights_topic"], lambda m: self._load(self._on_weights, m),
+                                 latched_qos())
+        self.create_subscription(SkillInstalled, self.p["installed_topic"], lambda m: self._load(self._on_installed, m), 10)
         self.pub = self.create_publisher(ResidualAction, self.p["action_topic"], 10)
         self._period = 1.0 / self.p["control_rate_hz"]
-        self._control_timer = self.create_timer(self._period, self._control_cycle, callback_group=control)
-        self.create_timer(1.0, self._health, callback_group=MutuallyExclusiveCallbackGroup())
+        self._control_timer = self.create_timer(self._period, self._control_cycle)
+        self.create_timer(1.0, self._health)
         self._marker_pub = None
         if self.p["publish_markers"]:
             from visualization_msgs.msg import MarkerArray
 
             self._marker_pub = self.create_publisher(MarkerArray, "scfl/markers", 1)
-            self.create_timer(0.5, self._publish_markers, callback_group=MutuallyExclusiveCallbackGroup())
+            self.create_timer(0.5, self._publish_markers)
         enable_dynamic_params(self, PARAMS, self.p, apply=self._on_params_changed,
                               validators={"active_skills": self._check_active_skills})
         if _pinned(self.p["active_skills"]):
@@ -116,6 +120,25 @@ class SkillNode(Node):
         self.diag.set(Diagnostics.WARN, f"waiting for base actions on {self.p['base_action_topic']}")
 
     # ------------------------------------------------------------------ inputs
+    def _load(self, fn, *args) -> None:
+        """Run ``fn(*args)`` (loads skills) on the loader thread; failures go to the log and diagnostics."""
+
+        def guarded():
+            try:
+                fn(*args)
+            except Exception as exc:  # a broken skill package must not go unnoticed
+                self.get_logger().error(f"loading skills failed: {type(exc).__name__}: {exc}")
+                self.diag.set(Diagnostics.ERROR, f"loading skills failed: {exc}")
+
+        try:
+            self._loader.submit(guarded)
+        except RuntimeError:  # the node is stopping
+            pass
+
+    def shutdown(self) -> None:
+        """Called by run_node after the executor stopped: no load may start any more."""
+        self._loader.shutdown(wait=False, cancel_futures=True)
+
     def _on_base(self, msg) -> None:
         stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         self._base = (
@@ -160,13 +183,15 @@ class SkillNode(Node):
             self._period = 1.0 / changed["control_rate_hz"]
             self._control_timer.timer_period_ns = int(self._period * 1e9)  # next cycle runs at the new rate
         if "active_skills" in changed:
-            pinned = _pinned(changed["active_skills"])
-            if pinned:
-                self._pin(pinned)
-            elif self._requested is not None:
-                self._on_weights(self._requested)  # back to the router's last choice
-            else:
-                self._active = NO_SKILLS
+            self._load(self._apply_active_skills, _pinned(changed["active_skills"]))
+
+    def _apply_active_skills(self, pinned) -> None:
+        if pinned:
+            self._pin(pinned)
+        elif self._requested is not None:
+            self._on_weights(self._requested)  # back to the router's last choice
+        else:
+            self._active = NO_SKILLS
 
     def _pin(self, skill_ids) -> None:
         with self._load_lock:
@@ -296,7 +321,7 @@ def _pinned(value) -> list[str]:
 
 
 def main(args=None) -> int:
-    return run_node(SkillNode, "skill_node", args)
+    return run_node(SkillNode, "skill_node", args, threads=1)
 
 
 if __name__ == "__main__":

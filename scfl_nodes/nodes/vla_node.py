@@ -4,7 +4,8 @@ Inference runs on its own thread, never in an executor callback: the image callb
 stores the newest frame (older unprocessed frames are dropped and counted), so a slow model
 lowers the base-action rate but never blocks the control loop in skill_node, which always
 uses the latest base action and knows its age (``BaseAction.age_ms`` and header stamp =
-image stamp). What the model reads comes from its ``observation_spec`` (core/vla/interface.py):
+image stamp). Every executor callback is short, so the node spins a single-threaded executor
+(no hand-off of each frame to a worker thread). What the model reads comes from its ``observation_spec`` (core/vla/interface.py):
 image models get the decoded RGB frame (``sensor_msgs/Image``, or ``CompressedImage`` when
 the topic ends in ``/compressed``); the low-dimensional state that goes with a frame
 (``Observation``, same stamp) is paired by stamp -- required by state models, optional
@@ -317,7 +318,7 @@ def _check_instruction(value: str) -> str:
 
 
 def main(args=None) -> int:
-    return run_node(VlaNode, "vla_node", args)
+    return run_node(VlaNode, "vla_node", args, threads=1)
 
 
 if __name__ == "__main__":
