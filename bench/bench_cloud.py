@@ -53,6 +53,13 @@ def _vm_kb(pid: int, field: str) -> int | None:
     return None
 
 
+def _cpu_s(pid: int) -> float:
+    """utime + stime of a process (all threads), seconds: the CPU it used whatever the load."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _pct(values: list[float], p: float) -> float:
     return float(np.percentile(np.asarray(values), p)) if values else float("nan")
 
@@ -200,6 +207,7 @@ def run_one(n: int, args, fleet_key, tmp: Path) -> dict:
                 rss_curve.append((round(time.perf_counter() - t_start, 1), len(latencies),
                                   round((kb or 0) / 1024, 1)))
 
+        server_cpu0, client_cpu0 = _cpu_s(server.proc.pid), time.process_time()
         t_start = time.perf_counter()
         sampler = threading.Thread(target=sample_rss, daemon=True)
         sampler.start()
@@ -209,6 +217,7 @@ def run_one(n: int, args, fleet_key, tmp: Path) -> dict:
         t_last = time.perf_counter()
         info = admin.wait_for_round(round_id, timeout=args.budget_s, poll_s=0.05) if not errors else admin.round_status(round_id)
         publish_wait = time.perf_counter() - t_last
+        server_cpu, client_cpu = _cpu_s(server.proc.pid) - server_cpu0, time.process_time() - client_cpu0
         sampling.set()
         sampler.join()
         status = admin.status()
@@ -227,6 +236,8 @@ def run_one(n: int, args, fleet_key, tmp: Path) -> dict:
             first_upload_to_published_s=round(upload_wall + publish_wait, 3),
             client_encrypt_sign_s_mean=round(float(np.mean(factory.encrypt_s)), 4) if factory.encrypt_s else None,
             load_avg_1m_after=round(os.getloadavg()[0], 2),
+            server_cpu_ms_per_upload=round(1000 * server_cpu / max(1, len(latencies)), 2),
+            client_cpu_ms_per_upload=round(1000 * client_cpu / max(1, len(latencies)), 2),
             server_rss_curve=rss_curve,
         )
         if real and info["state"] == "published":

@@ -100,6 +100,7 @@ def run_scfl(n: int) -> dict:
         clients[r].receive_shares({s: m[r] for s, m in outbox.items() if s != r})
         client_s[r] += time.perf_counter() - t0
     server_s = 0.0
+    parts = {"parse_verify_s": 0.0, "add_s": 0.0, "unmask_s": 0.0}  # where the server's seconds go
     agg = None
     want_q = None
     for i, r in enumerate(robots):
@@ -116,8 +117,12 @@ def run_scfl(n: int) -> dict:
         t0 = time.perf_counter()
         parsed = EncryptedDelta.from_bytes(blob)
         parsed.verify(pubs[r])
+        t1 = time.perf_counter()
         agg = ctx.add(agg, parsed)
-        server_s += time.perf_counter() - t0
+        t2 = time.perf_counter()
+        server_s += t2 - t0
+        parts["parse_verify_s"] += t1 - t0
+        parts["add_s"] += t2 - t1
         del blob, parsed, mask
     responses = []
     for r in robots[: clients[robots[0]].threshold]:
@@ -130,10 +135,12 @@ def run_scfl(n: int) -> dict:
     vector = unmask_vector(context=context, roster=roster, cohort=robots, survivors=robots, responses=responses,
                            threshold=clients[robots[0]].threshold, num_values=NUM_VALUES, plain_modulus=t)
     ctx.add_plaintext(agg, vector)
-    server_s += time.perf_counter() - t0
+    parts["unmask_s"] = time.perf_counter() - t0
+    server_s += parts["unmask_s"]
     got = key.decrypt_aggregate_quantized(agg)
     return dict(threshold=clients[robots[0]].threshold, client_s=list(client_s.values()),
                 upload_bytes=list(up_bytes.values()), server_s=server_s,
+                server_breakdown_s={k: round(v, 4) for k, v in parts.items()},
                 exact=bool(np.array_equal(got, want_q)),
                 max_abs_error_vs_float_sum=float(np.max(np.abs(got / key.params.scale - float_sum(n)))))
 

@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from . import crypto_bridge
+from .handoff import AcceptedDeltas
 from .blobstore import BlobNotFound, LocalBlobStore
 from .db import current_revision, make_engine, migrate, session_factory
 from .models import Delta, FleetContext, Robot, Round, SecAggRound, Skill, SkillVersion, UploadNonce
@@ -155,6 +156,8 @@ class CloudService:
         self.latency = LatencyLog()
         self.started_at = time.time()
         self.wake = threading.Event()  # set when there is new work for the aggregation worker
+        # verified uploads for this process's worker: folded without re-reading/re-hashing the blob
+        self.accepted = AcceptedDeltas()
         self._contexts: dict[str, Any] = {}
         self._contexts_lock = threading.Lock()
         self.is_postgres = self.engine.dialect.name == "postgresql"
@@ -589,6 +592,8 @@ class CloudService:
         except BaseException:
             self.delete_blob_if_unreferenced(digest)
             raise
+        if hdr.round_id > 0 and self.settings.aggregate:
+            self.accepted.put(digest, delta, len(blob))
         self.latency.add("upload", (time.perf_counter() - t0) * 1000.0)
         self.wake.set()
         return receipt
