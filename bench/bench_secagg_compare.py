@@ -31,7 +31,9 @@ child's ru_maxrss, clients and server together):
   client; the expected sum accounts for the reuse).
 
 Times are wall seconds on a shared machine (note load_avg); they are the protocol's CPU work,
-with no network. Writes bench/results/secagg_compare.json and .png; docs table in
+with no network. ``server_cpu_s_per_client`` is the process CPU time of the same server
+sections (less sensitive than wall time to the other jobs, which start and stop between
+the children). Writes bench/results/secagg_compare.json and .png; docs table in
 docs/encryption.md.
 
     python bench/bench_secagg_compare.py --n 10 100
@@ -99,7 +101,8 @@ def run_scfl(n: int) -> dict:
         t0 = time.perf_counter()
         clients[r].receive_shares({s: m[r] for s, m in outbox.items() if s != r})
         client_s[r] += time.perf_counter() - t0
-    server_s = 0.0
+    server_s = server_cpu_s = 0.0
+    parts = {"parse_verify_s": 0.0, "add_s": 0.0, "unmask_s": 0.0}  # where the server's seconds go
     agg = None
     want_q = None
     for i, r in enumerate(robots):
@@ -113,11 +116,16 @@ def run_scfl(n: int) -> dict:
         up_bytes[r] += len(blob)
         q = quantize(values, 0.05, key.params.scale)
         want_q = q if want_q is None else want_q + q
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         parsed = EncryptedDelta.from_bytes(blob)
         parsed.verify(pubs[r])
+        t1 = time.perf_counter()
         agg = ctx.add(agg, parsed)
-        server_s += time.perf_counter() - t0
+        t2 = time.perf_counter()
+        server_s += t2 - t0
+        server_cpu_s += time.process_time() - c0
+        parts["parse_verify_s"] += t1 - t0
+        parts["add_s"] += t2 - t1
         del blob, parsed, mask
     responses = []
     for r in robots[: clients[robots[0]].threshold]:
@@ -126,14 +134,17 @@ def run_scfl(n: int) -> dict:
         client_s[r] += time.perf_counter() - t0
         up_bytes[r] += len(json.dumps(resp))
         responses.append(resp)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     vector = unmask_vector(context=context, roster=roster, cohort=robots, survivors=robots, responses=responses,
                            threshold=clients[robots[0]].threshold, num_values=NUM_VALUES, plain_modulus=t)
     ctx.add_plaintext(agg, vector)
-    server_s += time.perf_counter() - t0
+    parts["unmask_s"] = time.perf_counter() - t0
+    server_s += parts["unmask_s"]
+    server_cpu_s += time.process_time() - c0
     got = key.decrypt_aggregate_quantized(agg)
     return dict(threshold=clients[robots[0]].threshold, client_s=list(client_s.values()),
-                upload_bytes=list(up_bytes.values()), server_s=server_s,
+                upload_bytes=list(up_bytes.values()), server_s=server_s, server_cpu_s=server_cpu_s,
+                server_breakdown_s={k: round(v, 4) for k, v in parts.items()},
                 exact=bool(np.array_equal(got, want_q)),
                 max_abs_error_vs_float_sum=float(np.max(np.abs(got / key.params.scale - float_sum(n)))))
 
@@ -166,7 +177,7 @@ def run_flower(n: int, flwr_path: str) -> dict:
     states = {nid: mod.SecAggPlusState(nid=nid) for nid in nids}
     client_s = dict.fromkeys(nids, 0.0)
     up_bytes = dict.fromkeys(nids, 0)
-    server_s = 0.0
+    server_s = server_cpu_s = 0.0
     cfg = {Key.SAMPLE_NUMBER: n, Key.SHARE_NUMBER: share_num, Key.THRESHOLD: threshold,
            Key.CLIPPING_RANGE: clipping_range, Key.TARGET_RANGE: target_range, Key.MOD_RANGE: mod_range,
            Key.MAX_WEIGHT: max_weight}
@@ -195,10 +206,11 @@ def run_flower(n: int, flwr_path: str) -> dict:
         client_s[nid] += time.perf_counter() - t0
         payload = out[Key.MASKED_PARAMETERS]
         up_bytes[nid] += sum(len(b) for b in payload)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         vec = [bytes_to_ndarray(b) for b in payload]
         masked = vec if masked is None else parameters_mod(parameters_addition(masked, vec), mod_range)
         server_s += time.perf_counter() - t0
+        server_cpu_s += time.process_time() - c0
     shares: dict[int, list[bytes]] = {nid: [] for nid in nids}
     for nid in nids:  # stage 3: every node reveals its neighbours' self-seed shares (no dropouts)
         t0 = time.perf_counter()
@@ -208,7 +220,7 @@ def run_flower(n: int, flwr_path: str) -> dict:
         for owner, share in zip(out[Key.NODE_ID_LIST], out[Key.SHARE_LIST]):
             shares[owner].append(share)
             up_bytes[nid] += len(share) + 8
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for nid, share_list in shares.items():
         seed = combine_shares(share_list)
         masked = parameters_subtraction(masked, pseudo_rand_gen(seed, mod_range, get_parameters_shape(masked)))
@@ -219,10 +231,12 @@ def run_flower(n: int, flwr_path: str) -> dict:
         vec += -(n - 1) * clipping_range
         vec *= target_range / q_total_ratio
     server_s += time.perf_counter() - t0
+    server_cpu_s += time.process_time() - c0
     # Flower divides by the total weight (a weighted mean); times n gives the sum to compare
     got = total[0].astype(np.float64) * n
     return dict(flwr_version=flwr.__version__, num_shares=share_num, reconstruction_threshold=threshold,
                 client_s=list(client_s.values()), upload_bytes=list(up_bytes.values()), server_s=server_s,
+                server_cpu_s=server_cpu_s,
                 exact=False, max_abs_error_vs_float_sum=float(np.max(np.abs(got - float_sum(n)))))
 
 
@@ -236,7 +250,7 @@ def run_ckks(n: int, real_max: int) -> dict:
     public = ts.context_from(ctx.serialize(save_secret_key=False))  # the server holds no secret key
     client_s, up_bytes = [], []
     real: list[list[bytes]] = []
-    server_s = 0.0
+    server_s = server_cpu_s = 0.0
     total = None
     for i in range(n):
         if i < real_max:
@@ -247,7 +261,7 @@ def run_ckks(n: int, real_max: int) -> dict:
             real.append(chunks)
         chunks = real[i % real_max]
         up_bytes.append(sum(len(c) for c in chunks))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         vecs = [ts.ckks_vector_from(public, c) for c in chunks]
         if total is None:
             total = vecs
@@ -255,12 +269,14 @@ def run_ckks(n: int, real_max: int) -> dict:
             for a, b in zip(total, vecs):
                 a += b
         server_s += time.perf_counter() - t0
+        server_cpu_s += time.process_time() - c0
     t0 = time.perf_counter()
     got = np.concatenate([np.array(ts.ckks_vector_from(ctx, v.serialize()).decrypt()) for v in total])[:NUM_VALUES]
     decrypt_s = time.perf_counter() - t0
     return dict(poly_modulus_degree=8192, coeff_mod_bit_sizes=[60, 40, 40], global_scale_bits=40,
                 ciphertexts_per_client=len(real[0]), real_clients=min(n, real_max),
-                client_s=client_s, upload_bytes=up_bytes, server_s=server_s, decrypt_s=decrypt_s, exact=False,
+                client_s=client_s, upload_bytes=up_bytes, server_s=server_s, server_cpu_s=server_cpu_s,
+                decrypt_s=decrypt_s, exact=False,
                 max_abs_error_vs_float_sum=float(np.max(np.abs(got - float_sum(n, reuse=real_max)))))
 
 
@@ -283,9 +299,10 @@ def summarise(system: str, n: int, r: dict) -> dict:
             "client_s_median": float(np.median(r["client_s"])),
             "upload_bytes_per_client": int(np.median(r["upload_bytes"])),
             "server_s_per_client": r["server_s"] / n, "server_s_total": r["server_s"],
+            "server_cpu_s_per_client": r["server_cpu_s"] / n,
             "end_to_end_s": r["end_to_end_s"], "peak_rss_mb": r["peak_rss_mb"],
             "exact": r["exact"], "max_abs_error_vs_float_sum": r["max_abs_error_vs_float_sum"],
-            **{k: v for k, v in r.items() if k not in ("client_s", "upload_bytes", "server_s", "end_to_end_s",
+            **{k: v for k, v in r.items() if k not in ("client_s", "upload_bytes", "server_s", "server_cpu_s", "end_to_end_s",
                                                         "peak_rss_mb", "exact", "max_abs_error_vs_float_sum")}}
 
 
@@ -297,9 +314,11 @@ def plot(rows: list[dict], path: Path) -> None:
 
     systems = sorted({r["system"] for r in rows})
     ns = sorted({r["n"] for r in rows})
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    for ax, key, label in zip(axes, ("client_s_median", "upload_bytes_per_client", "server_s_per_client"),
-                              ("client seconds", "upload bytes per client", "server seconds per client")):
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4))
+    for ax, key, label in zip(axes, ("client_s_median", "upload_bytes_per_client", "server_s_per_client",
+                                     "server_cpu_s_per_client"),
+                              ("client seconds", "upload bytes per client", "server seconds per client (wall)",
+                               "server CPU seconds per client")):
         width = 0.8 / len(systems)
         for k, s in enumerate(systems):
             vals = [next((r[key] for r in rows if r["system"] == s and r["n"] == n), np.nan) for n in ns]

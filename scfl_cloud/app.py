@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import schemas
+from . import crypto_bridge, schemas
 from .blobstore import BlobNotFound
 from .crypto_bridge import DeltaRejected
 from .service import ApiError, CloudService
@@ -62,7 +62,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
                   description="Encrypted skill library and federated aggregator (never holds a secret key).")
     app.state.service = service
     app.state.worker = worker
-    from .guard import BodyGuard
+    from .guard import AUTH_STATE_KEY, BodyGuard
 
     app.add_middleware(BodyGuard, service=service)
 
@@ -115,8 +115,12 @@ def create_app(settings: CloudSettings) -> FastAPI:
     def admin(token: Optional[str] = Depends(_token)) -> None:
         service.check_admin(token)
 
-    def robot(token: Optional[str] = Depends(_token)):
-        kind, bot = service.authenticate(token, admin_ok=False)
+    async def robot(request: Request, token: Optional[str] = Depends(_token)):
+        # a request with a body was already authenticated by BodyGuard, with this same header
+        checked = request.scope.get("state", {}).get(AUTH_STATE_KEY)
+        if checked is not None and checked[0] == token and checked[1][0] == "robot":
+            return checked[1][1]
+        kind, bot = await run_in_threadpool(service.authenticate, token, admin_ok=False)
         return bot
 
     def anyone(token: Optional[str] = Depends(_token)):
@@ -239,8 +243,8 @@ def create_app(settings: CloudSettings) -> FastAPI:
               tags=["skills"], openapi_extra=BINARY_BODY,
               summary="Upload an encrypted, signed skill version (round 0) or round delta")
     async def upload(request: Request, bot=Depends(robot)):
-        blob, digest = await _read_limited(request, settings.max_upload_bytes, hashed=True)
-        return await run_in_threadpool(service.accept_upload, bot, blob, digest)
+        blob, digest, prefix_sha256 = await _read_limited(request, settings.max_upload_bytes, hashed=True)
+        return await run_in_threadpool(service.accept_upload, bot, blob, digest, prefix_sha256)
 
     @app.get("/api/v1/skills/{skill_id}", response_model=schemas.SkillDetail, responses=ERRORS,
              dependencies=[Depends(anyone)], tags=["skills"], summary="Skill metadata and versions")
@@ -317,9 +321,10 @@ def create_app(settings: CloudSettings) -> FastAPI:
 
 async def _read_limited(request: Request, limit: int, hashed: bool = False):
     """Read a request body, refusing it (413) from the Content-Length header before reading
-    anything, or as soon as a chunked body passes ``limit`` bytes. ``hashed``: also return
-    its SHA-256 (the blob store's name for it), computed chunk by chunk as the body streams
-    in, so storing it does not hash 3 MB again."""
+    anything, or as soon as a chunked body passes ``limit`` bytes. ``hashed`` (a delta
+    upload): also return the body's SHA-256 hex (the blob store's name for it) and the
+    SHA-256 of the prefix the delta's own digest covers, both computed in one pass as the
+    body streams in, so neither storing nor parsing it hashes 3 MB again."""
     length = request.headers.get("content-length")
     if length is not None:
         try:
@@ -328,9 +333,7 @@ async def _read_limited(request: Request, limit: int, hashed: bool = False):
             raise ApiError(400, "bad_content_length", "Content-Length is not an integer") from None
         if declared > limit:
             raise ApiError(413, "payload_too_large", f"body of {declared} bytes exceeds the limit of {limit} bytes")
-    import hashlib
-
-    hasher = hashlib.sha256() if hashed else None
+    hasher = crypto_bridge.upload_hasher() if hashed else None
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -342,7 +345,10 @@ async def _read_limited(request: Request, limit: int, hashed: bool = False):
     if not size:
         raise ApiError(400, "empty_body", "request body is empty")
     blob = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    return (blob, hasher.hexdigest()) if hashed else blob
+    if not hashed:
+        return blob
+    whole, prefix = hasher.digests()
+    return blob, whole.hex(), prefix
 
 
 def _robot_info(r) -> dict:

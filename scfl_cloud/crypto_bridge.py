@@ -61,15 +61,25 @@ def _code_for(exc: Exception) -> str:
     }.get(name, "invalid_ciphertext")
 
 
-def parse_delta(blob: bytes) -> Any:
-    """Decode an ``EncryptedDelta``; malformed bytes become a 422 with a specific code."""
+def parse_delta(blob: bytes, prefix_sha256: bytes | None = None) -> Any:
+    """Decode an ``EncryptedDelta``; malformed bytes become a 422 with a specific code.
+    ``prefix_sha256``: its digested prefix's SHA-256, hashed as the upload streamed in
+    (:func:`upload_hasher`), so the container's digest check does not hash 3 MB again."""
     crypto = _crypto()
     try:
-        return crypto.EncryptedDelta.from_bytes(blob)
+        return crypto.EncryptedDelta.from_bytes(blob, prefix_sha256)
     except crypto.CryptoError as exc:
         raise DeltaRejected(_code_for(exc), f"{type(exc).__name__}: {exc}") from None
     except Exception as exc:  # garbage that is not even a header
         raise DeltaRejected("invalid_ciphertext", f"not an scfl encrypted delta ({type(exc).__name__}: {exc})") from None
+
+
+def upload_hasher() -> Any:
+    """One-pass hasher for an uploaded delta: ``digests()`` gives (SHA-256 of the body = its
+    blob-store name, SHA-256 of the prefix the delta's own digest covers)."""
+    from scfl_nodes.core.crypto import wire
+
+    return wire.PrefixHasher(wire.DIGEST_LEN + wire.SIGNATURE_LEN)
 
 
 def header_of(delta: Any) -> DeltaHeader:

@@ -19,6 +19,7 @@ from fastapi import HTTPException  # FastAPI re-raises its own class from body p
 # endpoints with binary bodies and their own limits; every other body is JSON
 UPLOAD_PATH = "/api/v1/skills/upload"
 CONTEXT_PATH = "/api/v1/fleet/context"
+AUTH_STATE_KEY = "scfl_body_guard_auth"  # (token, ("admin"|"robot", robot)) in scope["state"]
 
 
 class BodyGuard:
@@ -52,11 +53,15 @@ class BodyGuard:
         auth = headers.get("authorization", "")
         token = auth[7:].strip() if auth[:7].lower() == "bearer " else None
         try:
-            await run_in_threadpool(self.service.authenticate, token)
+            # an upload records the robot as seen in its own insert transaction (one commit)
+            auth = await run_in_threadpool(self.service.authenticate, token,
+                                           touch=scope.get("path", "") != UPLOAD_PATH)
         except Exception as exc:  # ApiError(401)
             return await _refuse(send, getattr(exc, "status", 401), getattr(exc, "code", "unauthorized"),
                                  getattr(exc, "detail", "a bearer token is required to send a request body"),
                                  {"www-authenticate": "Bearer"})
+        # the endpoint's own token check reuses this result instead of querying the database again
+        scope.setdefault("state", {})[AUTH_STATE_KEY] = (token, auth)
         seen = 0
 
         async def limited_receive():

@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from . import crypto_bridge
+from .handoff import AcceptedDeltas
 from .blobstore import BlobNotFound, LocalBlobStore
 from .db import current_revision, make_engine, migrate, session_factory
 from .models import Delta, FleetContext, Robot, Round, SecAggRound, Skill, SkillVersion, UploadNonce
@@ -155,6 +156,8 @@ class CloudService:
         self.latency = LatencyLog()
         self.started_at = time.time()
         self.wake = threading.Event()  # set when there is new work for the aggregation worker
+        # verified uploads for this process's worker: folded without re-reading/re-hashing the blob
+        self.accepted = AcceptedDeltas()
         self._contexts: dict[str, Any] = {}
         self._contexts_lock = threading.Lock()
         self.is_postgres = self.engine.dialect.name == "postgresql"
@@ -201,26 +204,41 @@ class CloudService:
         if not token or not hmac.compare_digest(token.encode(), self.settings.admin_token.encode()):
             raise ApiError(401, "unauthorized", "admin token required (Authorization: Bearer <admin token>)")
 
-    def robot_for_token(self, token: Optional[str]) -> Optional[Robot]:
+    def robot_for_token(self, token: Optional[str], touch: bool = True) -> Optional[Robot]:
+        """The robot holding ``token``; ``touch`` records it as seen now (a write transaction
+        when the stored time is stale). Uploads pass ``touch=False``: their own insert
+        transaction records it (:meth:`_mark_seen`), so an upload commits once, not twice."""
         if not token:
             return None
         with self.read() as s:
             robot = s.scalars(select(Robot).where(Robot.token_hash == token_hash(token))).first()
         if robot is None or robot.revoked:
             return None
-        now = time.time()
-        if robot.last_seen_at is None or now - robot.last_seen_at > LAST_SEEN_RESOLUTION_S:
+        if touch and self._seen_is_stale(robot):
             with self.write() as s:
-                row = s.get(Robot, robot.robot_id)
-                row.last_seen_at = now
-            robot.last_seen_at = now
+                self._mark_seen(s, robot)
         return robot
 
-    def authenticate(self, token: Optional[str], *, admin_ok: bool = True) -> tuple[str, Optional[Robot]]:
-        """Return ("admin", None) or ("robot", robot); 401 otherwise."""
+    @staticmethod
+    def _seen_is_stale(robot: Robot) -> bool:
+        return robot.last_seen_at is None or time.time() - robot.last_seen_at > LAST_SEEN_RESOLUTION_S
+
+    def _mark_seen(self, s: Session, robot: Robot) -> None:
+        """Record ``robot`` as seen now inside the caller's write transaction (if stale)."""
+        if self._seen_is_stale(robot):
+            now = time.time()
+            row = s.get(Robot, robot.robot_id)
+            if row is not None:
+                row.last_seen_at = now
+            robot.last_seen_at = now
+
+    def authenticate(self, token: Optional[str], *, admin_ok: bool = True,
+                     touch: bool = True) -> tuple[str, Optional[Robot]]:
+        """Return ("admin", None) or ("robot", robot); 401 otherwise. ``touch``: see
+        :meth:`robot_for_token`."""
         if admin_ok and token and hmac.compare_digest(token.encode(), self.settings.admin_token.encode()):
             return "admin", None
-        robot = self.robot_for_token(token)
+        robot = self.robot_for_token(token, touch)
         if robot is None:
             raise ApiError(401, "unauthorized", "missing, unknown or revoked bearer token")
         return "robot", robot
@@ -516,14 +534,28 @@ class CloudService:
             return row
 
     # ------------------------------------------------------------------ uploads
-    def accept_upload(self, robot: Robot, blob: bytes, digest: Optional[str] = None) -> dict:
+    def accept_upload(self, robot: Robot, blob: bytes, digest: Optional[str] = None,
+                      prefix_sha256: Optional[bytes] = None) -> dict:
         """Verify and store a signed encrypted delta (round_id > 0) or skill version (round_id == 0).
 
         Everything the aggregator will check is checked here first, by the same functions
         (``CloudContext.check_delta`` / ``check_joinable``), so a 201 means "will fold".
+        ``digest`` (SHA-256 hex of ``blob``) and ``prefix_sha256`` (of the part the delta's
+        own digest covers) were computed in one pass while the body streamed in.
         """
+        was_stale = self._seen_is_stale(robot)
+        try:
+            return self._accept_upload(robot, blob, digest, prefix_sha256)
+        except BaseException:
+            if was_stale:  # a refused upload (its transaction rolled back) still shows the robot is alive
+                robot.last_seen_at = None
+                with self.write() as s:
+                    self._mark_seen(s, robot)
+            raise
+
+    def _accept_upload(self, robot: Robot, blob: bytes, digest: Optional[str], prefix_sha256: Optional[bytes]) -> dict:
         t0 = time.perf_counter()
-        delta = crypto_bridge.parse_delta(blob)
+        delta = crypto_bridge.parse_delta(blob, prefix_sha256)
         hdr = crypto_bridge.header_of(delta)
         if hdr.robot_id != robot.robot_id:
             raise ApiError(403, "robot_mismatch",
@@ -554,12 +586,14 @@ class CloudService:
         digest = self.blobs.put(blob, digest)  # digest: hashed while the body streamed in
         try:
             if hdr.round_id > 0:
-                receipt = self._insert_delta(robot.robot_id, hdr, digest, len(blob), spec, ctx, delta, bound)
+                receipt = self._insert_delta(robot, hdr, digest, len(blob), spec, ctx, delta, bound)
             else:
-                receipt = self._insert_skill_version(robot.robot_id, hdr, digest, len(blob), ctx_row, delta)
+                receipt = self._insert_skill_version(robot, hdr, digest, len(blob), ctx_row, delta)
         except BaseException:
             self.delete_blob_if_unreferenced(digest)
             raise
+        if hdr.round_id > 0 and self.settings.aggregate:
+            self.accepted.put(digest, delta, len(blob))
         self.latency.add("upload", (time.perf_counter() - t0) * 1000.0)
         self.wake.set()
         return receipt
@@ -593,21 +627,30 @@ class CloudService:
         if dup is not None:
             raise ApiError(409, "duplicate_upload", f"robot {robot_id!r} already uploaded a delta to round {rnd.round_id}")
 
-    def _round_summary(self, s: Session, rnd: Round) -> dict:
-        """The round as the aggregator will see it, in the shape of an aggregate header."""
-        rows = s.execute(select(Delta.robot_id, Delta.nonce, Delta.bound)
-                         .where(Delta.round_id == rnd.round_id, Delta.quarantined.is_(False))).all()
+    def _round_summary(self, s: Session, rnd: Round, robot_id: str, nonce: str) -> dict:
+        """The round as the aggregator will see it when this robot's delta joins, in the shape
+        of an aggregate header: count and bound sum by SQL aggregates, and of the round's robot
+        ids and nonces only those equal to this upload's (all ``check_joinable`` asks of them),
+        instead of loading every delta row of the round (N uploads made O(N^2) row objects)."""
+        live = (Delta.round_id == rnd.round_id, Delta.quarantined.is_(False))
+        count, bound_sum = s.execute(select(func.count(Delta.id), func.coalesce(func.sum(Delta.bound), 0))
+                                     .where(*live)).one()
+        same_robot = s.scalars(select(Delta.robot_id).where(*live, Delta.robot_id == robot_id)).first()
+        same_nonce = s.scalars(select(Delta.nonce).where(*live, Delta.nonce == nonce)).first()
         return dict(skill_id=rnd.skill_id, base_version=rnd.base_version, round_id=rnd.round_id,
                     shapes=_canonical_spec(rnd.tensor_spec), mask_cohort=rnd.mask_cohort,
-                    robot_ids=[r for r, _, _ in rows], nonces=[n for _, n, _ in rows if n],
-                    count=len(rows), bound_sum=sum(int(b or 0) for _, _, b in rows))
+                    robot_ids=[same_robot] if same_robot is not None else [],
+                    nonces=[same_nonce] if same_nonce is not None else [],
+                    count=int(count), bound_sum=int(bound_sum))
 
-    def _insert_delta(self, robot_id: str, hdr, digest: str, size: int, spec, ctx, delta, bound: int) -> dict:
+    def _insert_delta(self, robot: Robot, hdr, digest: str, size: int, spec, ctx, delta, bound: int) -> dict:
+        robot_id = robot.robot_id
         try:
             with self.write() as s:
+                self._mark_seen(s, robot)
                 rnd = self._round_for_update(s, hdr.round_id)
                 self._precheck_round(s, rnd, hdr, robot_id, spec)  # again, now serialised
-                summary = self._round_summary(s, rnd)
+                summary = self._round_summary(s, rnd, robot_id, delta.header["nonce"])
                 if summary["count"] > 0:  # the aggregator's own cross-delta checks
                     crypto_bridge.check_joinable(ctx, summary, delta, bound)
                 self._use_nonce(s, delta.header["nonce"], robot_id)
@@ -628,9 +671,11 @@ class CloudService:
         return dict(kind="delta", skill_id=hdr.skill_id, robot_id=robot_id, sha256=digest, size_bytes=size,
                     round_id=hdr.round_id, accepted_in_round=accepted, round_state=state)
 
-    def _insert_skill_version(self, robot_id: str, hdr, digest: str, size: int, ctx: FleetContext, delta) -> dict:
+    def _insert_skill_version(self, robot: Robot, hdr, digest: str, size: int, ctx: FleetContext, delta) -> dict:
+        robot_id = robot.robot_id
         try:
             with self.write() as s:
+                self._mark_seen(s, robot)
                 self._use_nonce(s, delta.header["nonce"], robot_id)  # one signed blob makes one version
                 latest = s.scalar(select(func.max(SkillVersion.version)).where(SkillVersion.skill_id == hdr.skill_id)) or 0
                 version = latest + 1

@@ -60,12 +60,16 @@ class DeltaFoldError(Exception):
         self.cause = cause
 
 
-def fold_deltas(ctx, agg, blobs, todo: list, fold_ms: dict) -> Any:
+def fold_deltas(ctx, agg, blobs, todo: list, fold_ms: dict, accepted=None) -> Any:
     """Fold the deltas ``todo`` ([(delta_id, blob digest)], in order) into the running sum
     ``agg`` (None starts one) and return it; ``fold_ms[delta_id]`` gets each delta's time.
 
     Per delta: read the blob, parse it (SHA-256 digest check; the signature was checked at
-    upload), expand ``a`` and add (``CloudContext.add``). One thread on purpose: reading and
+    upload), expand ``a`` and add (``CloudContext.add``). A delta this process accepted a
+    moment ago is taken already parsed and checked from ``accepted``
+    (:class:`~scfl_cloud.handoff.AcceptedDeltas`) instead of being read and hashed again
+    (its blob must still exist: a lost blob quarantines its delta either way, since a later
+    rebuild of the sum would need it). One thread on purpose: reading and
     hashing the next delta in a helper thread measured slower on this shared 2-core machine
     (each hand-over waits for a scheduler slot under load). Raises :class:`DeltaFoldError`
     naming the first delta that failed (``agg`` may then hold a partial add: discard it).
@@ -73,7 +77,10 @@ def fold_deltas(ctx, agg, blobs, todo: list, fold_ms: dict) -> Any:
     for delta_id, digest in todo:
         t0 = time.perf_counter()
         try:
-            agg = crypto_bridge.add(ctx, agg, crypto_bridge.parse_delta(blobs.get(digest)))
+            delta = accepted.take(digest) if accepted is not None else None
+            if delta is None or not blobs.exists(digest):  # a lost blob is quarantined either way
+                delta = crypto_bridge.parse_delta(blobs.get(digest))
+            agg = crypto_bridge.add(ctx, agg, delta)
         except Exception as exc:
             raise DeltaFoldError(delta_id, exc) from exc
         fold_ms[delta_id] = (time.perf_counter() - t0) * 1000.0
@@ -223,7 +230,7 @@ class AggregationWorker:
             agg = crypto_bridge.aggregate_from_bytes(ctx, svc.blobs.get(old_sum))
         fold_ms: dict[int, float] = {}
         try:
-            agg = fold_deltas(ctx, agg, svc.blobs, todo, fold_ms)
+            agg = fold_deltas(ctx, agg, svc.blobs, todo, fold_ms, svc.accepted)
         except DeltaFoldError as exc:
             # upload-time validation makes this a lost blob or a bug: leave this delta out
             # (with the reason) and redo the batch from the committed sum without it

@@ -373,6 +373,51 @@ def test_late_failures_quarantine_only_their_delta_or_round(inproc, fleet_key):
     assert len(blob_files(service.settings.storage_dir)) == 3
 
 
+def test_accepted_deltas_are_folded_from_memory_and_exact(inproc, fleet_key):
+    """The worker folds what this process just accepted without reading the blob back or
+    hashing it again (scfl_cloud/handoff.py); a delta it did not accept (another process, a
+    restart) is read from the store and digest-checked, and both make the exact sum."""
+    from sqlalchemy import select
+
+    from scfl_cloud.models import Delta
+    from scfl_cloud.worker import AggregationWorker
+    from scfl_nodes.core.crypto import EncryptedAggregate
+
+    app, admin, http = inproc
+    service = app.state.service
+    skill = admin.create_skill("handoff", ["hand-off"], skill_id="skill_handoff")["skill_id"]
+    rid = admin.open_round(skill, 0, quorum=4, deadline_s=300, secure_aggregation=False)["round_id"]
+    bots = [_robot(admin, http, f"h-{i}", fleet_key, 2000 + i) for i in range(4)]
+    plain = []
+    for bot, client in bots:
+        t, blob = bot.delta(skill, rid)
+        client.upload_delta(bot.token, blob)
+        plain.append(t)
+    assert len(service.accepted) == 4
+    with service.read() as s:
+        first = s.scalars(select(Delta.blob_sha256).where(Delta.round_id == rid).order_by(Delta.id)).first()
+    assert service.accepted.take(first) is not None  # as if another process had accepted this one
+    hits = service.accepted.hits
+    _drain(AggregationWorker(service))
+    assert service.accepted.hits - hits == 3 and service.accepted.misses >= 1 and len(service.accepted) == 0
+    assert admin.round_status(rid)["state"] == "published"
+    got = fleet_key.decrypt_aggregate(EncryptedAggregate.from_bytes(admin.download_aggregate(rid)))
+    want = expected_sum(fleet_key, plain)
+    assert all(np.array_equal(got[k], want[k]) for k in want)
+
+
+def test_accepted_deltas_are_bounded():
+    from scfl_cloud.handoff import AcceptedDeltas
+
+    kept = AcceptedDeltas(max_bytes=10, max_age_s=0.2)
+    assert kept.put("a" * 64, "A", 6) and not kept.put("b" * 64, "B", 6)  # over the byte budget: not kept
+    assert kept.take("b" * 64) is None and kept.take("a" * 64) == "A" and kept.take("a" * 64) is None
+    assert kept.put("c" * 64, "C", 6)
+    time.sleep(0.3)
+    assert kept.put("d" * 64, "D", 6)  # the old entry aged out and freed its bytes
+    assert kept.take("c" * 64) is None and len(kept) == 1
+
+
 def test_orphans_are_collected_at_startup(tmp_path, fleet_key):
     from scfl_cloud.service import CloudService
     from scfl_cloud.settings import CloudSettings

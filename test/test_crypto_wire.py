@@ -21,7 +21,7 @@ from scfl_nodes.core.crypto import (
     generate_fleet_keys,
     generate_signing_key,
 )
-from scfl_nodes.core.crypto.wire import MAGIC_DELTA, pack
+from scfl_nodes.core.crypto.wire import DIGEST_LEN, MAGIC_DELTA, SIGNATURE_LEN, PrefixHasher, pack
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +57,31 @@ def test_roundtrip_and_header(fleet, signer):
     assert (h["skill_id"], h["base_version"], h["round_id"], h["robot_id"]) == ("open-drawer", 4, 5, "r0")
     assert back.shapes == {"w": (30, 100), "b": (7,)}
     check_expected(back, context=fleet.cloud_context(), skill_id="open-drawer", base_version=4, round_id=5)
+
+
+@pytest.mark.parametrize("chunk", [1, 95, 96, 97, 65536, 10**9])
+def test_one_pass_hasher_gives_both_digests(fleet, signer, chunk):
+    """The cloud hashes an upload once as it streams in: the whole body (its blob name) and
+    the prefix the container digest covers, whatever the chunking."""
+    import hashlib
+
+    blob = make(fleet, signer).to_bytes()
+    hasher = PrefixHasher(DIGEST_LEN + SIGNATURE_LEN)
+    for i in range(0, len(blob), chunk):
+        hasher.update(blob[i:i + chunk])
+    whole, prefix = hasher.digests()
+    assert whole == hashlib.sha256(blob).digest()
+    assert prefix == hashlib.sha256(blob[:-96]).digest() == blob[-96:-64]
+    EncryptedDelta.from_bytes(blob, prefix).verify(signer.public_bytes())
+    # a precomputed digest is compared, not trusted: one of other bytes is refused
+    flipped = bytearray(blob)
+    flipped[len(blob) // 2] ^= 1
+    other = PrefixHasher(DIGEST_LEN + SIGNATURE_LEN)
+    other.update(bytes(flipped))
+    with pytest.raises(TamperedError):
+        EncryptedDelta.from_bytes(bytes(flipped), other.digests()[1])
+    with pytest.raises(TamperedError):
+        EncryptedDelta.from_bytes(blob, hashlib.sha256(b"something else").digest())
 
 
 @pytest.mark.parametrize("where", ["payload", "header", "digest", "signature"])

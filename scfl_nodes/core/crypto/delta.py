@@ -175,9 +175,11 @@ class EncryptedDelta(_RoundHeaderView):
         return pack_prefix(MAGIC_DELTA, self.header, self.payload, version) + self.digest + self.signature
 
     @classmethod
-    def from_bytes(cls, blob: bytes) -> EncryptedDelta:
-        """Parse and integrity-check (digest); call :meth:`verify` for the signature."""
-        header, payload, digest, signature = unpack(blob, MAGIC_DELTA, SIGNATURE_LEN)
+    def from_bytes(cls, blob: bytes, prefix_sha256: bytes | None = None) -> EncryptedDelta:
+        """Parse and integrity-check (digest); call :meth:`verify` for the signature.
+        ``prefix_sha256``: the SHA-256 of ``blob[:-96]`` already computed while it streamed
+        in (``wire.PrefixHasher``), checked against the stored digest instead of re-hashing."""
+        header, payload, digest, signature = unpack(blob, MAGIC_DELTA, SIGNATURE_LEN, prefix_sha256)
         _check_header(header, _DELTA_FIELDS, "encrypted delta", container_version(blob))
         return cls(header, payload, digest, signature)
 

@@ -76,13 +76,51 @@ def pack(magic: bytes, header: dict, payload: bytes, version: int | None = None)
     return prefix, hashlib.sha256(prefix).digest()
 
 
+class PrefixHasher:
+    """SHA-256 of a whole container and of its digested prefix (all but the last
+    ``trailer_len`` bytes: digest + signature) in ONE pass over chunks as they arrive,
+    without knowing the total length in advance: the last ``trailer_len`` bytes seen are
+    held back from the prefix hash until the end. The cloud names blobs by the first
+    and checks the container's digest with the second (:func:`unpack` ``prefix_sha256``)."""
+
+    def __init__(self, trailer_len: int) -> None:
+        self.trailer_len = trailer_len
+        self._prefix = hashlib.sha256()
+        self._tail = b""
+
+    def update(self, chunk: bytes) -> None:
+        n = self.trailer_len
+        if len(chunk) >= n:
+            self._prefix.update(self._tail)
+            view = memoryview(chunk)
+            self._prefix.update(view[: len(chunk) - n])
+            self._tail = bytes(view[len(chunk) - n :])
+        else:
+            data = self._tail + chunk
+            self._prefix.update(data[: max(0, len(data) - n)])
+            self._tail = data[max(0, len(data) - n) :]
+
+    def digests(self) -> tuple[bytes, bytes]:
+        """(SHA-256 of everything, SHA-256 of everything but the last ``trailer_len`` bytes);
+        with fewer bytes than that the second is of nothing (:func:`unpack` refuses such a
+        short container before it compares digests)."""
+        whole = self._prefix.copy()
+        whole.update(self._tail)
+        return whole.digest(), self._prefix.digest()
+
+
 def container_version(blob: bytes) -> int:
     """The format version u16 of a container (call after :func:`unpack` accepted it)."""
     return _PRE.unpack_from(blob, 0)[1]
 
 
-def unpack(blob: bytes, magic: bytes, trailer_len: int = 0) -> tuple[dict, bytes, bytes, bytes]:
-    """Parse and integrity-check a container; returns (header, payload, digest, trailer)."""
+def unpack(blob: bytes, magic: bytes, trailer_len: int = 0,
+           prefix_sha256: bytes | None = None) -> tuple[dict, bytes, bytes, bytes]:
+    """Parse and integrity-check a container; returns (header, payload, digest, trailer).
+
+    ``prefix_sha256``: the SHA-256 of ``blob[:len(blob) - DIGEST_LEN - trailer_len]`` that
+    the caller already computed while the bytes streamed in (:class:`PrefixHasher`); it
+    is compared with the stored digest instead of hashing the bytes a second time."""
     blob = blob if isinstance(blob, bytes) else bytes(blob)
     what = KIND_BY_MAGIC[magic]
     if len(blob) < _PRE.size:
@@ -109,7 +147,10 @@ def unpack(blob: bytes, magic: bytes, trailer_len: int = 0) -> tuple[dict, bytes
     if len(blob) > expected_total:
         raise TamperedError(f"{what}: {len(blob) - expected_total} unexpected trailing bytes")
     digest = blob[end : end + DIGEST_LEN]
-    if hashlib.sha256(memoryview(blob)[:end]).digest() != digest:  # no 3 MB slice copy
+    # end == len(blob) - DIGEST_LEN - trailer_len here (the length checks above), so a
+    # caller's prefix_sha256 covers exactly the bytes the stored digest covers
+    actual = prefix_sha256 if prefix_sha256 is not None else hashlib.sha256(memoryview(blob)[:end]).digest()
+    if actual != digest:  # memoryview: no 3 MB slice copy
         raise TamperedError(f"{what}: SHA-256 digest mismatch (bytes were modified or corrupted)")
     try:
         header = json.loads(head.decode("utf-8"))
