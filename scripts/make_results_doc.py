@@ -153,6 +153,9 @@ def render_vision(vres: dict, source: str, bench: dict | None) -> list[str]:
                     + ", ".join(f"{100 * x:+.0f}" for x in d["per_seed"]) + ").")
     if comp:
         lines += ["**Comparisons:**", ""] + comp + [""]
+    lines += ["Skills on the vision base's embedding gain far less than on the state base's: an offline probe "
+              "(docs/fleet.md, \"The vision variant\") finds that embedding missing object/goal position the expert's "
+              "action depends on, and single-demonstration skills worse than the base on held-out demonstrations.", ""]
     if vres.get("plots"):
         lines += [f"![vision {Path(p).stem}]({_rel(p)})" for p in vres["plots"]] + [""]
     return lines
