@@ -93,7 +93,82 @@ def add_class_columns(res: dict) -> dict:
     return res
 
 
-def render(res: dict, source: str, all_json: dict | None, heldout: tuple[dict, str] | None = None, note: str = "") -> str:
+def paired_difference(res: dict, a: str, b: str, key: str) -> dict | None:
+    """``a - b`` per seed (the same demos and evaluation episodes), with its 95% t-interval."""
+    from scfl_nodes.core.fleet.results import mean_std
+
+    ms = res["methods"]
+    if a not in ms or b not in ms or not (ms[a].get(key) or {}).get("per_seed") or not (ms[b].get(key) or {}).get("per_seed"):
+        return None
+    return mean_std([x - y for x, y in zip(ms[a][key]["per_seed"], ms[b][key]["per_seed"])])
+
+
+def render_vision(vres: dict, source: str, bench: dict | None) -> list[str]:
+    """The vision fleet's own section: setup, tables, noise level, wall time + load, the command."""
+    from scfl_nodes.core.fleet.results import format_interval_table, format_markdown_table
+
+    vres = add_class_columns(vres)
+    vres = {**vres, "methods": restat(vres["methods"])}
+    m, c = vres["meta"], vres["meta"]["config"]
+    tasks, eps, seeds = m["tasks"], m["eval_episodes"], m["num_seeds"]
+    robots = m["robots"]
+    few = sum(1 for r in robots if r["few_demo"])
+    binom_cell = 100 * 0.5 / eps ** 0.5
+    binom_class = 100 * 0.5 / (eps * max(1, few)) ** 0.5  # the few-demo class: `few` robots, eps episodes each
+    lines = ["## Vision fleet (`scfl fleet --preset vision`): robots see rendered camera frames", "",
+             f"From `{source}`. The frozen base is `{m['base_policy']}` (docs/vla.md): every demonstration and "
+             "evaluation step renders the corner camera at 64×64 and the base acts on the frame, the instruction "
+             "and proprioception; residual skills train on its 128-d embedding and federate encrypted through the "
+             "real cloud, as in the state table above (which stays the reference for the state base).", "",
+             f"* {len(robots)} robots on {', '.join(tasks)} (the vision base's training tasks except drawer-close, "
+             f"which it already solves); {few} of them have {c['few_demos']} demonstration(s), the others "
+             f"{c['demos_per_robot']}.",
+             f"* {c['rounds']} rounds × {c['local_epochs']} local epochs, {c['num_experts']} skills, top-{c['top_k']} "
+             f"routing, {c['encryption']} encryption; methods {', '.join(vres['methods'])} (rendering is the cost: "
+             "centralized, BC and the ablations are in the state table).",
+             f"* {seeds} seed(s) × {eps} evaluation episodes per task, horizon {m['max_path_length']} steps, the same "
+             "seeded episodes for every method.",
+             f"* **Noise level.** One task cell of one seed is a rate over {eps} episodes: binomial sd up to "
+             f"±{binom_cell:.1f} points; the few-demo class average ({few} robots × {eps} episodes): up to "
+             f"±{binom_class:.1f} points per seed. Training seeds add to that; "
+             + (f"the measured sd over seeds and the 95% Student-t intervals (t(0.975, {seeds - 1}) = {t975(seeds - 1):.2f}) "
+                "are below. A difference is claimed only where the intervals do not overlap." if seeds > 1 else
+                "one seed gives no interval: no difference is claimed.")]
+    if bench and bench.get("wall_s"):
+        load = bench.get("load_average_1min") or {}
+        load_txt = (f"1-min load average {load['mean']:.1f} (min {load['min']:.1f}, max {load['max']:.1f}) on the 2 cores, "
+                    "i.e. shared with other jobs" if load else "load not recorded")
+        lines.append(f"* **Wall time {bench['wall_s'] / 60:.1f} min** (`bench/results/fleet.json`, preset `vision`; "
+                     f"target < {bench.get('target_s', 1800) / 60:.0f} min on 2 cores), run under nice 10 with "
+                     f"{load_txt}. Time split: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in m["timings_s"].items())
+                     + f"; {m['eval_episodes_run']} evaluation episodes, {m['eval_env_steps']:,} rendered evaluation steps.")
+    lines += ["* Reproduce: `python bench/bench_fleet.py --preset vision` (or `scfl fleet --preset vision --out DIR`), "
+              "then `python scripts/make_results_doc.py`.", "",
+              format_markdown_table(vres), "", format_interval_table(vres), ""]
+    comp = comparisons(vres)
+    d = paired_difference(vres, "fedavg_enc", "local", "few_demo_success")
+    if d and d.get("ci95"):
+        comp.append(f"* few-demo robots, paired per seed: fedavg_enc − local = {100 * d['mean']:+.1f} points, 95% "
+                    f"interval [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}] (per seed: "
+                    + ", ".join(f"{100 * x:+.0f}" for x in d["per_seed"]) + ").")
+    if comp:
+        lines += ["**Comparisons:**", ""] + comp + [""]
+    lines += ["Skills on the vision base's embedding gain far less than on the state base's: an offline probe "
+              "(docs/fleet.md, \"The vision variant\") finds that embedding missing object/goal position the expert's "
+              "action depends on, and single-demonstration skills worse than the base on held-out demonstrations.", ""]
+    if vres.get("plots"):
+        lines += [f"![vision {Path(p).stem}]({_rel(p)})" for p in vres["plots"]] + [""]
+    return lines
+
+
+def t975(dof: int) -> float:
+    from scfl_nodes.core.fleet.results import t_quantile_975
+
+    return t_quantile_975(dof)
+
+
+def render(res: dict, source: str, all_json: dict | None, heldout: tuple[dict, str] | None = None, note: str = "",
+           vision: tuple[dict, str, dict | None] | None = None) -> str:
     from scfl_nodes.core.fleet.results import METHOD_LABELS, format_interval_table, format_markdown_table
 
     res = add_class_columns(res)
@@ -159,6 +234,8 @@ def render(res: dict, source: str, all_json: dict | None, heldout: tuple[dict, s
         hc = comparisons(hres)
         if hc:
             lines += hc + [""]
+    if vision:
+        lines += render_vision(*vision)
     checks = res.get("checks", {})
     if "encrypted_aggregate_max_abs_error" in checks:
         lines += ["## Encryption changes nothing but quantization", "",
@@ -196,6 +273,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", help="a fleet results.json (default: full benchmark, else demo)")
     parser.add_argument("--heldout", help="results.json of the held-out task set (default: bench/results/fleet_heldout/, if present)")
+    parser.add_argument("--vision", help="results.json of the vision fleet (default: bench/results/fleet_vision/, if present)")
     parser.add_argument("--note", default="", help="a sentence printed under the title (e.g. which code produced the numbers)")
     parser.add_argument("--out", default=str(ROOT / "docs" / "results.md"))
     args = parser.parse_args(argv)
@@ -213,9 +291,16 @@ def main(argv=None) -> int:
     hpath = Path(args.heldout) if args.heldout else ROOT / "bench/results/fleet_heldout/results.json"
     if hpath.exists():
         heldout = (json.loads(hpath.read_text()), str(hpath.relative_to(ROOT) if hpath.is_relative_to(ROOT) else hpath))
+    vision = None
+    vpath = Path(args.vision) if args.vision else ROOT / "bench/results/fleet_vision/results.json"
+    if vpath.exists():
+        fleet_json = ROOT / "bench/results/fleet.json"
+        bench = json.loads(fleet_json.read_text()).get("presets", {}).get("vision") if fleet_json.exists() else None
+        vision = (json.loads(vpath.read_text()), str(vpath.relative_to(ROOT) if vpath.is_relative_to(ROOT) else vpath), bench)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(res, str(source.relative_to(ROOT) if source.is_relative_to(ROOT) else source), all_json, heldout, args.note) + "\n")
+    out.write_text(render(res, str(source.relative_to(ROOT) if source.is_relative_to(ROOT) else source), all_json, heldout,
+                          args.note, vision) + "\n")
     print(f"wrote {out}")
     return 0
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import CliError
 
-PRESET_CHOICES = ("demo", "full", "heldout", "config")
+PRESET_CHOICES = ("demo", "full", "heldout", "vision", "config")
 
 
 def _add_common(p, default_out: str) -> None:
@@ -51,7 +51,8 @@ def register(subparsers) -> None:
     # Literal (not imported from core.fleet, which pulls in torch): test_fleet_cli checks it matches PRESETS.
     p.add_argument("--preset", choices=PRESET_CHOICES, default="config",
                    help="config: the fleet section of the config file (default); demo/full: the named presets; "
-                        "heldout: the full benchmark on four tasks the base policy never saw")
+                        "heldout: the full benchmark on four tasks the base policy never saw; "
+                        "vision: the fleet on the image-conditioned base (rendered camera frames), sized for 30 min on 2 cores")
     _add_common(p, fleet_out)
     p.set_defaults(func=run_fleet_cmd)
     d = subparsers.add_parser("demo", help="the quick end-to-end demo (the `fleet` demo preset, a few minutes)",

@@ -203,6 +203,7 @@ class FleetConfig:
     workers: int = 2
     output_dir: str = "${SCFL_HOME}/fleet"
     base_policy: str = "scfl-metaworld-base"  # registry name or directory of a frozen base policy
+    round_curve: bool = True  # also evaluate intermediate rounds (success_vs_round.png); costly with a vision base
 
     def __post_init__(self) -> None:
         _check(len(self.tasks) >= 1, "fleet.tasks", "must name at least one task")

@@ -10,8 +10,14 @@
   5x80 drifts (docs/fleet.md, "Training budget"; re-measure with bench/bench_fleet_budget.py).
 * ``heldout`` — ``full`` on four tasks neither the base policy nor the default fleet trained
   on (button-press-topdown, drawer-open, reach, plate-slide): the second results table.
+* ``vision`` — the fleet on the image-conditioned base (``scfl-metaworld-vision``): every
+  demonstration and evaluation step renders a camera frame (~12-35 ms on the shared 2-core
+  CPU, ~100x a physics step), so it is sized to the 30-minute budget: the three training
+  tasks the vision base does not already solve (drawer-close: 100 %), base / local /
+  encrypted FedAvg only, 5 seeds x 8 episodes (the training seed dominates the variance, so
+  seeds buy more than episodes), no per-round curve. Its own table in docs/results.md.
 
-All use 8 robots: 2 per task, one of which has a single demonstration -- the robots
+All use 2 robots per task, one of which has a single demonstration -- the robots
 federation is supposed to help.
 """
 
@@ -33,6 +39,10 @@ PRESETS: dict[str, dict] = {
     ),
     "full": dict(_FULL),
     "heldout": dict(_FULL, tasks=HELD_OUT_TASKS),
+    "vision": dict(
+        _FULL, base_policy="scfl-metaworld-vision", tasks=("door-lock-v3", "sweep-into-v3", "window-open-v3"),
+        methods=("base", "local", "fedavg_enc"), eval_episodes=8, seeds=5, round_curve=False,
+    ),
 }
 
 PRESET_NOTES = {
@@ -40,6 +50,8 @@ PRESET_NOTES = {
             "differences below ~20 points are noise.",
     "full": "",
     "heldout": "held-out tasks: the frozen base policy was never trained on these four tasks.",
+    "vision": "vision preset: the frozen base sees rendered 64x64 camera frames; 5 seeds x 8 evaluation episodes "
+              "per task (sized for 30 minutes on 2 cores): compare methods by their 95% intervals.",
 }
 
 

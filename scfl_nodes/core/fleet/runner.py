@@ -65,7 +65,9 @@ class FleetRun:
         self.robots: list[RobotSpec] = build_fleet(cfg)
         self.methods = list(cfg.methods)
         # Success-vs-round costs an evaluation per round: only for the curves worth plotting.
-        if curve_methods is None:
+        if curve_methods is None and not cfg.round_curve:
+            curve_methods = ()
+        elif curve_methods is None:
             curve_methods = {"local", "fedavg_enc", "eda_enc"} if "fedavg_enc" in self.methods else {"local", "fedavg_plain", "eda_enc"}
         self.curve_methods = set(curve_methods)
 
