@@ -117,8 +117,10 @@ class BCPolicy(nn.Module):
 
 def train_bc(episodes: list[dict], *, hidden: int, epochs: int, seed: int, lr: float = 1e-3, batch_size: int = 64,
              lr_schedule: str = "constant"):
-    """Behaviour cloning on the same demonstrations (state -> expert action), with the skills'
-    ``lr_schedule`` (the fleet gives every method the same); returns (policy, metrics)."""
+    """Behaviour cloning on the same demonstrations (state -> expert action); returns (policy, metrics).
+
+    ``lr_schedule`` as for the skills; the fleet keeps BC at ``constant``, which measured
+    better for BC than ``cosine`` (docs/fleet.md, "Training schedule")."""
     start = time.perf_counter()
     _, _, expert, state = _episode_arrays(episodes)
     torch.manual_seed(int(seed))

@@ -160,8 +160,8 @@ class FleetRun:
         out = MethodOutcome({})
         for ri, robot in enumerate(self.robots):
             eps = [ep for t in robot.tasks for ep in demos[robot.robot_id][t]]
-            net, m = train_bc(eps, hidden=cfg.skill_hidden, epochs=cfg.rounds * cfg.local_epochs, seed=seed * 7919 + ri,
-                              lr_schedule=cfg.lr_schedule)
+            # BC keeps a constant lr: measured better for BC than cosine (docs/fleet.md, "Training schedule")
+            net, m = train_bc(eps, hidden=cfg.skill_hidden, epochs=cfg.rounds * cfg.local_epochs, seed=seed * 7919 + ri)
             state = {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}
             for t in robot.tasks:
                 out.policies[(robot.robot_id, t)] = PolicySpec("bc", state=state, dims=dict(net.dims))
