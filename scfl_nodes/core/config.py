@@ -199,7 +199,7 @@ class FleetConfig:
     clip: float = 1.0
     weighting: str = "samples"  # FedAvg methods: samples (McMahan) or uniform, as federation.weighting
     proximal_mu: float = 0.0  # FedProx term mu/2 ||w - w_round_start||^2 in federated local training (client drift)
-    lr_schedule: str = "cosine"  # skill training of every skill method (each round's local epochs, centralized): cosine or constant
+    lr_schedule: str = "constant"  # skill training of every skill method (each round's local epochs, centralized): constant or cosine (the full/heldout presets)
     methods: tuple[str, ...] = FLEET_METHODS
     workers: int = 2
     output_dir: str = "${SCFL_HOME}/fleet"
