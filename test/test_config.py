@@ -58,6 +58,7 @@ def test_empty_mapping_gives_defaults():
         ({"training": {"lr": 0}}, "training.lr: must be > 0"),
         ({"training": {"patience": 0}}, "training.patience: must be >= 1"),
         ({"training": {"learning_rate": 0.1}}, "training: unknown key(s) learning_rate"),
+        ({"fleet": {"lr_schedule": "step"}}, "fleet.lr_schedule: must be cosine or constant, got 'step'"),
         ({"moe_routr": {}}, "config: unknown key(s) moe_routr"),
         ({"moe_router": [1, 2]}, "moe_router: must be a mapping"),
     ],

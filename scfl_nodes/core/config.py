@@ -199,6 +199,7 @@ class FleetConfig:
     clip: float = 1.0
     weighting: str = "samples"  # FedAvg methods: samples (McMahan) or uniform, as federation.weighting
     proximal_mu: float = 0.0  # FedProx term mu/2 ||w - w_round_start||^2 in federated local training (client drift)
+    lr_schedule: str = "constant"  # skill training of every skill method (each round's local epochs, centralized): constant or cosine (the full/heldout presets)
     methods: tuple[str, ...] = FLEET_METHODS
     workers: int = 2
     output_dir: str = "${SCFL_HOME}/fleet"
@@ -238,6 +239,8 @@ class FleetConfig:
         _check(self.load_balance_weight >= 0, "fleet.load_balance_weight", "must be >= 0")
         _check(self.clip > 0, "fleet.clip", "must be > 0")
         _check(self.proximal_mu >= 0, "fleet.proximal_mu", f"must be >= 0, got {self.proximal_mu}")
+        _check(self.lr_schedule in ("cosine", "constant"), "fleet.lr_schedule",
+               f"must be cosine or constant, got {self.lr_schedule!r}")
         _check(self.weighting in ("samples", "uniform"), "fleet.weighting", f"must be samples or uniform, got {self.weighting!r}")
         _check(self.encryption in ("rlwe", "tenseal"), "fleet.encryption", f"must be rlwe or tenseal, got {self.encryption!r}")
         unknown = [m for m in self.methods if m not in FLEET_METHODS]

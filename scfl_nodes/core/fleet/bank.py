@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from scfl_nodes.core.skills import SkillModule, compose_actions, load_numpy_state, skill_state_to_numpy
-from scfl_nodes.core.training.residual import RoutedData, train_routed_skills
+from scfl_nodes.core.training.residual import RoutedData, scheduled_lr, train_routed_skills
 
 Routing = dict[str, tuple[list[int], list[float]]]  # task -> (expert indices, weights)
 
@@ -73,6 +73,7 @@ def train_bank(
     lr: float = 1e-3,
     batch_size: int = 64,
     proximal_mu: float = 0.0,
+    lr_schedule: str = "constant",
 ) -> dict:
     """Train the routed skills of ``bank`` in place on the demos of each task.
 
@@ -80,7 +81,8 @@ def train_bank(
     the robot's tasks. Skills not routed to any of these tasks get no gradient, hence a
     zero delta. ``proximal_mu > 0`` adds FedProx's ``mu/2 ||w - w_start||^2`` (w_start =
     the weights the round started from): long local training then cannot drift far from
-    the federated model (client drift). Returns timing and loss metrics
+    the federated model (client drift). ``lr_schedule``: ``constant`` or ``cosine`` over
+    these ``epochs`` (:func:`~scfl_nodes.core.training.residual.scheduled_lr`). Returns timing and loss metrics
     (``train_seconds`` = edge training time).
     """
     start = time.perf_counter()
@@ -91,7 +93,7 @@ def train_bank(
             idx, w = routing[task]
             data.append(RoutedData(torch.from_numpy(obs), torch.from_numpy(base), torch.from_numpy(expert), idx, w))
     m = train_routed_skills(bank.experts, data, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-                            proximal_mu=proximal_mu)
+                            proximal_mu=proximal_mu, lr_schedule=lr_schedule)
     return {"train_seconds": time.perf_counter() - start, "loss": m["loss"], "samples": m["samples"],
             "epochs": int(epochs), "steps": m["steps"], "active_experts": m["active_experts"]}
 
@@ -113,8 +115,12 @@ class BCPolicy(nn.Module):
         return self.net((state - self.state_mean) / self.state_std)
 
 
-def train_bc(episodes: list[dict], *, hidden: int, epochs: int, seed: int, lr: float = 1e-3, batch_size: int = 64):
-    """Behaviour cloning on the same demonstrations (state -> expert action); returns (policy, metrics)."""
+def train_bc(episodes: list[dict], *, hidden: int, epochs: int, seed: int, lr: float = 1e-3, batch_size: int = 64,
+             lr_schedule: str = "constant"):
+    """Behaviour cloning on the same demonstrations (state -> expert action); returns (policy, metrics).
+
+    ``lr_schedule`` as for the skills; the fleet keeps BC at ``constant``, which measured
+    better for BC than ``cosine`` (docs/fleet.md, "Training schedule")."""
     start = time.perf_counter()
     _, _, expert, state = _episode_arrays(episodes)
     torch.manual_seed(int(seed))
@@ -125,10 +131,14 @@ def train_bc(episodes: list[dict], *, hidden: int, epochs: int, seed: int, lr: f
     gen = torch.Generator().manual_seed(int(seed))
     x, y = torch.from_numpy(state), torch.from_numpy(expert)
     loss_value = float("nan")
+    total_steps, step = epochs * -(-len(x) // batch_size), 0
     for _ in range(epochs):
         perm = torch.randperm(len(x), generator=gen)
         for b in range(0, len(x), batch_size):
             sel = perm[b : b + batch_size]
+            for group in opt.param_groups:
+                group["lr"] = scheduled_lr(lr, lr_schedule, step, total_steps)
+            step += 1
             opt.zero_grad()
             loss = ((policy(x[sel]) - y[sel]) ** 2).mean()
             loss.backward()

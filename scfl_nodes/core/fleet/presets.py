@@ -8,6 +8,9 @@
   5 rounds x 40 local epochs: on the measured convergence curve (issue 14's study, weighted
   FedAvg) 5x10 is undertrained, 5x40 matches centralized at a quarter of 20x10's upload, and
   5x80 drifts (docs/fleet.md, "Training budget"; re-measure with bench/bench_fleet_budget.py).
+  Its training runs decay the lr along a cosine: with a constant lr a converged run can end
+  on a loss spike (door-lock seed 4: 18 %); the demo's short 3x10 budget keeps a constant
+  lr, which a cosine would undertrain (docs/fleet.md, "Training schedule").
 * ``heldout`` — ``full`` on four tasks neither the base policy nor the default fleet trained
   on (button-press-topdown, drawer-open, reach, plate-slide): the second results table.
 * ``vision`` — the fleet on the image-conditioned base (``scfl-metaworld-vision``): every
@@ -29,7 +32,7 @@ from scfl_nodes.core.sim.tasks import HELD_OUT_TASKS
 
 _FULL = dict(
     robots_per_task=2, few_demo_robots_per_task=1, demos_per_robot=10, few_demos=1,
-    rounds=5, local_epochs=40, eval_episodes=50, seeds=5, max_path_length=200,
+    rounds=5, local_epochs=40, eval_episodes=50, seeds=5, max_path_length=200, lr_schedule="cosine",
 )
 
 PRESETS: dict[str, dict] = {

@@ -128,7 +128,8 @@ class FleetRun:
             bank = SkillBank(cfg.num_experts, **dims).load(init_state)
             out.train_seconds[robot.robot_id] = 0.0
             for r in range(cfg.rounds):
-                m = train_bank(bank, demos[robot.robot_id], routing, epochs=cfg.local_epochs, seed=seed * 7919 + ri * 101 + r)
+                m = train_bank(bank, demos[robot.robot_id], routing, epochs=cfg.local_epochs, seed=seed * 7919 + ri * 101 + r,
+                               lr_schedule=cfg.lr_schedule)
                 out.train_seconds[robot.robot_id] += m["train_seconds"]
                 state = bank.state()
                 for t in robot.tasks:
@@ -148,7 +149,8 @@ class FleetRun:
                 nbytes += sum(ep[k].nbytes for ep in eps for k in ("observation", "base_action", "expert_action"))
             upload[robot.robot_id] = nbytes
         bank = SkillBank(cfg.num_experts, **dims).load(init_state)
-        m = train_bank(bank, pooled, routing, epochs=cfg.rounds * cfg.local_epochs, seed=seed * 7919 + 5)
+        m = train_bank(bank, pooled, routing, epochs=cfg.rounds * cfg.local_epochs, seed=seed * 7919 + 5,
+                       lr_schedule=cfg.lr_schedule)
         state = bank.state()
         out = MethodOutcome(self._skill_specs(lambda _r: state, routing, dims), rounds=0)
         out.upload_total = upload
@@ -160,6 +162,7 @@ class FleetRun:
         out = MethodOutcome({})
         for ri, robot in enumerate(self.robots):
             eps = [ep for t in robot.tasks for ep in demos[robot.robot_id][t]]
+            # BC keeps a constant lr: measured better for BC than cosine (docs/fleet.md, "Training schedule")
             net, m = train_bc(eps, hidden=cfg.skill_hidden, epochs=cfg.rounds * cfg.local_epochs, seed=seed * 7919 + ri)
             state = {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}
             for t in robot.tasks:
@@ -219,7 +222,7 @@ class FleetRun:
                     rid = robot.robot_id
                     bank.load(starts[rid])
                     m = train_bank(bank, demos[rid], routing, epochs=cfg.local_epochs, seed=seed * 7919 + ri * 101 + r,
-                                   proximal_mu=cfg.proximal_mu)
+                                   proximal_mu=cfg.proximal_mu, lr_schedule=cfg.lr_schedule)
                     out.train_seconds[rid] += m["train_seconds"]
                     trained = bank.state()
                     if eda:

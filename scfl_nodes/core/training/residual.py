@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import math
 import time
 from typing import Sequence
 
@@ -39,6 +40,25 @@ def torch_threads(n: int | None):
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def scheduled_lr(lr: float, schedule: str, step: int, total_steps: int) -> float:
+    """The learning rate of optimiser step ``step`` (0-based) of ``total_steps``.
+
+    ``cosine`` decays from ``lr`` to 0 over the run. Why: with a constant lr, Adam's last
+    steps still move the weights by ~lr, so the weights a run ends with are one noisy
+    point of the loss landscape; a closed-loop policy can lose most of its success
+    between two neighbouring points (door-lock seed 4 of the full benchmark: 90 % after
+    4 rounds, 5 % after the 5th; docs/fleet.md, "Training schedule").
+    """
+    if schedule == "constant":
+        return lr
+    if schedule == "cosine":
+        return 0.5 * lr * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+    raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {schedule!r}")
 
 
 def _stack(episodes: Sequence[Episode]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -85,6 +105,7 @@ def train_routed_skills(
     on_epoch=None,
     progress: bool = False,
     proximal_mu: float = 0.0,
+    lr_schedule: str = "constant",
 ) -> dict:
     """Train the skills ``data`` routes to (in place) on ``|| a_base + sum_i w_i s_i - a_expert ||``.
 
@@ -93,10 +114,15 @@ def train_routed_skills(
     ``proximal_mu > 0`` adds FedProx's ``mu/2 ||w - w_start||^2`` (w_start = the weights
     training started from, i.e. the round's federated model): long local training cannot
     drift far from it (client drift).
+    ``lr_schedule``: ``constant`` or ``cosine`` (decays to 0 over ``epochs``, so the run
+    ends on a settled point instead of wherever the last lr-sized steps left it;
+    :func:`scheduled_lr`).
     ``on_epoch(epoch, train_loss)`` may return True to stop. Returns loss and step counts.
     """
     if loss not in ("mse", "huber"):
         raise ValueError(f"loss must be mse or huber, got {loss!r}")
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {lr_schedule!r}")
     criterion = F.mse_loss if loss == "mse" else F.smooth_l1_loss
     data = [d for d in data if len(d.obs)]
     active = sorted({e for d in data for e in d.experts})
@@ -114,6 +140,7 @@ def train_routed_skills(
 
         bar = tqdm(total=epochs, desc="train skill", unit="epoch", leave=False)
     train_loss, steps, epoch = float("nan"), 0, 0
+    n_batches_total = epochs * max(-(-len(d.obs) // batch_size) for d in data)
     for epoch in range(1, epochs + 1):
         for e in active:
             skills[e].train()
@@ -132,6 +159,8 @@ def train_routed_skills(
                 seen += len(idx)
             if anchor is not None:
                 batch_loss = batch_loss + 0.5 * proximal_mu * sum(((p - a) ** 2).sum() for p, a in zip(params, anchor))
+            for group in optimiser.param_groups:
+                group["lr"] = scheduled_lr(lr, lr_schedule, steps, n_batches_total)
             optimiser.zero_grad(set_to_none=True)
             batch_loss.backward()
             optimiser.step()

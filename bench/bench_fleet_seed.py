@@ -1,0 +1,118 @@
+"""One task, one seed of the ``full`` benchmark, on the fleet's own code path: the smallest run
+that reproduces a single cell of the results table.
+
+The full benchmark takes an hour; a bad cell (door-lock seed 4: encrypted FedAvg 18 %) needs
+a run of minutes to study. This rebuilds exactly what ``scfl fleet --preset full`` builds
+for that seed -- the same demonstrations (seeds per robot and task), the same learned routing
+(over all four tasks), the same initial skill bank -- keeps only the robots of ``--task`` and
+runs FleetRun's own methods on them (local, centralized, BC, plaintext FedAvg through the
+robots' FederationClients), then evaluates each robot on the seed's evaluation episodes
+(the first ``--episodes`` of the benchmark's 50). ``--lr-schedule`` compares schedules.
+With ``--per-round`` it also reports, for ``local``, loss, learned base gain and success
+after every round. Appends one JSON line per (seed, method) to ``--out``.
+
+Run: ``python bench/bench_fleet_seed.py --task door-lock-v3 --seeds 4 --lr-schedule constant``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+OUT = ROOT / "bench" / "results" / "fleet_seed.jsonl"
+
+
+def run_seed(task: str, seed: int, episodes: int, schedule: str, methods: list[str], per_round: bool) -> list[dict]:
+    import numpy as np
+    import torch
+
+    from scfl_nodes.core.fleet import FleetRun, preset_config
+    from scfl_nodes.core.fleet.bank import SkillBank, train_bank
+    from scfl_nodes.core.fleet.policy import EvalJob, run_eval_job, skills_spec
+    from scfl_nodes.core.fleet.robots import demo_seed, eval_seed
+    from scfl_nodes.core.fleet.routing import build_routing
+    from scfl_nodes.core.sim import collect_expert_episodes
+    from scfl_nodes.core.vla import load_base_policy
+
+    torch.set_num_threads(1)
+    cfg = preset_config("full", lr_schedule=schedule)
+    run = FleetRun(cfg, ROOT / "bench" / "results" / "fleet_seed_tmp", preset="full", progress=False,
+                   log=lambda _line: None)
+    everyone = run.robots
+    traffic = run._task_traffic()  # routing is trained on the whole fleet's traffic, as in the benchmark
+    mine = [i for i, r in enumerate(everyone) if task in r.tasks]
+    base = load_base_policy(cfg.base_policy)
+    demos = {everyone[i].robot_id: {task: collect_expert_episodes(
+        task, everyone[i].num_demos, seed=demo_seed(seed, i, cfg.tasks.index(task)), base_policy=base)} for i in mine}
+    run.robots = [everyone[i] for i in mine]
+    first = demos[run.robots[0].robot_id][task][0]
+    dims = {"obs_dim": int(first["observation"].shape[1]), "action_dim": int(first["base_action"].shape[1]),
+            "hidden": cfg.skill_hidden}
+    init_state = SkillBank(cfg.num_experts, **dims, seed=seed).state()
+    routing, _ = build_routing("learned", list(cfg.tasks), traffic, num_experts=cfg.num_experts, top_k=cfg.top_k,
+                               load_balance_weight=cfg.load_balance_weight, seed=seed)
+    es = eval_seed(seed)
+
+    def success(spec) -> float:
+        return run_eval_job(EvalJob("k", spec, task, episodes, es, cfg.max_path_length))[1]
+
+    rows = []
+    for method in methods:
+        t0 = time.perf_counter()
+        row = {"task": task, "seed": seed, "lr_schedule": schedule, "method": method, "episodes": episodes}
+        if method == "local":
+            o = run._run_local(seed, demos, routing, dims, init_state)
+        elif method == "centralized":
+            o = run._run_centralized(seed, demos, routing, dims, init_state)
+        elif method == "bc":
+            o = run._run_bc(seed, demos)
+        else:
+            o = run._run_federated(method, seed, demos, routing, dims, init_state, None)
+        row["success"] = {rid: success(spec) for (rid, _t), spec in o.policies.items()}
+        if "final_states" in o.extra:
+            state = o.extra["final_states"][run.robots[0].robot_id]
+            row["base_gain"] = [np.round(10 * state[f"experts.{e}.base_gain"], 3).tolist() for e in routing[task][0]]
+        if per_round and method == "local":
+            rid = run.robots[0].robot_id
+            bank = SkillBank(cfg.num_experts, **dims).load(init_state)
+            row["rounds"] = []
+            for r in range(cfg.rounds):  # the data-rich robot's rounds, as _run_local trains them
+                m = train_bank(bank, demos[rid], routing, epochs=cfg.local_epochs, seed=seed * 7919 + 0 * 101 + r,
+                               lr_schedule=cfg.lr_schedule)
+                state = bank.state()
+                row["rounds"].append({"round": r + 1, "loss": m["loss"],
+                                      "base_gain": np.round(10 * state[f"experts.{routing[task][0][0]}.base_gain"], 3).tolist(),
+                                      "success": success(skills_spec(state, dims, *routing[task]))})
+        row["seconds"] = round(time.perf_counter() - t0, 1)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", default="door-lock-v3")
+    parser.add_argument("--seeds", default="4", help="comma-separated benchmark seeds")
+    parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--lr-schedule", default="cosine", choices=("cosine", "constant"))
+    parser.add_argument("--methods", default="local,fedavg_plain,centralized,bc")
+    parser.add_argument("--per-round", action="store_true", help="local: loss, base gain and success after every round")
+    parser.add_argument("--out", default=str(OUT))
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for seed in (int(s) for s in args.seeds.split(",")):
+        rows = run_seed(args.task, seed, args.episodes, args.lr_schedule, args.methods.split(","), args.per_round)
+        with out.open("a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+    print(f"appended to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
