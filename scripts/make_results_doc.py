@@ -136,8 +136,10 @@ def render_vision(vres: dict, source: str, bench: dict | None) -> list[str]:
                 "one seed gives no interval: no difference is claimed.")]
     if bench and bench.get("wall_s"):
         load = bench.get("load_average_1min") or {}
+        shared = ("i.e. shared with other jobs" if load and load["max"] > 4.0
+                  else "i.e. the run itself and little else")  # the run alone keeps ~2 cores busy
         load_txt = (f"1-min load average {load['mean']:.1f} (min {load['min']:.1f}, max {load['max']:.1f}) on the 2 cores, "
-                    "i.e. shared with other jobs" if load else "load not recorded")
+                    f"{shared}" if load else "load not recorded")
         lines.append(f"* **Wall time {bench['wall_s'] / 60:.1f} min** (`bench/results/fleet.json`, preset `vision`; "
                      f"target < {bench.get('target_s', 1800) / 60:.0f} min on 2 cores), run under nice 10 with "
                      f"{load_txt}. Time split: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in m["timings_s"].items())
