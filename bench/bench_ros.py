@@ -120,12 +120,9 @@ def _render_video(path: Path, task: str, frames: int) -> Path:
 
 
 def _wait(predicate, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return bool(predicate())
+    from scfl_nodes.nodes.testing import poll_until
+
+    return bool(poll_until(predicate, timeout_s))
 
 
 def _rate(stamps_ns) -> float:

@@ -55,17 +55,8 @@ def test_build_script_is_idempotent_and_covers_every_file():
                 assert deserialize_message(serialize_message(msg), sub) == msg
 
 
-def _wait_quietly(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return bool(predicate())
-
-
 def test_custom_service_and_message_across_processes(tmp_path):
-    from scfl_nodes.nodes.testing import RosHarness
+    from scfl_nodes.nodes.testing import RosHarness, poll_until
 
     server = tmp_path / "server.py"
     server.write_text(textwrap.dedent("""
@@ -113,7 +104,7 @@ def test_custom_service_and_message_across_processes(tmp_path):
                                 SkillRequest.Request(task_description="open the door", max_skills=4), timeout=60)
                 assert resp.success and resp.skill_ids == [f"open the door-{i}" for i in range(4)]
                 assert list(resp.weights) == [0.25] * 4 and resp.inference_time_ms == pytest.approx(1.25)
-                if _wait_quietly(lambda: got, 2.0) or time.monotonic() > deadline:
+                if poll_until(lambda: got, 2.0) or time.monotonic() > deadline:
                     break
             ros.wait_for(lambda: got, 1, "the custom message")
             assert got[0].header.frame_id == "echo" and list(got[0].skill_ids) == list(resp.skill_ids)

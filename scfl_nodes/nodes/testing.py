@@ -27,6 +27,17 @@ def unique_domain_id() -> int:
     return 1 + (os.getpid() * 7 + next(_COUNTER) * 13) % 100
 
 
+def poll_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it is truthy or ``timeout`` seconds pass; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
+
+
 class RosHarness:
     def __init__(self, workdir: str | os.PathLike, domain_id: int | None = None, transports: str = "DEFAULT"):
         """``transports``: Fast DDS transports for this process and the nodes it starts, a builtin
@@ -83,12 +94,9 @@ class RosHarness:
                          for n, p in self.processes.items())
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = predicate()
-            if value:
-                return value
-            time.sleep(0.05)
+        value = poll_until(predicate, timeout)
+        if value:
+            return value
         raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{self.logs()}")
 
     # ------------------------------------------------------------------ pub/sub/services
