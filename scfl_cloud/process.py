@@ -78,7 +78,7 @@ class CloudServer(_CloudProcess):
         self.storage_dir = Path(storage_dir)
         self.storage_dir.mkdir(parents=True, exist_ok=True)
         self.db_url = db_url or f"sqlite:///{self.storage_dir / 'scfl.db'}"
-        self.admin_token = admin_token or secrets.token_urlsafe(24)
+        self.admin_token = admin_token or secrets.token_hex(24)
         self.max_upload_bytes = max_upload_bytes
         self.extra_env = dict(extra_env or {})
         self.extra_args = list(extra_args or [])

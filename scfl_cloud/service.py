@@ -246,7 +246,7 @@ class CloudService:
     # ------------------------------------------------------------------ robots
     def register_robot(self, robot_id: str, public_key_b64: str) -> str:
         raw = decode_public_key(public_key_b64)
-        token = secrets.token_urlsafe(32)
+        token = secrets.token_hex(32)  # hex: a CLI argument never taken for an option
         try:
             with self.write() as s:
                 if s.get(Robot, robot_id) is not None:
@@ -258,7 +258,7 @@ class CloudService:
         return token
 
     def rotate_token(self, robot_id: str) -> str:
-        token = secrets.token_urlsafe(32)
+        token = secrets.token_hex(32)  # hex: a CLI argument never taken for an option
         with self.write() as s:
             robot = s.get(Robot, robot_id)
             if robot is None:

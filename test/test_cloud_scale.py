@@ -37,7 +37,7 @@ def _wait(cond, timeout: float, what: str, log=lambda: ""):
 def test_two_api_servers_two_workers_one_killed_mid_fold(tmp_path, pg_cluster, fleet_key):
     db = pg_cluster.create_database()
     storage = tmp_path / "cloud"
-    token = secrets.token_urlsafe(24)
+    token = secrets.token_hex(24)
     marker = tmp_path / "worker-a-mid-fold"
     # API servers that never aggregate (only the two workers fold and publish); the second one is
     # itself two uvicorn processes on one port (`scfl cloud serve --workers 2`)

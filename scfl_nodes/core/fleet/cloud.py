@@ -28,7 +28,7 @@ class FleetCloud:
         self.workdir = Path(workdir or self._tmp.name)
         self.deadline_s = float(deadline_s)
         self.url = url
-        self.admin_token = admin_token or secrets.token_urlsafe(24)
+        self.admin_token = admin_token or secrets.token_hex(24)
         self.server = None
         self.client = None
 
