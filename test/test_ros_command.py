@@ -8,6 +8,7 @@ rcl_interfaces SetParameters service and bad values are refused with a reason.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -67,7 +68,7 @@ def test_command_node_kinematics_limits_staleness_and_dynamic_params(tmp_path):
         from trajectory_msgs.msg import JointTrajectory
 
         # a generous staleness limit: a loaded test machine must not starve the 50 Hz publisher into it
-        ros.start("command_node", {"control_rate_hz": RATE_HZ, "max_joint_state_age_s": 1.0})
+        node = ros.start("command_node", {"control_rate_hz": RATE_HZ, "max_joint_state_age_s": 1.0})
         arm = ros.subscribe(JointTrajectory, "/joint_trajectory_controller/joint_trajectory")
         grip = ros.subscribe(JointTrajectory, "/gripper_controller/joint_trajectory")
         twists = ros.subscribe(TwistStamped, "/servo_node/delta_twist_cmds")
@@ -85,6 +86,21 @@ def test_command_node_kinematics_limits_staleness_and_dynamic_params(tmp_path):
             time.sleep(0.05)
         time.sleep(1.0)
         assert not arm and not twists and not grip, "commanded without joint states"
+
+        # thread_priority (config/nodes.yaml: 50) puts EVERY thread of the process, DDS listeners
+        # included, under SCHED_FIFO -- or says on /diagnostics why not
+        ros.wait_for(lambda: any(s.name.endswith("/command_node") and any(kv.key == "scheduling" for kv in s.values)
+                                 for s in ros.diagnostics()), 30, "command_node's scheduling on /diagnostics")
+        scheduling = next(kv.value for s in ros.diagnostics() if s.name.endswith("/command_node")
+                          for kv in s.values if kv.key == "scheduling")
+        tids = [int(t) for t in os.listdir(f"/proc/{node.proc.pid}/task")]
+        policies = {os.sched_getscheduler(t) for t in tids}
+        if scheduling.startswith("SCHED_FIFO"):
+            assert scheduling == "SCHED_FIFO priority 50"
+            assert policies == {os.SCHED_FIFO} and len(tids) > 1, (scheduling, policies)
+            assert {os.sched_getparam(t).sched_priority for t in tids} == {50}
+        else:  # no right to real-time scheduling here: normal threads and the reason
+            assert "refused" in scheduling and policies == {os.SCHED_OTHER}, (scheduling, policies)
 
         # 2. fresh joint states: one action -> one command of each kind
         js = JointStatePublisher(ros, names, list(q_home) + [0.02, 0.02])

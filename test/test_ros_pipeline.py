@@ -9,6 +9,7 @@ output on a recorded frame. Then a new skill version is hot-swapped without a ga
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,7 @@ def test_bag_to_final_action_equals_core_composition(tmp_path):
         from scfl_interfaces.srv import SkillRequest
 
         ros.start("router_node", {"library_path": str(lib.root)})
-        ros.start("skill_node", {"library_path": str(lib.root), "control_rate_hz": 50.0})
+        skill_node = ros.start("skill_node", {"library_path": str(lib.root), "control_rate_hz": 50.0})
         ros.start("vla_node", {"model": "scfl-metaworld-base"})  # the state-based base: the bag records states
         from visualization_msgs.msg import MarkerArray
 
@@ -84,6 +85,14 @@ def test_bag_to_final_action_equals_core_composition(tmp_path):
         swap_pub.publish(SkillInstalled(skill_id=top, version=2, package_path=str(path)))
         ros.wait_for(lambda: any(a.skill_versions[0] == 2 for a in composed()), 30, "the hot-swapped version")
         ros.wait_for(lambda: sum(a.skill_versions[0] == 2 for a in composed()) >= 10, 30, "cycles with v2")
+        # the control loop runs SCHED_FIFO (config/nodes.yaml thread_priority 49); skill loading,
+        # background work, runs at normal priority on its own thread
+        # (threads spawned by the FIFO main thread inherit FIFO: after a load, the normal ones are the loader and what it started)
+        pid = skill_node.proc.pid
+        policies = [os.sched_getscheduler(int(t)) for t in os.listdir(f"/proc/{pid}/task")]
+        if os.sched_getscheduler(pid) == os.SCHED_FIFO:  # else no right to real-time scheduling here
+            assert os.sched_getparam(pid).sched_priority == 49
+            assert policies.count(os.SCHED_OTHER) >= 1 and policies.count(os.SCHED_FIFO) >= 2, policies
         # rviz: the active skills and their weights as markers
         text = lambda: [m.text for arr in markers for m in arr.markers if m.ns == "scfl_skills"]  # noqa: E731
         ros.wait_for(lambda: any(f"{top} v2" in t for t in text()), 10, "skill markers")

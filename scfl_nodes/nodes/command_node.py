@@ -28,7 +28,8 @@ import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 
-from scfl_nodes.nodes.common import Diagnostics, NodeConfigError, Param, declare_params, enable_dynamic_params, run_node
+from scfl_nodes.nodes.common import (Diagnostics, NodeConfigError, Param, apply_thread_priority, declare_params,
+                                     enable_dynamic_params, run_node, thread_priority_param)
 
 PARAMS = [
     Param("config_file", "", "scfl.yaml whose retarget section names the robot (robot, ee_frame, locked_joints); empty = default"),
@@ -56,6 +57,7 @@ PARAMS = [
     Param("max_ee_speed", 0.25, "cap on the commanded end-effector speed (m/s)", min=0.001, max=2.0, read_only=False),
     Param("velocity_scale", 0.5, "fraction of the URDF joint velocity limits a command may use", min=0.01, max=1.0,
           read_only=False),
+    thread_priority_param(),
     Param("max_joint_state_age_s", 0.2, "joint states older than this (by arrival time) are stale: no command, ERROR",
           min=0.005, max=10.0, read_only=False),
 ]
@@ -95,6 +97,7 @@ class CommandNode(Node):
         self.base_frame = self.p["base_frame"] or _urdf_root_link(urdf_path)
         self._TwistStamped, self._JointTrajectory, self._Point = TwistStamped, JointTrajectory, JointTrajectoryPoint
         self.diag = Diagnostics(self, f"command:{robot.name}")
+        apply_thread_priority(self, self.diag, self.p["thread_priority"])
         self._state = None  # (arm q, gripper q or None, monotonic arrival time)
         self._state_error = None
         self._lock = threading.Lock()

@@ -56,6 +56,42 @@ def apply_dds_environment(env, transports: str) -> None:
             env[key] = value
 
 
+def set_realtime_priority(priority: int) -> tuple[bool, str]:
+    """Put every thread of this process (the DDS listeners included) under ``SCHED_FIFO``.
+
+    Why: on a busy CPU a control-path node's callback waits behind other processes' time
+    slices (the tail of its latency, not the median); robot stacks run their control threads
+    real-time for that reason (ros2_control's controller_manager: SCHED_FIFO 50). Threads
+    started later inherit the policy from the thread that starts them. Never raises: without
+    the right (``CAP_SYS_NICE`` or an ``rtprio`` limit in /etc/security/limits.conf) the node
+    keeps normal scheduling and the returned text says how to grant it.
+    Returns (applied, description).
+    """
+    if priority <= 0:
+        return False, "normal scheduling (thread_priority 0)"
+    if not hasattr(os, "sched_setscheduler"):
+        return False, "normal scheduling: this OS has no SCHED_FIFO"
+    param = os.sched_param(int(priority))
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        tids = [0]
+    for tid in tids:
+        try:
+            os.sched_setscheduler(tid, os.SCHED_FIFO, param)
+        except ProcessLookupError:  # a thread that ended meanwhile
+            continue
+        except (PermissionError, OSError) as exc:
+            for done in tids[: tids.index(tid)]:  # all threads alike: undo a partial change
+                try:
+                    os.sched_setscheduler(done, os.SCHED_OTHER, os.sched_param(0))
+                except OSError:
+                    pass
+            return False, (f"normal scheduling: SCHED_FIFO {priority} refused ({exc.strerror or exc}); allow it "
+                           f"with an rtprio limit (/etc/security/limits.conf: '@realtime - rtprio 98') or CAP_SYS_NICE")
+    return True, f"SCHED_FIFO priority {priority}"
+
+
 class NodeConfigError(Exception):
     """A parameter is missing or out of range: the node refuses to start (one-line message)."""
 
@@ -205,6 +241,33 @@ class Param:
                 f"parameter '{self.name}' must be one of {', '.join(self.choices)}; got {value!r}"
             )
         return value
+
+
+def normal_scheduling() -> None:
+    """Back to normal scheduling for the calling thread: background work (loading a skill) started
+    by a real-time thread must not compete with the control cycle at its priority."""
+    if hasattr(os, "sched_setscheduler"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        except OSError:
+            pass
+
+
+def thread_priority_param(default: int = 0) -> Param:
+    """The ``thread_priority`` parameter of the nodes on the control path (skill_node, command_node)."""
+    return Param("thread_priority", default, "SCHED_FIFO priority (1-98) of this node's threads, so that other "
+                 "processes on a busy CPU cannot delay a control cycle; 0 = normal scheduling. Needs CAP_SYS_NICE or "
+                 "an rtprio limit, else a warning and normal scheduling", min=0, max=98,
+                 why_read_only="applied to the process's threads at start-up")
+
+
+def apply_thread_priority(node, diag: "Diagnostics", priority: int) -> None:
+    """:func:`set_realtime_priority` for a node: the outcome on ``/diagnostics`` (``scheduling``),
+    a warning when real-time scheduling was asked for and refused."""
+    applied, scheduling = set_realtime_priority(priority)
+    if priority and not applied:
+        node.get_logger().warning(scheduling)
+    diag.update(scheduling=scheduling)
 
 
 def declare_params(node, specs: Sequence[Param]) -> dict[str, Any]:

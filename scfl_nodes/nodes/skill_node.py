@@ -28,10 +28,13 @@ from scfl_nodes.nodes.common import (
     Diagnostics,
     NodeConfigError,
     Param,
+    apply_thread_priority,
     declare_params,
     enable_dynamic_params,
     latched_qos,
+    normal_scheduling,
     run_node,
+    thread_priority_param,
 )
 
 PARAMS = [
@@ -49,6 +52,7 @@ PARAMS = [
     Param("publish_markers", True, "publish /scfl/markers (visualization_msgs/MarkerArray) with active skills + weights"),
     Param("marker_frame", "world", "frame of the skill markers"),
     Param("torch_threads", 1, "torch intra-op threads", min=1, max=64),
+    thread_priority_param(),
 ]
 
 
@@ -85,6 +89,7 @@ class SkillNode(Node):
         lib_path = expand_path(self.p["library_path"]) if self.p["library_path"] else cfg.skill_library.path
         self.library = SkillLibrary(lib_path)
         self.diag = Diagnostics(self, "skill_node")
+        apply_thread_priority(self, self.diag, self.p["thread_priority"])
         self._ResidualAction = ResidualAction
         self._active = NO_SKILLS
         self._requested = None  # last SkillWeights message (what the router asked for)
@@ -95,7 +100,8 @@ class SkillNode(Node):
         self.overruns = 0
         self._load_lock = threading.Lock()
         # skill loading (disk + torch) off the executor, one request after the other, in order
-        self._loader = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="skill-loader")
+        self._loader = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="skill-loader",
+                                                             initializer=normal_scheduling)
 
         self.create_subscription(BaseAction, self.p["base_action_topic"], self._on_base, 10)
         self.create_subscription(SkillWeights, self.p["weights_topic"], lambda m: self._load(self._on_weights, m),
