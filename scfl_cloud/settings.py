@@ -23,6 +23,7 @@ class CloudSettings:
     max_json_bytes: int = 1024 * 1024  # every JSON request body
     worker_poll_s: float = 0.5
     fold_batch: int = 32  # deltas per checkpoint of a round's running sum (worker.fold_batch)
+    upload_threads: int = 4  # uploads verified and stored at once (app.py upload_threads)
     fold_checkpoint_s: float = 2.0  # ... or sooner, once its oldest uncommitted fold is this old
     # retention: per-robot ciphertexts are deleted once their round is published/expired/cancelled
     prune_deltas_after_publish: bool = True

@@ -172,14 +172,17 @@ class AggregationWorker:
 
     # ------------------------------------------------------------------ one pass
     def tick(self) -> bool:
-        """Do one unit of work; True if something changed (call again)."""
-        did = self.close_expired()
-        svc = self.service
-        with svc.read() as s:
-            pending = list(s.scalars(select(Round.round_id).where(
-                Round.state.in_(("open", "closed")), Round.folded_count < Round.accepted_count).order_by(Round.round_id)))
-            ready = list(s.scalars(select(Round.round_id).where(
-                Round.state == "closed", Round.folded_count == Round.accepted_count)))
+        """Do one unit of work; True if something changed (call again). One query finds the
+        live rounds (the worker ticks about once per upload, so queries per tick count)."""
+        rounds = self._live_rounds()
+        now = time.time()
+        expired = [r.round_id for r in rounds if r.state == "open" and r.deadline_at <= now]
+        did = False
+        if expired:
+            did = self.close_expired(expired)
+            rounds = self._live_rounds()
+        pending = [r.round_id for r in rounds if r.folded_count < r.accepted_count]
+        ready = [r.round_id for r in rounds if r.state == "closed" and r.folded_count == r.accepted_count]
         # One round's failure never stops the others: it is quarantined with the reason.
         # A round another worker process holds is skipped (it folds or publishes it).
         for round_id in pending:
@@ -187,6 +190,12 @@ class AggregationWorker:
         for round_id in ready:
             did |= self._guarded(round_id, self.publish)
         return did
+
+    def _live_rounds(self) -> list:
+        with self.service.read() as s:
+            return list(s.execute(select(Round.round_id, Round.state, Round.deadline_at, Round.folded_count,
+                                         Round.accepted_count).where(Round.state.in_(("open", "closed")))
+                                  .order_by(Round.round_id)))
 
     def _guarded(self, round_id: int, step) -> bool:
         try:
@@ -197,11 +206,13 @@ class AggregationWorker:
             self.service.quarantine_round(round_id, f"{step.__name__}: {type(exc).__name__}: {exc}")
             return True
 
-    def close_expired(self) -> bool:
+    def close_expired(self, expired: Optional[list] = None) -> bool:
+        """Close (or expire) open rounds past their deadline: ``expired`` ids, or all of them."""
         svc = self.service
         now = time.time()
-        with svc.read() as s:
-            expired = list(s.scalars(select(Round.round_id).where(Round.state == "open", Round.deadline_at <= now)))
+        if expired is None:
+            with svc.read() as s:
+                expired = list(s.scalars(select(Round.round_id).where(Round.state == "open", Round.deadline_at <= now)))
         for round_id in expired:
             with svc.write() as s:
                 rnd = svc._round_for_update(s, round_id)
@@ -279,7 +290,7 @@ class AggregationWorker:
             or time.monotonic() - held.since >= svc.settings.fold_checkpoint_s)
         if not due:
             self.sums.keep(round_id, held)
-            return bool(todo)
+            return len(todo) == batch - len(skip)  # a full batch: more may be waiting (else an upload wakes us)
         return self._checkpoint(round_id, held)
 
     def _checkpoint(self, round_id: int, held: RunningSum) -> bool:

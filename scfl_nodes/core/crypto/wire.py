@@ -115,8 +115,11 @@ def container_version(blob: bytes) -> int:
 
 
 def unpack(blob: bytes, magic: bytes, trailer_len: int = 0,
-           prefix_sha256: bytes | None = None) -> tuple[dict, bytes, bytes, bytes]:
+           prefix_sha256: bytes | None = None, payload_view: bool = False) -> tuple[dict, bytes, bytes, bytes]:
     """Parse and integrity-check a container; returns (header, payload, digest, trailer).
+
+    ``payload_view``: the payload is a read-only ``memoryview`` into ``blob`` instead of a
+    copy (the cloud: a 3 MB copy into fresh memory cost ~1-2 ms of CPU per upload).
 
     ``prefix_sha256``: the SHA-256 of ``blob[:len(blob) - DIGEST_LEN - trailer_len]`` that
     the caller already computed while the bytes streamed in (:class:`PrefixHasher`); it
@@ -158,4 +161,5 @@ def unpack(blob: bytes, magic: bytes, trailer_len: int = 0,
         raise TamperedError(f"{what}: header is not valid JSON") from None
     if not isinstance(header, dict):
         raise TamperedError(f"{what}: header is not a JSON object")
-    return header, blob[pos:end], digest, blob[end + DIGEST_LEN :]
+    payload = memoryview(blob)[pos:end] if payload_view else blob[pos:end]
+    return header, payload, digest, blob[end + DIGEST_LEN :]
