@@ -37,6 +37,17 @@ class BlobStore(abc.ABC):
     def get(self, digest: str) -> bytes:
         """Return the whole blob (for the aggregation worker: deltas are a few MB)."""
 
+    def read_into(self, digest: str, buf: bytearray) -> memoryview:
+        """The blob as a read-only view into ``buf`` (grown as needed): the aggregation
+        worker reads one delta after another into one buffer instead of fresh 3 MB of memory
+        per delta (page faults cost more CPU than the copy). Valid until the next read."""
+        data = self.get(digest)
+        if len(buf) < len(data):
+            buf.extend(bytes(len(data) - len(buf)))
+        view = memoryview(buf)[: len(data)]
+        view[:] = data
+        return view.toreadonly()
+
     @abc.abstractmethod
     def iter_chunks(self, digest: str, chunk_size: int = 1 << 20) -> Iterator[bytes]:
         """Stream a blob to an HTTP client without loading it into memory."""
@@ -177,6 +188,20 @@ class LocalBlobStore(BlobStore):
             return self.path(digest).read_bytes()
         except FileNotFoundError:
             raise BlobNotFound(digest) from None
+
+    def read_into(self, digest: str, buf: bytearray) -> memoryview:
+        with self.open(digest) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if len(buf) < size:
+                buf.extend(bytes(size - len(buf)))
+            view = memoryview(buf)[:size]
+            got = 0
+            while got < size:
+                n = fh.readinto(view[got:])
+                if not n:
+                    raise OSError(errno.EIO, f"blob {digest} ended after {got} of {size} bytes")
+                got += n
+        return view.toreadonly()
 
     def open(self, digest: str) -> BinaryIO:
         try:
