@@ -64,10 +64,11 @@ def _code_for(exc: Exception) -> str:
 def parse_delta(blob: bytes, prefix_sha256: bytes | None = None) -> Any:
     """Decode an ``EncryptedDelta``; malformed bytes become a 422 with a specific code.
     ``prefix_sha256``: its digested prefix's SHA-256, hashed as the upload streamed in
-    (:func:`upload_hasher`), so the container's digest check does not hash 3 MB again."""
+    (:func:`upload_hasher`), so the container's digest check does not hash 3 MB again.
+    The payload stays a view into ``blob`` (bytes, immutable): never copied."""
     crypto = _crypto()
     try:
-        return crypto.EncryptedDelta.from_bytes(blob, prefix_sha256)
+        return crypto.EncryptedDelta.from_bytes(blob, prefix_sha256, payload_view=True)
     except crypto.CryptoError as exc:
         raise DeltaRejected(_code_for(exc), f"{type(exc).__name__}: {exc}") from None
     except Exception as exc:  # garbage that is not even a header

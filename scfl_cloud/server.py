@@ -92,6 +92,7 @@ def settings_from_args(args: argparse.Namespace) -> CloudSettings:
                          prune_deltas_after_publish=prune,
                          public_status=not args.private_status and cfg.public_status,
                          worker_poll_s=cfg.worker_poll_s, fold_batch=cfg.fold_batch,
+                         fold_checkpoint_s=cfg.fold_checkpoint_s,
                          min_participants=args.min_participants if args.min_participants is not None
                          else cfg.min_participants,
                          secure_aggregation=args.secure_aggregation or cfg.secure_aggregation,

@@ -627,21 +627,20 @@ class CloudService:
         if dup is not None:
             raise ApiError(409, "duplicate_upload", f"robot {robot_id!r} already uploaded a delta to round {rnd.round_id}")
 
-    def _round_summary(self, s: Session, rnd: Round, robot_id: str, nonce: str) -> dict:
+    def _round_summary(self, s: Session, rnd: Round) -> dict:
         """The round as the aggregator will see it when this robot's delta joins, in the shape
-        of an aggregate header: count and bound sum by SQL aggregates, and of the round's robot
-        ids and nonces only those equal to this upload's (all ``check_joinable`` asks of them),
-        instead of loading every delta row of the round (N uploads made O(N^2) row objects)."""
-        live = (Delta.round_id == rnd.round_id, Delta.quarantined.is_(False))
+        of an aggregate header: count and bound sum by SQL aggregates instead of loading every
+        delta row of the round (N uploads made O(N^2) row objects). ``robot_ids`` and
+        ``nonces`` (all ``check_joinable`` asks of them: is this upload's among them?) are
+        empty because the caller proved both absent in this same transaction: no delta of
+        this robot in the round (:meth:`_precheck_round`) and the nonce in no accepted upload
+        at all (:meth:`_check_nonce_unused`; every delta's nonce is recorded there, never
+        deleted)."""
         count, bound_sum = s.execute(select(func.count(Delta.id), func.coalesce(func.sum(Delta.bound), 0))
-                                     .where(*live)).one()
-        same_robot = s.scalars(select(Delta.robot_id).where(*live, Delta.robot_id == robot_id)).first()
-        same_nonce = s.scalars(select(Delta.nonce).where(*live, Delta.nonce == nonce)).first()
+                                     .where(Delta.round_id == rnd.round_id, Delta.quarantined.is_(False))).one()
         return dict(skill_id=rnd.skill_id, base_version=rnd.base_version, round_id=rnd.round_id,
                     shapes=_canonical_spec(rnd.tensor_spec), mask_cohort=rnd.mask_cohort,
-                    robot_ids=[same_robot] if same_robot is not None else [],
-                    nonces=[same_nonce] if same_nonce is not None else [],
-                    count=int(count), bound_sum=int(bound_sum))
+                    robot_ids=[], nonces=[], count=int(count), bound_sum=int(bound_sum))
 
     def _insert_delta(self, robot: Robot, hdr, digest: str, size: int, spec, ctx, delta, bound: int) -> dict:
         robot_id = robot.robot_id
@@ -650,10 +649,11 @@ class CloudService:
                 self._mark_seen(s, robot)
                 rnd = self._round_for_update(s, hdr.round_id)
                 self._precheck_round(s, rnd, hdr, robot_id, spec)  # again, now serialised
-                summary = self._round_summary(s, rnd, robot_id, delta.header["nonce"])
+                self._check_nonce_unused(s, delta.header["nonce"])  # again, now serialised
+                summary = self._round_summary(s, rnd)
                 if summary["count"] > 0:  # the aggregator's own cross-delta checks
                     crypto_bridge.check_joinable(ctx, summary, delta, bound)
-                self._use_nonce(s, delta.header["nonce"], robot_id)
+                s.add(UploadNonce(nonce=delta.header["nonce"], robot_id=robot_id, created_at=time.time()))
                 now = time.time()
                 s.add(Delta(round_id=rnd.round_id, robot_id=robot_id, blob_sha256=digest, size_bytes=size,
                             received_at=now, folded=False, nonce=delta.header["nonce"], bound=bound,

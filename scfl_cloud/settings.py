@@ -22,7 +22,9 @@ class CloudSettings:
     max_context_bytes: int = 256 * 1024 * 1024
     max_json_bytes: int = 1024 * 1024  # every JSON request body
     worker_poll_s: float = 0.5
-    fold_batch: int = 32
+    fold_batch: int = 32  # deltas per checkpoint of a round's running sum (worker.fold_batch)
+    upload_threads: int = 4  # uploads verified and stored at once (app.py upload_threads)
+    fold_checkpoint_s: float = 2.0  # ... or sooner, once its oldest uncommitted fold is this old
     # retention: per-robot ciphertexts are deleted once their round is published/expired/cancelled
     prune_deltas_after_publish: bool = True
     public_status: bool = True
@@ -49,6 +51,8 @@ class CloudSettings:
             raise ValueError(f"max upload size must be >= 1024 bytes, got {self.max_upload_bytes}")
         if self.worker_poll_s <= 0:
             raise ValueError("worker poll interval must be > 0")
+        if not 0 <= self.fold_checkpoint_s <= 3600:
+            raise ValueError(f"fold_checkpoint_s must be in [0, 3600], got {self.fold_checkpoint_s}")
         if self.fold_batch < 1:
             raise ValueError("fold batch must be >= 1")
         if self.orphan_grace_s < 0:

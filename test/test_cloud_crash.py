@@ -158,3 +158,79 @@ def test_restart_without_traffic_keeps_everything(tmp_path, db_url, fleet_key):
         assert server.client(bot.token).get_skill("skill_keep")["skill_id"] == "skill_keep"  # token survives
     finally:
         server.stop()
+
+
+def test_folds_since_the_last_checkpoint_are_redone_exactly_once_after_a_crash(tmp_path, db_url, fleet_key):
+    """The worker folds deltas into the running sum in memory and checkpoints it only every
+    ``fold_batch`` deltas (or ``fold_checkpoint_s``, or when the round can publish). A crash
+    in between loses only that memory: a fresh worker on the same database and blob store
+    folds those deltas again from the committed sum, each exactly once, and the stale
+    worker's memory is never trusted again."""
+    from starlette.testclient import TestClient
+
+    from scfl_cloud.app import create_app
+    from scfl_cloud.client import CloudClient
+    from scfl_cloud.settings import CloudSettings
+    from scfl_cloud.worker import AggregationWorker
+
+    token = "admin-" + "x" * 20
+    app = create_app(CloudSettings(db_url=db_url, storage_dir=tmp_path / "cloud", admin_token=token,
+                                   fold_batch=32, fold_checkpoint_s=3600))
+    http = TestClient(app, raise_server_exceptions=False)  # no `with`: the workers are driven by hand
+    service = app.state.service
+    try:
+        admin = CloudClient("http://testserver", admin_token=token, insecure_http=True)
+        admin._http = http
+        admin.put_fleet_context(fleet_key.cloud_context())
+        skill = admin.create_skill("stack", ["stack the cups"], skill_id="skill_ckpt")["skill_id"]
+        bots = [RobotHelper(f"ckpt-{i}", admin, fleet_key, seed=300 + i) for i in range(5)]
+        rid = admin.open_round(skill, 0, quorum=5, deadline_s=300, secure_aggregation=False)["round_id"]
+        plain = []
+
+        def upload(bot):
+            t, blob = bot.delta(skill, rid)
+            client = CloudClient("http://testserver", token=bot.token, insecure_http=True)
+            client._http = http
+            client.upload_delta(bot.token, blob)
+            plain.append(t)
+
+        def drain(worker):
+            for _ in range(50):
+                if not worker.tick():
+                    return
+            raise AssertionError("worker never went idle")
+
+        def committed():
+            with service.read() as s:
+                return s.get(Round, rid).folded_count, sorted(s.scalars(
+                    select(Delta.robot_id).where(Delta.round_id == rid, Delta.folded.is_(True))))
+
+        first = AggregationWorker(service)
+        for bot in bots[:2]:
+            upload(bot)
+        drain(first)
+        assert committed() == (2, ["ckpt-0", "ckpt-1"])  # a round's first sum is checkpointed at once
+        for bot in bots[2:4]:
+            upload(bot)
+        drain(first)
+        # folded in memory (no checkpoint due: 2 of 32, the round is open, the clock is far off)
+        assert committed() == (2, ["ckpt-0", "ckpt-1"])
+        with service.read() as s:
+            unflagged = sorted(s.scalars(select(Delta.id).where(Delta.round_id == rid, Delta.folded.is_(False))))
+        assert sorted(first.sums._sums[rid].fold_ms) == unflagged and len(unflagged) == 2
+
+        restarted = AggregationWorker(service)  # the first worker's memory is gone with the crash
+        upload(bots[4])  # quorum: the round closes
+        drain(restarted)
+        info = admin.round_status(rid)
+        assert (info["state"], info["accepted"], info["folded"]) == ("published", 5, 5)
+        assert committed() == (5, [b.robot_id for b in bots])
+        agg, got = _decrypt(admin, fleet_key, rid)
+        assert agg.count == 5 and sorted(agg.robot_ids) == [b.robot_id for b in bots]
+        want = expected_sum(fleet_key, plain)
+        assert all(np.array_equal(got[k], want[k]) for k in want)
+        # the crashed worker's memory names a sum the database no longer holds: never trusted again
+        with service.read() as s:
+            assert first.sums.take(rid, s.get(Round, rid).sum_blob_sha256) is None
+    finally:
+        service.engine.dispose()

@@ -79,6 +79,31 @@ def test_blob_store_is_content_addressed_and_atomic(tmp_path):
     store.delete(digest)  # deleting twice is fine
 
 
+
+@pytest.mark.parametrize("direct_io", [True, False])
+def test_blob_store_writes_every_length_exactly(tmp_path, direct_io):
+    """Whole pages go out with O_DIRECT through a reused aligned staging buffer, the last
+    partial page normally: every length around the page and staging-buffer edges, and a
+    memoryview of a larger buffer, read back byte for byte under their SHA-256 name."""
+    import hashlib
+    import os
+
+    from scfl_cloud.blobstore import _DIRECT_ALIGN, _STAGE_BYTES
+
+    store = LocalBlobStore(tmp_path / "blobs", direct_io=direct_io)
+    lengths = [1, _DIRECT_ALIGN - 1, _DIRECT_ALIGN, _DIRECT_ALIGN + 1, _STAGE_BYTES - 1, _STAGE_BYTES,
+               _STAGE_BYTES + 7, 3 * _STAGE_BYTES + _DIRECT_ALIGN + 3]
+    for n in lengths:
+        data = os.urandom(n)
+        digest = store.put(data)
+        assert digest == hashlib.sha256(data).hexdigest() and store.get(digest) == data, n
+        assert store.path(digest).read_bytes() == data and store.size(digest) == n
+    big = os.urandom(2 * _STAGE_BYTES + 5)
+    view = memoryview(big)[3:-1]
+    assert store.get(store.put(view)) == big[3:-1]
+    assert list((tmp_path / "blobs" / "tmp").iterdir()) == []
+
+
 def _scfl(*args, env=None, timeout=60):
     return subprocess.run([sys.executable, "-m", "scfl_nodes", *args], capture_output=True, text=True,
                           timeout=timeout, env=env)

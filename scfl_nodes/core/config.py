@@ -393,7 +393,8 @@ class CloudConfig:
     prune_deltas: bool = True  # retention: per-robot ciphertexts are deleted once their round ends
     public_status: bool = True  # counts only; identities need the admin token
     worker_poll_s: float = 0.5
-    fold_batch: int = 32
+    fold_batch: int = 32  # deltas per checkpoint of a round's running sum
+    fold_checkpoint_s: float = 2.0  # or sooner, once the oldest uncommitted fold is this old
     min_participants: int = 3  # never publish an aggregate of fewer robots
     secure_aggregation: str = "auto"  # auto: rounds of quorum >= 3 run secure aggregation; off: only on request
     secagg_stage_timeout_s: float = 60.0  # per key stage of an automatic secure-aggregation round
@@ -407,6 +408,7 @@ class CloudConfig:
         _check(self.max_upload_mb > 0, "cloud.max_upload_mb", "must be > 0")
         _check(self.worker_poll_s > 0, "cloud.worker_poll_s", "must be > 0")
         _check(self.fold_batch >= 1, "cloud.fold_batch", "must be >= 1")
+        _check(0 <= self.fold_checkpoint_s <= 3600, "cloud.fold_checkpoint_s", "must be in [0, 3600]")
         _check(self.min_participants >= 1, "cloud.min_participants", "must be >= 1")
         _check(self.secure_aggregation in ("auto", "off"), "cloud.secure_aggregation",
                f"must be auto or off, got {self.secure_aggregation!r}")

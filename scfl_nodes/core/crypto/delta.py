@@ -175,11 +175,12 @@ class EncryptedDelta(_RoundHeaderView):
         return pack_prefix(MAGIC_DELTA, self.header, self.payload, version) + self.digest + self.signature
 
     @classmethod
-    def from_bytes(cls, blob: bytes, prefix_sha256: bytes | None = None) -> EncryptedDelta:
+    def from_bytes(cls, blob: bytes, prefix_sha256: bytes | None = None, payload_view: bool = False) -> EncryptedDelta:
         """Parse and integrity-check (digest); call :meth:`verify` for the signature.
         ``prefix_sha256``: the SHA-256 of ``blob[:-96]`` already computed while it streamed
-        in (``wire.PrefixHasher``), checked against the stored digest instead of re-hashing."""
-        header, payload, digest, signature = unpack(blob, MAGIC_DELTA, SIGNATURE_LEN, prefix_sha256)
+        in (``wire.PrefixHasher``), checked against the stored digest instead of re-hashing.
+        ``payload_view``: ``payload`` is a memoryview into ``blob`` (no copy; see ``wire.unpack``)."""
+        header, payload, digest, signature = unpack(blob, MAGIC_DELTA, SIGNATURE_LEN, prefix_sha256, payload_view)
         _check_header(header, _DELTA_FIELDS, "encrypted delta", container_version(blob))
         return cls(header, payload, digest, signature)
 

@@ -80,7 +80,7 @@ def unpack_chunks(raw: bytes) -> list[bytes]:
             pos += 4
             if pos + length > len(raw):
                 raise TruncatedError("TenSEAL payload ends inside a ciphertext")
-            chunks.append(raw[pos : pos + length])
+            chunks.append(bytes(raw[pos : pos + length]))  # SEAL takes bytes, not a memoryview
             pos += length
     except struct.error:
         raise TruncatedError("TenSEAL payload ends inside a length field") from None
