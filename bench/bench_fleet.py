@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 TARGET_S = {"demo": 600.0, "full": 3600.0, "heldout": 3600.0, "vision": 1800.0,
             "ambiguous": 900.0, "heterogeneous": 900.0, "retargeted": 900.0}  # the ablations: ~15 min on 2 idle cores
+BOTH = ("demo", "full", "heldout")  # what a plain `python bench/bench_fleet.py` runs
 
 
 def run_preset(preset: str, extra: list[str], progress: bool) -> dict:
@@ -75,7 +76,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    presets = ["demo"] if args.quick else [args.preset] if args.preset != "both" else ["demo", "full", "heldout"]
+    presets = ["demo"] if args.quick else [args.preset] if args.preset != "both" else list(BOTH)
     out = {"benchmark": "fleet", "machine": {"python": platform.python_version(), "platform": platform.platform(),
                                             "cpus": os.cpu_count()},
            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "presets": {}}
