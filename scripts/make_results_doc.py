@@ -173,7 +173,7 @@ ABLATIONS = {
                   "FedAvg as `fedavg_enc` (learned gate with load balancing)",
                   [("router_no_lb", "fedavg_enc"), ("router_similarity", "fedavg_enc"), ("router_random", "fedavg_enc")]),
     "heterogeneous": ("Ablation: EDA vs per-skill FedAvg on a heterogeneous fleet (`--preset heterogeneous`)",
-                      "per task two 10-demo robots and a 1-demo robot, plus mixed-task robots with 5 + 5 demonstrations, "
+                      "per task two 10-demo robots and a 1-demo robot, plus mixed-task robots with 5 + 5 demonstrations (one per pair of tasks), "
                       "so EDA's activation-similarity weights and per-skill sample-weighted FedAvg average differently",
                       [("eda_enc", "fedavg_enc"), ("fedavg_enc", "local")]),
     "retargeted": ("Retargeted demonstrations in the loop (`--preset retargeted`)",

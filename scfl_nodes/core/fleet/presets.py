@@ -30,8 +30,8 @@ curve); their own sections in docs/results.md:
   routing sends drawer-open and drawer-close through the same skills, the learned gate
   does not; the router variants (random, similarity, learned without load balancing) run
   beside the learned router with load balancing (``fedavg_enc``).
-* ``heterogeneous`` — robots with different task mixes and data amounts (per task two
-  10-demo robots and a 1-demo robot, plus four mixed-task robots with 5 + 5), so EDA's
+* ``heterogeneous`` — robots with different task mixes and data amounts (on three tasks, per
+  task two 10-demo robots and a 1-demo robot, plus three mixed-task robots with 5 + 5), so EDA's
   activation-similarity weights differ from per-skill sample-weighted FedAvg's; results.json
   records both methods' effective aggregation weights and their largest difference.
 * ``retargeted`` — robots that learn from `scfl retarget`-made demonstrations (human-hand
@@ -74,8 +74,8 @@ PRESETS: dict[str, dict] = {
         methods=("local", "centralized", "fedavg_enc", "router_no_lb", "router_similarity", "router_random"),
     ),
     "heterogeneous": dict(
-        _ABLATION, robots_per_task=3, few_demo_robots_per_task=1, demos_per_robot=10, few_demos=1,
-        mixed_task_robots=4,
+        _ABLATION, tasks=("door-lock-v3", "drawer-close-v3", "window-open-v3"),
+        robots_per_task=3, few_demo_robots_per_task=1, demos_per_robot=10, few_demos=1, mixed_task_robots=3,
         methods=("local", "centralized", "fedavg_enc", "eda_enc"),
     ),
     "retargeted": dict(
