@@ -213,19 +213,30 @@ def render_ablation(name: str, res: dict, source: str, bench: dict | None) -> li
         lines[-1] += (f" Wall time {bench['wall_s'] / 60:.1f} min under nice 10"
                       + (f", 1-min load average {load['mean']:.1f} on the 2 shared cores." if load else "."))
     lines += ["", format_interval_table(res), ""]
-    ms, found = res["methods"], []
+    ms, found, consistent = res["methods"], [], []
     for a, b in pairs:
+        cells = []
         for key in ("avg", "few_demo_success", "rich_demo_success", "mixed_task_success", "retargeted_success"):
             d = paired_difference(res, a, b, key)
             if not d or d.get("mean") is None:
                 continue
             sep = bool(d.get("ci95")) and (d["ci95"][0] > 0 or d["ci95"][1] < 0)
             interval = (f"[{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]" if d.get("ci95") else "no interval")
-            lines.append(f"* {CLASS_NAMES[key]}: {a} − {b} = {100 * d['mean']:+.1f} points, paired over seeds, 95% interval "
-                         f"{interval}" + (" — **separates from 0**" if sep else "") + ".")
+            cells.append(f"{CLASS_NAMES[key]} {100 * d['mean']:+.1f} {interval}" + (" **(separates from 0)**" if sep else "")
+                         + (" (per seed " + ", ".join(f"{100 * x:+.0f}" for x in d["per_seed"]) + ")" if key == "avg" else ""))
             if sep:
                 found.append(f"{a} {'above' if d['mean'] > 0 else 'below'} {b} on {CLASS_NAMES[key]} "
                              f"({100 * d['mean']:+.1f} points)")
+            elif key == "avg" and len(d["per_seed"]) > 1 and (all(x > 0 for x in d["per_seed"]) or all(x < 0 for x in d["per_seed"])):
+                consistent.append(f"{a} is {'above' if d['mean'] > 0 else 'below'} {b} in every seed "
+                                  f"({100 * d['mean']:+.1f} points on average) but its interval still includes 0")
+        if cells:
+            gaps = [(abs(ms[a]["success"][t]["mean"] - ms[b]["success"][t]["mean"]), t) for t in m["tasks"]
+                    if (ms[a]["success"].get(t) or {}).get("mean") is not None and (ms[b]["success"].get(t) or {}).get("mean") is not None]
+            gap, task = max(gaps) if gaps else (0.0, None)
+            worst = (f"; largest per-task gap: {task.removesuffix('-v3')} {_pct(ms[a]['success'][task])} vs "
+                     f"{_pct(ms[b]['success'][task])}" if task and gap > 0 else "")
+            lines.append(f"* {a} − {b}, paired over seeds (points, 95% interval): " + "; ".join(cells) + worst + ".")
     if name == "ambiguous":
         variants = {"fedavg_enc": "learned", "router_no_lb": "no_lb", "router_similarity": "similarity", "router_random": "random"}
         shared = [f"{k} ({_shared_skills(res['routing'][v])})" for k, v in variants.items() if v in res.get("routing", {})]
@@ -239,9 +250,13 @@ def render_ablation(name: str, res: dict, source: str, bench: dict | None) -> li
         lines.append(f"* EDA's weights differ from per-skill FedAvg's: the largest difference in the weight a robot's delta "
                      f"gets, over every receiver, skill and contributor, is {checks['eda_vs_fedavg_weight_max_abs_diff']:.2f} "
                      "(`checks.eda_vs_fedavg_weight_max_abs_diff`; seed 0's tables in `aggregation_weights`).")
-    lines += ["", "**What it shows:** " + ("; ".join(found) + "; every other difference above lies within its interval."
-                                           if found else "no difference above separates from zero at this number of seeds: "
-                                           "on this fleet the compared methods are indistinguishable within the noise."), ""]
+    if found:
+        verdict = "; ".join(found) + "; every other difference above lies within its interval"
+    else:
+        verdict = "no difference above separates from zero at this number of seeds"
+    if consistent:
+        verdict += "; " + "; ".join(consistent)
+    lines += ["", f"**What it shows:** {verdict}.", ""]
     return lines
 
 
