@@ -245,6 +245,9 @@ def render_ablation(name: str, res: dict, source: str, bench: dict | None) -> li
                 and res["routing"][v]["routing"] == res["routing"]["learned"]["routing"]]
         if same:
             lines.append(f"* {', '.join(same)} routed exactly as the learned gate with load balancing (seed 0).")
+    if m.get("demo_success"):
+        lines.append("* Share of successful demonstrations per robot class (mean over seeds): " + ", ".join(
+            f"{cls} {100 * v['mean']:.0f} %" for cls, v in m["demo_success"].items() if v.get("mean") is not None) + ".")
     checks = res.get("checks", {})
     if "eda_vs_fedavg_weight_max_abs_diff" in checks:
         lines.append(f"* EDA's weights differ from per-skill FedAvg's: the largest difference in the weight a robot's delta "

@@ -71,6 +71,7 @@ class FleetRun:
             curve_methods = {"local", "fedavg_enc", "eda_enc"} if "fedavg_enc" in self.methods else {"local", "fedavg_plain", "eda_enc"}
         self.curve_methods = set(curve_methods)
         self.aggregation_weights: dict = {}  # seed 0: method -> receiver -> skill -> contributor -> weight
+        self.demo_success: dict[str, list[float]] = {}  # robot class -> per seed: share of successful demonstrations
 
     # ------------------------------------------------------------------ helpers
     def _bar(self, total, desc):
@@ -96,6 +97,11 @@ class FleetRun:
                                                       base_policy=base)
                 bar.update(n)
         bar.close()
+        for cls in ROBOT_CLASSES:  # how good each class's demonstrations were (retargeted replays can fail)
+            flags = [bool(ep["success"]) for r in self.robots if robot_class(r) == cls
+                     for eps in demos[r.robot_id].values() for ep in eps if "success" in ep]
+            if flags:
+                self.demo_success.setdefault(cls, []).append(float(np.mean(flags)))
         return demos
 
     def _task_traffic(self) -> dict[str, int]:
@@ -503,6 +509,7 @@ class FleetRun:
                 "max_path_length": cfg.max_path_length,
                 "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()},
                 "robots": [dataclasses.asdict(r) for r in self.robots],
+                "demo_success": {c: mean_std(v) for c, v in self.demo_success.items()},
                 "base_policy": cfg.base_policy,
                 "runtime_s": runtime,
                 "timings_s": timings,
