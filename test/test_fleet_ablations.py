@@ -127,3 +127,24 @@ def test_recorded_weights_are_the_ones_the_rounds_apply_and_eda_differs(tmp_path
     e = experts[few][0]
     assert want_fedavg[few][e][rich] == pytest.approx(10 * want_fedavg[few][e][few])
     assert want_eda[few][e][rich] == pytest.approx(want_eda[few][e][few])
+
+
+@pytest.mark.timeout(600)
+def test_a_fleet_run_records_both_methods_aggregation_weights(tmp_path):
+    """A tiny real run (simulator, cloud, encryption): results.json carries each method's weights and their difference."""
+    cfg = FleetConfig(tasks=("drawer-close-v3", "window-open-v3"), robots_per_task=2, few_demo_robots_per_task=1,
+                      demos_per_robot=2, few_demos=1, mixed_task_robots=1, rounds=1, local_epochs=1, eval_episodes=1,
+                      seeds=1, max_path_length=50, num_experts=4, top_k=2, skill_hidden=16, workers=1,
+                      methods=("fedavg_enc", "eda_enc"), round_curve=False)
+    res = FleetRun(cfg, tmp_path, progress=False, log=lambda _s: None).run()
+    weights = res["aggregation_weights"]
+    assert set(weights) == {"fedavg_enc", "eda_enc"}
+    ids = {r["robot_id"] for r in res["meta"]["robots"]}
+    for method, table in weights.items():
+        assert set(table) == ids
+        for per_skill in table.values():
+            for ws in per_skill.values():
+                total = sum(ws.values())
+                # FedAvg's weights on a skill sum to 1; EDA's to at most 1 (robots that do not train it dilute)
+                assert total == pytest.approx(1.0, abs=1e-3) if method == "fedavg_enc" else 0 < total <= 1.0 + 1e-3
+    assert res["checks"]["eda_vs_fedavg_weight_max_abs_diff"] > 0.1
