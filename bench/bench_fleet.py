@@ -2,7 +2,9 @@
 
 Writes bench/results/fleet.json (and the fleet run's results.json + PNGs under
 bench/results/fleet_<preset>/). Run: ``python bench/bench_fleet.py`` (demo, full, heldout),
-``--preset demo`` for the demo only, ``--preset vision`` for the vision fleet. Targets
+``--preset demo`` for the demo only, ``--preset vision`` for the vision fleet,
+``--preset ambiguous|heterogeneous|retargeted`` for one of issue 14's ablations (never part
+of ``both``). Targets
 (ISSUE 8 / 12, this 2-core CPU): `scfl demo` < 10 min, the full benchmark < 60 min, the
 vision preset < 30 min (the 1-minute load average is recorded beside every wall time). The demo is timed as a user runs it: the `scfl`
 CLI in a subprocess, wall clock, cloud server start and all.
@@ -22,7 +24,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-TARGET_S = {"demo": 600.0, "full": 3600.0, "heldout": 3600.0, "vision": 1800.0}
+TARGET_S = {"demo": 600.0, "full": 3600.0, "heldout": 3600.0, "vision": 1800.0,
+            "ambiguous": 900.0, "heterogeneous": 900.0, "retargeted": 900.0}  # the ablations: ~15 min on 2 idle cores
+BOTH = ("demo", "full", "heldout")  # what a plain `python bench/bench_fleet.py` runs
 
 
 def run_preset(preset: str, extra: list[str], progress: bool) -> dict:
@@ -55,6 +59,9 @@ def run_preset(preset: str, extra: list[str], progress: bool) -> dict:
         entry["meta"] = {k: res["meta"][k] for k in ("num_seeds", "eval_episodes", "timings_s", "eval_episodes_run", "eval_env_steps")}
         entry["success_avg"] = {m: v["avg"] for m, v in res["methods"].items()}
         entry["few_demo_success"] = {m: v.get("few_demo_success") for m, v in res["methods"].items()}
+        if preset in ("ambiguous", "heterogeneous", "retargeted"):  # the ablations' point is per robot class
+            for key in ("rich_demo_success", "mixed_task_success", "retargeted_success"):
+                entry[key] = {m: v.get(key) for m, v in res["methods"].items()}
         entry["accounting"] = {m: v.get("accounting") for m, v in res["methods"].items()}
         entry["checks"] = res.get("checks", {})
     return entry
@@ -62,14 +69,14 @@ def run_preset(preset: str, extra: list[str], progress: bool) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", choices=("demo", "full", "heldout", "vision", "both"), default="both",
-                        help="both: demo, full and the held-out task set")
+    parser.add_argument("--preset", choices=(*TARGET_S, "both"), default="both",
+                        help="both: demo, full and the held-out task set (not vision or the ablations)")
     parser.add_argument("--quick", action="store_true", help="demo preset only (what run_all --quick uses)")
     parser.add_argument("--out", default=str(RESULTS / "fleet.json"))
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    presets = ["demo"] if args.quick else [args.preset] if args.preset != "both" else ["demo", "full", "heldout"]
+    presets = ["demo"] if args.quick else [args.preset] if args.preset != "both" else list(BOTH)
     out = {"benchmark": "fleet", "machine": {"python": platform.python_version(), "platform": platform.platform(),
                                             "cpus": os.cpu_count()},
            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "presets": {}}

@@ -1,7 +1,9 @@
 """Generate docs/results.md from the fleet benchmark (and bench/results/all.json if present).
 
 Usage: ``python scripts/make_results_doc.py [--results bench/results/fleet_full/results.json]``.
-Falls back to the demo run when the full benchmark has not been run, and says so.
+Falls back to the demo run when the full benchmark has not been run, and says so. Issue 14's
+ablation presets (ambiguous, heterogeneous, retargeted) get one section each when
+bench/results/fleet_<preset>/results.json exists.
 The published FedVLA numbers are printed beside ours, labelled as a different base model.
 """
 
@@ -163,6 +165,104 @@ def render_vision(vres: dict, source: str, bench: dict | None) -> list[str]:
     return lines
 
 
+#: issue 14's ablation presets: (heading, what the fleet is, the comparisons its sentence is about)
+ABLATIONS = {
+    "ambiguous": ("Ablation: routing where it is ambiguous (`--preset ambiguous`)",
+                  "tasks that share objects and motions (drawer-open / drawer-close, window-open / window-close), "
+                  "more skills than tasks, and mixed-task robots; the router variants run the same encrypted per-skill "
+                  "FedAvg as `fedavg_enc` (learned gate with load balancing)",
+                  [("router_no_lb", "fedavg_enc"), ("router_similarity", "fedavg_enc"), ("router_random", "fedavg_enc")]),
+    "heterogeneous": ("Ablation: EDA vs per-skill FedAvg on a heterogeneous fleet (`--preset heterogeneous`)",
+                      "per task two 10-demo robots and a 1-demo robot, plus mixed-task robots with 5 + 5 demonstrations (one per pair of tasks), "
+                      "so EDA's activation-similarity weights and per-skill sample-weighted FedAvg average differently",
+                      [("eda_enc", "fedavg_enc"), ("fedavg_enc", "local")]),
+    "retargeted": ("Retargeted demonstrations in the loop (`--preset retargeted`)",
+                   "per task one robot learning from human-hand demonstrations retargeted onto a Panda by IK and replayed "
+                   "(`core/fleet/retargeted_demos.py`, the `scfl retarget` path), one data-rich and one single-demo robot "
+                   "learning from the scripted expert",
+                   [("fedavg_enc", "local"), ("centralized", "local")]),
+}
+CLASS_NAMES = {"avg": "all robots", "few_demo_success": "few-demo robots", "rich_demo_success": "data-rich robots",
+               "mixed_task_success": "mixed-task robots", "retargeted_success": "retargeted-demo robots"}
+
+
+def _shared_skills(routing: dict) -> str:
+    """Which tasks a router variant sends through common skills (seed 0's routing)."""
+    tasks = list(routing.get("routing", {}))
+    pairs = [f"{a.removesuffix('-v3')} + {b.removesuffix('-v3')}" for i, a in enumerate(tasks) for b in tasks[i + 1:]
+             if set(routing["routing"][a]["experts"]) & set(routing["routing"][b]["experts"])]
+    return ", ".join(pairs) if pairs else "none"
+
+
+def render_ablation(name: str, res: dict, source: str, bench: dict | None) -> list[str]:
+    """One ablation preset's section: the fleet, the interval table, each comparison's paired
+    difference with its interval, and a sentence that says what (if anything) separates."""
+    from scfl_nodes.core.fleet.results import format_interval_table
+
+    heading, fleet, pairs = ABLATIONS[name]
+    res = {**res, "methods": restat(res["methods"])}
+    m, c = res["meta"], res["meta"]["config"]
+    lines = [f"## {heading}", "",
+             f"From `{source}`: {len(m['robots'])} robots on {', '.join(t.removesuffix('-v3') for t in m['tasks'])}; {fleet}. "
+             f"{c['num_experts']} skills, top-{c['top_k']}, {c['rounds']} rounds × {c['local_epochs']} local epochs; "
+             f"{m['num_seeds']} seeds × {m['eval_episodes']} evaluation episodes per task "
+             f"(the full benchmark's budget, fewer seeds and episodes: t(0.975, {m['num_seeds'] - 1}) = "
+             f"{t975(m['num_seeds'] - 1):.2f}, so only large differences separate)."]
+    if bench and bench.get("wall_s"):
+        load = bench.get("load_average_1min") or {}
+        lines[-1] += (f" Wall time {bench['wall_s'] / 60:.1f} min under nice 10"
+                      + (f", 1-min load average {load['mean']:.1f} on the 2 shared cores." if load else "."))
+    lines += ["", format_interval_table(res), ""]
+    ms, found, consistent = res["methods"], [], []
+    for a, b in pairs:
+        cells = []
+        for key in ("avg", "few_demo_success", "rich_demo_success", "mixed_task_success", "retargeted_success"):
+            d = paired_difference(res, a, b, key)
+            if not d or d.get("mean") is None:
+                continue
+            sep = bool(d.get("ci95")) and (d["ci95"][0] > 0 or d["ci95"][1] < 0)
+            interval = (f"[{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]" if d.get("ci95") else "no interval")
+            cells.append(f"{CLASS_NAMES[key]} {100 * d['mean']:+.1f} {interval}" + (" **(separates from 0)**" if sep else "")
+                         + (" (per seed " + ", ".join(f"{100 * x:+.0f}" for x in d["per_seed"]) + ")" if key == "avg" else ""))
+            if sep:
+                found.append(f"{a} {'above' if d['mean'] > 0 else 'below'} {b} on {CLASS_NAMES[key]} "
+                             f"({100 * d['mean']:+.1f} points)")
+            elif key == "avg" and len(d["per_seed"]) > 1 and (all(x > 0 for x in d["per_seed"]) or all(x < 0 for x in d["per_seed"])):
+                consistent.append(f"{a} is {'above' if d['mean'] > 0 else 'below'} {b} in every seed "
+                                  f"({100 * d['mean']:+.1f} points on average) but its interval still includes 0")
+        if cells:
+            gaps = [(abs(ms[a]["success"][t]["mean"] - ms[b]["success"][t]["mean"]), t) for t in m["tasks"]
+                    if (ms[a]["success"].get(t) or {}).get("mean") is not None and (ms[b]["success"].get(t) or {}).get("mean") is not None]
+            gap, task = max(gaps) if gaps else (0.0, None)
+            worst = (f"; largest per-task gap: {task.removesuffix('-v3')} {_pct(ms[a]['success'][task])} vs "
+                     f"{_pct(ms[b]['success'][task])}" if task and gap > 0 else "")
+            lines.append(f"* {a} − {b}, paired over seeds (points, 95% interval): " + "; ".join(cells) + worst + ".")
+    if name == "ambiguous":
+        variants = {"fedavg_enc": "learned", "router_no_lb": "no_lb", "router_similarity": "similarity", "router_random": "random"}
+        shared = [f"{k} ({_shared_skills(res['routing'][v])})" for k, v in variants.items() if v in res.get("routing", {})]
+        lines.append("* Tasks routed through a common skill (seed 0): " + "; ".join(shared) + ".")
+        same = [k for k, v in variants.items() if k != "fedavg_enc" and v in res.get("routing", {}) and "learned" in res["routing"]
+                and res["routing"][v]["routing"] == res["routing"]["learned"]["routing"]]
+        if same:
+            lines.append(f"* {', '.join(same)} routed exactly as the learned gate with load balancing (seed 0).")
+    if m.get("demo_success"):
+        lines.append("* Share of successful demonstrations per robot class (mean over seeds): " + ", ".join(
+            f"{cls} {100 * v['mean']:.0f} %" for cls, v in m["demo_success"].items() if v.get("mean") is not None) + ".")
+    checks = res.get("checks", {})
+    if "eda_vs_fedavg_weight_max_abs_diff" in checks:
+        lines.append(f"* EDA's weights differ from per-skill FedAvg's: the largest difference in the weight a robot's delta "
+                     f"gets, over every receiver, skill and contributor, is {checks['eda_vs_fedavg_weight_max_abs_diff']:.2f} "
+                     "(`checks.eda_vs_fedavg_weight_max_abs_diff`; seed 0's tables in `aggregation_weights`).")
+    if found:
+        verdict = "; ".join(found) + "; every other difference above lies within its interval"
+    else:
+        verdict = "no difference above separates from zero at this number of seeds"
+    if consistent:
+        verdict += "; " + "; ".join(consistent)
+    lines += ["", f"**What it shows:** {verdict}.", ""]
+    return lines
+
+
 def t975(dof: int) -> float:
     from scfl_nodes.core.fleet.results import t_quantile_975
 
@@ -170,7 +270,8 @@ def t975(dof: int) -> float:
 
 
 def render(res: dict, source: str, all_json: dict | None, heldout: tuple[dict, str] | None = None, note: str = "",
-           vision: tuple[dict, str, dict | None] | None = None) -> str:
+           vision: tuple[dict, str, dict | None] | None = None,
+           ablations: dict[str, tuple[dict, str, dict | None]] | None = None) -> str:
     from scfl_nodes.core.fleet.results import METHOD_LABELS, format_interval_table, format_markdown_table
 
     res = add_class_columns(res)
@@ -238,6 +339,8 @@ def render(res: dict, source: str, all_json: dict | None, heldout: tuple[dict, s
             lines += hc + [""]
     if vision:
         lines += render_vision(*vision)
+    for name, (ares, asource, abench) in (ablations or {}).items():
+        lines += render_ablation(name, add_class_columns(ares), asource, abench)
     checks = res.get("checks", {})
     if "encrypted_aggregate_max_abs_error" in checks:
         lines += ["## Encryption changes nothing but quantization", "",
@@ -299,10 +402,17 @@ def main(argv=None) -> int:
         fleet_json = ROOT / "bench/results/fleet.json"
         bench = json.loads(fleet_json.read_text()).get("presets", {}).get("vision") if fleet_json.exists() else None
         vision = (json.loads(vpath.read_text()), str(vpath.relative_to(ROOT) if vpath.is_relative_to(ROOT) else vpath), bench)
+    ablations = {}
+    fleet_json = ROOT / "bench/results/fleet.json"
+    presets = json.loads(fleet_json.read_text()).get("presets", {}) if fleet_json.exists() else {}
+    for name in ABLATIONS:  # each ablation preset's section, when it has been run
+        apath = ROOT / f"bench/results/fleet_{name}/results.json"
+        if apath.exists():
+            ablations[name] = (json.loads(apath.read_text()), str(apath.relative_to(ROOT)), presets.get(name))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render(res, str(source.relative_to(ROOT) if source.is_relative_to(ROOT) else source), all_json, heldout,
-                          args.note, vision) + "\n")
+                          args.note, vision, ablations) + "\n")
     print(f"wrote {out}")
     return 0
 

@@ -89,4 +89,8 @@ def test_tiny_fleet_with_a_retargeted_robot_reports_its_class(tmp_path):
         assert entry["few_demo_success"]["n"] == 1
         assert entry["rich_demo_success"]["n"] == 0  # the only data-rich robot is the retargeted one
     assert [r["retargeted"] for r in res["meta"]["robots"]] == [True, False]
+    # how good each class's demonstrations were: the expert's are successful by construction
+    demo_success = res["meta"]["demo_success"]
+    assert set(demo_success) == {"retargeted", "few"} and demo_success["few"]["mean"] == 1.0
+    assert 0.0 <= demo_success["retargeted"]["mean"] <= 1.0
     assert "retargeted-demo robots" in format_table(res)

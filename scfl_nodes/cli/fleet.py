@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import CliError
 
-PRESET_CHOICES = ("demo", "full", "heldout", "vision", "config")
+PRESET_CHOICES = ("demo", "full", "heldout", "vision", "ambiguous", "heterogeneous", "retargeted", "config")
 
 
 def _add_common(p, default_out: str) -> None:
@@ -52,7 +52,9 @@ def register(subparsers) -> None:
     p.add_argument("--preset", choices=PRESET_CHOICES, default="config",
                    help="config: the fleet section of the config file (default); demo/full: the named presets; "
                         "heldout: the full benchmark on four tasks the base policy never saw; "
-                        "vision: the fleet on the image-conditioned base (rendered camera frames), sized for 30 min on 2 cores")
+                        "vision: the fleet on the image-conditioned base (rendered camera frames), sized for 30 min on 2 cores; "
+                        "ambiguous / heterogeneous / retargeted: issue 14's ablations (routing, EDA vs FedAvg, "
+                        "retargeted demonstrations), ~15 min each")
     _add_common(p, fleet_out)
     p.set_defaults(func=run_fleet_cmd)
     d = subparsers.add_parser("demo", help="the quick end-to-end demo (the `fleet` demo preset, a few minutes)",

@@ -56,6 +56,44 @@ def slot_tensors(activations: dict[str, np.ndarray], state_names) -> dict[str, s
     return out
 
 
+def aggregation_weights(samples: dict[str, dict[int, int]], activations: dict[str, np.ndarray] | None = None, *,
+                        sample_weighted: bool = True) -> dict[str, dict[int, dict[str, float]]]:
+    """``weights[i][e][j]``: the weight of robot j's (clipped) delta on skill ``e`` in what robot i installs.
+
+    ``samples[j][e]`` is robot j's training samples through skill e (only the skills it trains).
+    Per-skill FedAvg (``activations`` None): ``n_j(e) / sum_k n_k(e)`` over the robots that
+    train e (``1 / |C_e|`` unweighted), the same for every receiver. EDA (``activations``
+    given): FedVLA's ``s_ij / sum_k s_ik`` over every robot sharing a slot with i; j's delta
+    on e is zero unless j trains e, so the weights on e may sum to less than 1 (the other
+    robots' zero deltas dilute it). Recorded by the fleet so EDA and FedAvg can be compared
+    on what they actually average, not only on success.
+    """
+    from scfl_nodes.core.federation import personalized_weights
+
+    out: dict[str, dict[int, dict[str, float]]] = {}
+    for i, own in samples.items():
+        sim = personalized_weights(activations, i) if activations is not None else None
+        out[i] = {}
+        for e in own:
+            cohort = {j: s[e] for j, s in samples.items() if s.get(e, 0) > 0}
+            if sim is not None:
+                out[i][e] = {j: float(sim[j]) for j in cohort}
+            else:
+                total = sum(cohort.values()) if sample_weighted else len(cohort)
+                out[i][e] = {j: (n if sample_weighted else 1) / total for j, n in cohort.items()}
+    return out
+
+
+def max_weight_difference(a: dict, b: dict) -> float:
+    """Largest |a - b| over every (receiver, skill, contributor) of two :func:`aggregation_weights` tables."""
+    worst = 0.0
+    for i in set(a) | set(b):
+        for e in set(a.get(i, {})) | set(b.get(i, {})):
+            wa, wb = a.get(i, {}).get(e, {}), b.get(i, {}).get(e, {})
+            worst = max([worst] + [abs(wa.get(j, 0.0) - wb.get(j, 0.0)) for j in set(wa) | set(wb)])
+    return worst
+
+
 class SimulatedRobotStore(UpdateStore):
     """A simulated robot's skills in memory: the LocalUpdates it trained, what it installed."""
 

@@ -20,7 +20,26 @@
   encrypted FedAvg only, 5 seeds x 8 episodes (the training seed dominates the variance, so
   seeds buy more than episodes), no per-round curve. Its own table in docs/results.md.
 
-All use 2 robots per task, one of which has a single demonstration -- the robots
+The ablations of issue 14 (items 5 and 6), each sized for ~15 minutes on 2 idle cores
+(3 seeds x 20 evaluation episodes, the full preset's 5 x 40 training budget, no per-round
+curve); their own sections in docs/results.md:
+
+* ``ambiguous`` — routing is genuinely ambiguous: two pairs of tasks that share motion
+  primitives and objects (drawer-open / drawer-close, window-open / window-close), 8 skills
+  for 4 tasks, and mixed-task robots whose demonstrations span two tasks. Similarity
+  routing sends drawer-open and drawer-close through the same skills, the learned gate
+  does not; the router variants (random, similarity, learned without load balancing) run
+  beside the learned router with load balancing (``fedavg_enc``).
+* ``heterogeneous`` — robots with different task mixes and data amounts (on three tasks, per
+  task two 10-demo robots and a 1-demo robot, plus three mixed-task robots with 5 + 5), so EDA's
+  activation-similarity weights differ from per-skill sample-weighted FedAvg's; results.json
+  records both methods' effective aggregation weights and their largest difference.
+* ``retargeted`` — robots that learn from `scfl retarget`-made demonstrations (human-hand
+  trajectories retargeted by IK onto a Panda and replayed) in the federation, on the three
+  tasks whose retargeted replays succeed (door-lock, drawer-close, window-open; sweep-into's
+  fail, docs/fleet.md): per task a retargeted robot, a data-rich and a single-demo one.
+
+All the others use 2 robots per task, one of which has a single demonstration -- the robots
 federation is supposed to help.
 """
 
@@ -35,6 +54,9 @@ _FULL = dict(
     rounds=5, local_epochs=40, eval_episodes=50, seeds=5, max_path_length=200, lr_schedule="cosine",
 )
 
+#: The ablation presets: the full preset's training budget, fewer seeds and episodes (~15 min).
+_ABLATION = dict(_FULL, seeds=3, eval_episodes=20, round_curve=False)
+
 PRESETS: dict[str, dict] = {
     "demo": dict(
         robots_per_task=2, few_demo_robots_per_task=1, demos_per_robot=5, few_demos=1,
@@ -46,7 +68,25 @@ PRESETS: dict[str, dict] = {
         _FULL, base_policy="scfl-metaworld-vision", tasks=("door-lock-v3", "sweep-into-v3", "window-open-v3"),
         methods=("base", "local", "fedavg_enc"), eval_episodes=8, seeds=5, round_curve=False,
     ),
+    "ambiguous": dict(
+        _ABLATION, tasks=("drawer-open-v3", "drawer-close-v3", "window-open-v3", "window-close-v3"),
+        mixed_task_robots=4, num_experts=8, top_k=2,
+        methods=("local", "centralized", "fedavg_enc", "router_no_lb", "router_similarity", "router_random"),
+    ),
+    "heterogeneous": dict(
+        _ABLATION, tasks=("door-lock-v3", "drawer-close-v3", "window-open-v3"),
+        robots_per_task=3, few_demo_robots_per_task=1, demos_per_robot=10, few_demos=1, mixed_task_robots=3,
+        methods=("local", "centralized", "fedavg_enc", "eda_enc"),
+    ),
+    "retargeted": dict(
+        _ABLATION, tasks=("door-lock-v3", "drawer-close-v3", "window-open-v3"),
+        robots_per_task=3, few_demo_robots_per_task=1, retargeted_demo_robots=1,
+        methods=("base", "local", "centralized", "fedavg_enc"),
+    ),
 }
+
+#: Presets `bench/bench_fleet.py --preset both` never runs (each has its own --preset).
+ABLATION_PRESETS = ("ambiguous", "heterogeneous", "retargeted")
 
 PRESET_NOTES = {
     "demo": "demo preset: 1 seed and 10 evaluation episodes per task (the full benchmark uses 5 seeds x 50): "
@@ -55,6 +95,11 @@ PRESET_NOTES = {
     "heldout": "held-out tasks: the frozen base policy was never trained on these four tasks.",
     "vision": "vision preset: the frozen base sees rendered 64x64 camera frames; 5 seeds x 8 evaluation episodes "
               "per task (sized for 30 minutes on 2 cores): compare methods by their 95% intervals.",
+    "ambiguous": "ambiguous-routing ablation: 3 seeds x 20 evaluation episodes per task: compare methods by their 95% intervals.",
+    "heterogeneous": "EDA vs FedAvg on a heterogeneous fleet: 3 seeds x 20 evaluation episodes per task: "
+                     "compare methods by their 95% intervals.",
+    "retargeted": "retargeted demonstrations in the loop: 3 seeds x 20 evaluation episodes per task: "
+                  "compare methods by their 95% intervals.",
 }
 
 

@@ -70,6 +70,8 @@ class FleetRun:
         elif curve_methods is None:
             curve_methods = {"local", "fedavg_enc", "eda_enc"} if "fedavg_enc" in self.methods else {"local", "fedavg_plain", "eda_enc"}
         self.curve_methods = set(curve_methods)
+        self.aggregation_weights: dict = {}  # seed 0: method -> receiver -> skill -> contributor -> weight
+        self.demo_success: dict[str, list[float]] = {}  # robot class -> per seed: share of successful demonstrations
 
     # ------------------------------------------------------------------ helpers
     def _bar(self, total, desc):
@@ -95,6 +97,11 @@ class FleetRun:
                                                       base_policy=base)
                 bar.update(n)
         bar.close()
+        for cls in ROBOT_CLASSES:  # how good each class's demonstrations were (retargeted replays can fail)
+            flags = [bool(ep["success"]) for r in self.robots if robot_class(r) == cls
+                     for eps in demos[r.robot_id].values() for ep in eps if "success" in ep]
+            if flags:
+                self.demo_success.setdefault(cls, []).append(float(np.mean(flags)))
         return demos
 
     def _task_traffic(self) -> dict[str, int]:
@@ -249,6 +256,9 @@ class FleetRun:
             federation.close()
         out.policies = out.curve[-1]
         out.extra["final_states"] = starts
+        samples = {r.robot_id: {e: self._samples(r, demos, routing, e) for e in robot_experts[r.robot_id]} for r in self.robots}
+        out.extra["aggregation_weights"] = fed.aggregation_weights(
+            samples, activations if eda else None, sample_weighted=self.cfg.weighting == "samples")
         out.bytes_up = federation.bytes_up
         out.crypto_seconds = federation.crypto_seconds if method in ENCRYPTED else {}
         if federation.reference is not None:
@@ -349,6 +359,14 @@ class FleetRun:
                         b = outcomes["fedavg_enc"].extra["final_states"]
                         diff = max(float(np.max(np.abs(a[r][k] - b[r][k]))) for r in a for k in a[r])
                         checks.setdefault("fedavg_enc_vs_plain_final_weights_max_abs_diff", []).append(diff)
+                    weights = {m: o.extra["aggregation_weights"] for m, o in outcomes.items() if "aggregation_weights" in o.extra}
+                    if seed == 0:
+                        self.aggregation_weights = {m: {i: {f"skill-{e}": {j: round(x, 4) for j, x in ws.items()}
+                                                            for e, ws in per_e.items()} for i, per_e in w.items()}
+                                                    for m, w in weights.items()}
+                    if "eda_enc" in weights and "fedavg_enc" in weights:  # same routing: do their weights differ at all?
+                        checks.setdefault("eda_vs_fedavg_weight_max_abs_diff", []).append(
+                            fed.max_weight_difference(weights["eda_enc"], weights["fedavg_enc"]))
                     for method, o in outcomes.items():
                         if "max_abs_error_vs_plaintext" in o.extra:
                             checks.setdefault("encrypted_aggregate_max_abs_error", []).append(o.extra["max_abs_error_vs_plaintext"])
@@ -473,6 +491,11 @@ class FleetRun:
                               "sum of the same updates (quantization only; bound: encrypted_aggregate_quantization_bound). "
                               "The final-weights difference also contains training that diverges from slightly "
                               "different starting points.")
+        if "eda_vs_fedavg_weight_max_abs_diff" in checks:
+            checks["eda_vs_fedavg_note"] = ("eda_vs_fedavg_weight_max_abs_diff: largest difference, over every receiving "
+                                            "robot, skill and contributing robot, between the weight EDA and per-skill "
+                                            "FedAvg give a robot's delta (aggregation_weights: seed 0's tables); 0 would "
+                                            "mean the two methods average the same way.")
         import scfl_nodes
 
         return {
@@ -486,6 +509,7 @@ class FleetRun:
                 "max_path_length": cfg.max_path_length,
                 "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()},
                 "robots": [dataclasses.asdict(r) for r in self.robots],
+                "demo_success": {c: mean_std(v) for c, v in self.demo_success.items()},
                 "base_policy": cfg.base_policy,
                 "runtime_s": runtime,
                 "timings_s": timings,
@@ -498,6 +522,7 @@ class FleetRun:
             "methods": methods,
             "routing": routing_info,
             "checks": checks,
+            **({"aggregation_weights": self.aggregation_weights} if self.aggregation_weights else {}),
         }
 
 
