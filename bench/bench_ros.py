@@ -193,6 +193,7 @@ def bench_launch(tmp: Path, warmup_s: float, duration_s: float, namespace: str =
         lock = threading.Lock()
         rec = {"on": False, "info": [], "base": [], "action": [], "twist": [], "traj": []}
         command_diag: list[str] = []
+        scheduling: dict[str, str] = {}
 
         def stamp_ns(msg) -> int:
             return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
@@ -224,8 +225,12 @@ def bench_launch(tmp: Path, warmup_s: float, duration_s: float, namespace: str =
 
         def on_diag(msg):  # command_node's own count: action received -> commands published
             for status in msg.status:
+                values = {kv.key: kv.value for kv in status.values}
+                for node in ("skill_node", "command_node"):  # thread_priority's outcome (SCHED_FIFO or why not)
+                    if status.name.endswith(f"{ns}/{node}") and "scheduling" in values:
+                        scheduling[node] = values["scheduling"]
                 if status.name.endswith(f"{ns}/command_node"):
-                    value = {kv.key: kv.value for kv in status.values}.get("stage_latency_ms")
+                    value = values.get("stage_latency_ms")
                     if value and rec["on"]:
                         command_diag.append(value)
 
@@ -365,6 +370,7 @@ def bench_launch(tmp: Path, warmup_s: float, duration_s: float, namespace: str =
                               "command_node's wait and work); paired exactly: the TwistStamped carries the "
                               "action's stamp and is published with the trajectory",
         "command_node_reported": command_diag[-1] if command_diag else None,
+        "scheduling": dict(scheduling),
         "command_node_reported_note": "command_node's last /diagnostics stage_latency_ms of the window: its last "
                                       "500 commands, action received (DDS reception) -> commands published",
         "trajectories": len(data["traj"]),

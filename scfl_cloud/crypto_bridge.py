@@ -75,6 +75,18 @@ def parse_delta(blob: bytes, prefix_sha256: bytes | None = None) -> Any:
         raise DeltaRejected("invalid_ciphertext", f"not an scfl encrypted delta ({type(exc).__name__}: {exc})") from None
 
 
+def parse_stored_delta(blob) -> Any:
+    """Decode a delta read back from the blob store whose whole-blob SHA-256 the caller checks
+    against its content address (the blob's name, recorded when the upload passed its digest and
+    signature checks): identical bytes imply both checks still hold, so the container's own
+    digest is taken as stated here instead of being recomputed (one hash pass per fold, not two)."""
+    from scfl_nodes.core.crypto.wire import DIGEST_LEN, SIGNATURE_LEN
+
+    stated = bytes(blob[len(blob) - SIGNATURE_LEN - DIGEST_LEN: len(blob) - SIGNATURE_LEN]) \
+        if len(blob) >= SIGNATURE_LEN + DIGEST_LEN else b""
+    return parse_delta(blob, stated)
+
+
 def upload_hasher() -> Any:
     """One-pass hasher for an uploaded delta: ``digests()`` gives (SHA-256 of the body = its
     blob-store name, SHA-256 of the prefix the delta's own digest covers)."""

@@ -17,7 +17,9 @@ is counted twice; a crash costs at most one checkpoint interval of folding work 
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import hashlib
 import logging
 import os
 import signal
@@ -73,14 +75,13 @@ def fold_deltas(ctx, agg, blobs, todo: list, fold_ms: dict, accepted=None) -> An
     """Fold the deltas ``todo`` ([(delta_id, blob digest)], in order) into the running sum
     ``agg`` (None starts one) and return it; ``fold_ms[delta_id]`` gets each delta's time.
 
-    Per delta: read the blob, parse it (SHA-256 digest check; the signature was checked at
-    upload), expand ``a`` and add (``CloudContext.add``). A delta this process accepted a
+    Per delta: read the blob, expand ``a`` and add (``CloudContext.add``) while a helper
+    thread checks the blob's SHA-256 against its name (:func:`_fold_stored`; the digest and
+    signature were checked at upload). A delta this process accepted a
     moment ago is taken already parsed and checked from ``accepted``
     (:class:`~scfl_cloud.handoff.AcceptedDeltas`) instead of being read and hashed again
     (its blob must still exist: a lost blob quarantines its delta either way, since a later
-    rebuild of the sum would need it). One thread on purpose: reading and
-    hashing the next delta in a helper thread measured slower on this shared 2-core machine
-    (each hand-over waits for a scheduler slot under load). Raises :class:`DeltaFoldError`
+    rebuild of the sum would need it). Raises :class:`DeltaFoldError`
     naming the first delta that failed (``agg`` may then hold a partial add: discard it).
     """
     buf = bytearray()  # one delta at a time: each read reuses it (no fresh 3 MB per delta)
@@ -88,13 +89,60 @@ def fold_deltas(ctx, agg, blobs, todo: list, fold_ms: dict, accepted=None) -> An
         t0 = time.perf_counter()
         try:
             delta = accepted.take(digest) if accepted is not None else None
-            if delta is None or not blobs.exists(digest):  # a lost blob is quarantined either way
-                delta = crypto_bridge.parse_delta(blobs.read_into(digest, buf))
-            agg = crypto_bridge.add(ctx, agg, delta)
-            del delta  # its payload views ``buf``, which the next read overwrites
+            if delta is not None and blobs.exists(digest):  # a lost blob is quarantined either way
+                agg = crypto_bridge.add(ctx, agg, delta)
+            else:
+                agg = _fold_stored(ctx, agg, blobs, digest, buf)
+            del delta
         except Exception as exc:
             raise DeltaFoldError(delta_id, exc) from exc
         fold_ms[delta_id] = (time.perf_counter() - t0) * 1000.0
+    return agg
+
+
+class BlobCorrupted(Exception):
+    """A stored delta no longer hashes to its content address (disk corruption or tampering)."""
+
+    def __init__(self, digest: str, actual: str) -> None:
+        self.detail = f"blob {digest[:16]}... hashes to {actual[:16]}...: modified or corrupted in the blob store"
+        super().__init__(self.detail)
+
+
+_hash_thread: Optional[concurrent.futures.ThreadPoolExecutor] = None
+_hash_thread_lock = threading.Lock()
+
+
+def _hasher() -> concurrent.futures.ThreadPoolExecutor:
+    global _hash_thread
+    with _hash_thread_lock:
+        if _hash_thread is None:
+            _hash_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="scfl-fold-hash")
+        return _hash_thread
+
+
+def _sha256_hex(data) -> str:
+    return hashlib.sha256(data).hexdigest()  # releases the GIL: runs beside the add
+
+
+def _fold_stored(ctx, agg, blobs, digest: str, buf: bytearray) -> Any:
+    """Read a delta from the blob store and add it, checking its integrity in parallel.
+
+    The integrity check is the SHA-256 of the whole blob against its name (the content
+    address recorded at upload, after the digest and signature checks passed): it covers
+    header, payload, digest and signature, so neither corruption nor a consistent rewrite of
+    the stored bytes goes unnoticed. It runs on a helper thread (hashlib releases the GIL)
+    while this thread expands ``a`` and adds, so a fold costs about max(hash, add) instead of
+    their sum. Adding before the check finishes is safe: a mismatch raises, and the caller
+    then discards the whole running sum (:class:`DeltaFoldError`), as for any failed fold.
+    """
+    view = blobs.read_into(digest, buf)
+    check = _hasher().submit(_sha256_hex, view)
+    try:
+        agg = crypto_bridge.add(ctx, agg, crypto_bridge.parse_stored_delta(view))
+    finally:
+        actual = check.result()  # always waited for: ``buf`` is overwritten by the next read
+    if actual != digest:
+        raise BlobCorrupted(digest, actual)
     return agg
 
 

@@ -406,6 +406,56 @@ def test_accepted_deltas_are_folded_from_memory_and_exact(inproc, fleet_key):
     assert all(np.array_equal(got[k], want[k]) for k in want)
 
 
+def test_a_stored_delta_rewritten_consistently_is_quarantined_at_fold(inproc, fleet_key):
+    """Someone with write access to the blob store replaces a stored delta's payload and
+    recomputes its container digest (the robot's signature cannot be redone): the container
+    is self-consistent, so only the fold's check of the whole blob against its content
+    address (recorded at upload) can notice. That delta is quarantined with the reason; the
+    others publish the exact sum without it."""
+    from sqlalchemy import select
+
+    from scfl_cloud.models import Delta
+    from scfl_cloud.worker import AggregationWorker
+    from scfl_nodes.core.crypto import EncryptedAggregate, EncryptedDelta
+    from scfl_nodes.core.crypto.wire import MAGIC_DELTA, pack
+
+    app, admin, http = inproc
+    service = app.state.service
+    skill = admin.create_skill("rewritten", ["rewritten blob"], skill_id="skill_rewritten")["skill_id"]
+    rid = admin.open_round(skill, 0, quorum=4, deadline_s=300, secure_aggregation=False)["round_id"]
+    bots = [_robot(admin, http, f"w-{i}", fleet_key, 3000 + i) for i in range(5)]
+    plain = {}
+    for bot, client in bots[:3]:
+        t, blob = bot.delta(skill, rid)
+        client.upload_delta(bot.token, blob)
+        plain[bot.robot_id] = t
+    with service.read() as s:
+        victim = s.scalars(select(Delta.blob_sha256).where(Delta.round_id == rid).order_by(Delta.id)).first()
+    service.accepted.take(victim)  # not handed over in memory: the worker must read it back
+    d = EncryptedDelta.from_bytes(service.blobs.get(victim))
+    payload = bytearray(d.payload)
+    payload[0] ^= 1
+    prefix, digest = pack(MAGIC_DELTA, d.header, bytes(payload))
+    service.blobs.path(victim).write_bytes(prefix + digest + d.signature)  # consistent container, old signature
+    EncryptedDelta.from_bytes(service.blobs.get(victim))  # its own digest check passes
+    worker = AggregationWorker(service)
+    _drain(worker)
+    info = admin.round_status(rid)
+    assert (info["state"], info["accepted"]) == ("open", 2), info  # the quarantined one no longer counts
+    assert len(info["quarantined_deltas"]) == 1 and "modified or corrupted" in info["quarantined_deltas"][0]["reason"]
+    dropped = info["quarantined_deltas"][0]["robot_id"]
+    for bot, client in bots[3:]:
+        t, blob = bot.delta(skill, rid)
+        client.upload_delta(bot.token, blob)
+        plain[bot.robot_id] = t
+    _drain(worker)
+    info = admin.round_status(rid)
+    assert (info["state"], info["folded"]) == ("published", 4), info
+    got = fleet_key.decrypt_aggregate(EncryptedAggregate.from_bytes(admin.download_aggregate(rid)))
+    want = expected_sum(fleet_key, [t for r, t in plain.items() if r != dropped])
+    assert all(np.array_equal(got[k], want[k]) for k in want)
+
+
 def test_accepted_deltas_are_bounded():
     from scfl_cloud.handoff import AcceptedDeltas
 
