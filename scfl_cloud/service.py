@@ -573,10 +573,11 @@ class CloudService:
                 from . import secagg
 
                 secagg.check_upload(self, s, rnd, delta.header, robot.robot_id)
-            elif hdr.base_version != 0 and s.scalars(select(SkillVersion).where(
-                    SkillVersion.skill_id == hdr.skill_id, SkillVersion.version == hdr.base_version)).first() is None:
-                raise ApiError(422, "wrong_base_version", f"skill {hdr.skill_id!r} has no version {hdr.base_version}")
-                self._check_nonce_unused(s, delta.header["nonce"])  # (a round delta's is checked in its insert)
+            else:  # (a round delta's nonce is checked in its insert transaction only)
+                if hdr.base_version != 0 and s.scalars(select(SkillVersion).where(
+                        SkillVersion.skill_id == hdr.skill_id, SkillVersion.version == hdr.base_version)).first() is None:
+                    raise ApiError(422, "wrong_base_version", f"skill {hdr.skill_id!r} has no version {hdr.base_version}")
+                self._check_nonce_unused(s, delta.header["nonce"])
         ctx = self.context(hdr.key_id)
         bound = crypto_bridge.check_delta(ctx, delta)  # the aggregator's own per-delta checks
         if hdr.round_id > 0:
