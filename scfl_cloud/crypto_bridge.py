@@ -80,11 +80,9 @@ def parse_stored_delta(blob) -> Any:
     against its content address (the blob's name, recorded when the upload passed its digest and
     signature checks): identical bytes imply both checks still hold, so the container's own
     digest is taken as stated here instead of being recomputed (one hash pass per fold, not two)."""
-    from scfl_nodes.core.crypto.wire import DIGEST_LEN, SIGNATURE_LEN
+    from scfl_nodes.core.crypto import wire
 
-    stated = bytes(blob[len(blob) - SIGNATURE_LEN - DIGEST_LEN: len(blob) - SIGNATURE_LEN]) \
-        if len(blob) >= SIGNATURE_LEN + DIGEST_LEN else b""
-    return parse_delta(blob, stated)
+    return parse_delta(blob, wire.stated_digest(blob, wire.SIGNATURE_LEN))
 
 
 def upload_hasher() -> Any:

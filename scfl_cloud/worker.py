@@ -93,7 +93,6 @@ def fold_deltas(ctx, agg, blobs, todo: list, fold_ms: dict, accepted=None) -> An
                 agg = crypto_bridge.add(ctx, agg, delta)
             else:
                 agg = _fold_stored(ctx, agg, blobs, digest, buf)
-            del delta
         except Exception as exc:
             raise DeltaFoldError(delta_id, exc) from exc
         fold_ms[delta_id] = (time.perf_counter() - t0) * 1000.0
@@ -298,8 +297,9 @@ class AggregationWorker:
 
         Why it is fast: the running sum stays in memory between calls (:class:`SumCache`,
         trusted only while the committed ``sum_blob_sha256`` still names its base), so it is
-        never re-parsed; the signature was checked at upload, so the fold only parses
-        (digest check) and adds (:func:`fold_deltas`); and the sum (3 MB serialised, hashed,
+        never re-parsed; the digest and signature were checked at upload, so the fold only
+        parses and adds (:func:`fold_deltas`; a delta read back from the store is checked
+        against its content address beside the add); and the sum (3 MB serialised, hashed,
         written, fsynced, the old one deleted: ~15 ms of CPU) is checkpointed once per
         ``fold_batch`` deltas, not once per wake-up. A checkpoint is due when ``fold_batch``
         deltas are uncommitted, when a closed round has every accepted delta folded (it can

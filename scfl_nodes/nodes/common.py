@@ -76,13 +76,13 @@ def set_realtime_priority(priority: int) -> tuple[bool, str]:
         tids = [int(t) for t in os.listdir("/proc/self/task")]
     except OSError:
         tids = [0]
-    for tid in tids:
+    for n, tid in enumerate(tids):
         try:
             os.sched_setscheduler(tid, os.SCHED_FIFO, param)
         except ProcessLookupError:  # a thread that ended meanwhile
             continue
-        except (PermissionError, OSError) as exc:
-            for done in tids[: tids.index(tid)]:  # all threads alike: undo a partial change
+        except OSError as exc:  # EPERM: no right to real-time scheduling
+            for done in tids[:n]:  # all threads alike: undo a partial change
                 try:
                     os.sched_setscheduler(done, os.SCHED_OTHER, os.sched_param(0))
                 except OSError:

@@ -109,6 +109,15 @@ class PrefixHasher:
         return whole.digest(), self._prefix.digest()
 
 
+def stated_digest(blob, trailer_len: int = 0) -> bytes:
+    """The digest a container states for itself (the DIGEST_LEN bytes before its trailer), not
+    checked: for a caller that verifies the whole container by other means (the cloud's fold
+    compares a stored blob's SHA-256 with its content address) and hands this to
+    :func:`unpack` as ``prefix_sha256`` instead of hashing again. Empty if ``blob`` is too short."""
+    end = len(blob) - trailer_len
+    return bytes(blob[end - DIGEST_LEN : end]) if end >= DIGEST_LEN else b""
+
+
 def container_version(blob: bytes) -> int:
     """The format version u16 of a container (call after :func:`unpack` accepted it)."""
     return _PRE.unpack_from(blob, 0)[1]
