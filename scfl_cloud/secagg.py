@@ -333,10 +333,10 @@ def ready_to_publish(svc: CloudService, round_id: int) -> bool:
     return True
 
 
-def check_upload(svc: CloudService, s, rnd: Round, header: dict, robot_id: str) -> None:
-    """Upload hook: a secure-aggregation round takes only deltas masked for its cohort, and
-    a round without it takes no secagg-masked delta (it could never be unmasked)."""
-    sa = s.get(SecAggRound, rnd.round_id)
+def check_upload(sa: Optional[SecAggRound], rnd: Round, header: dict, robot_id: str) -> None:
+    """Upload hook: a secure-aggregation round (``sa``: its row, None if the round runs
+    without) takes only deltas masked for its cohort, and a round without it takes no
+    secagg-masked delta (it could never be unmasked)."""
     scheme = header.get("mask_scheme")
     if sa is None:
         if scheme is not None:

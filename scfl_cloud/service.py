@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any, Iterator, Optional
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -225,12 +225,11 @@ class CloudService:
         return robot.last_seen_at is None or time.time() - robot.last_seen_at > LAST_SEEN_RESOLUTION_S
 
     def _mark_seen(self, s: Session, robot: Robot) -> None:
-        """Record ``robot`` as seen now inside the caller's write transaction (if stale)."""
+        """Record ``robot`` as seen now inside the caller's write transaction (if stale): one
+        UPDATE, no SELECT first (uploads run this under the write lock)."""
         if self._seen_is_stale(robot):
             now = time.time()
-            row = s.get(Robot, robot.robot_id)
-            if row is not None:
-                row.last_seen_at = now
+            s.execute(update(Robot).where(Robot.robot_id == robot.robot_id).values(last_seen_at=now))
             robot.last_seen_at = now
 
     def authenticate(self, token: Optional[str], *, admin_ok: bool = True,
@@ -567,12 +566,12 @@ class CloudService:
             ctx_row = self._immutable_rows(s, hdr.skill_id, hdr.key_id)
             _check_params(ctx_row, hdr)
             if hdr.round_id > 0:
-                rnd = s.get(Round, hdr.round_id)
-                self._precheck_round(s, rnd, hdr, robot.robot_id, spec)
-                quorum = rnd.quorum
                 from . import secagg
 
-                secagg.check_upload(self, s, rnd, delta.header, robot.robot_id)
+                rnd, secure, dup = self._round_rows(s, hdr.round_id, robot.robot_id)
+                self._precheck_round(rnd, hdr, robot.robot_id, spec, dup)
+                quorum = rnd.quorum
+                secagg.check_upload(secure, rnd, delta.header, robot.robot_id)
             else:  # (a round delta's nonce is checked in its insert transaction only)
                 if hdr.base_version != 0 and s.scalars(select(SkillVersion).where(
                         SkillVersion.skill_id == hdr.skill_id, SkillVersion.version == hdr.base_version)).first() is None:
@@ -625,7 +624,24 @@ class CloudService:
         self._check_nonce_unused(s, nonce)
         s.add(UploadNonce(nonce=nonce, robot_id=robot_id, created_at=time.time()))
 
-    def _precheck_round(self, s: Session, rnd: Optional[Round], hdr, robot_id: str, spec) -> None:
+    @staticmethod
+    def _round_rows(s: Session, round_id: int, robot_id: str) -> tuple[Optional[Round], Optional[SecAggRound], bool]:
+        """The round an upload is for, its secure-aggregation row (None: the round runs
+        without) and whether this robot already has a delta in it: one query, not three."""
+        dup = select(Delta.id).where(Delta.round_id == Round.round_id, Delta.robot_id == robot_id).exists()
+        row = s.execute(select(Round, SecAggRound, dup).outerjoin(SecAggRound, SecAggRound.round_id == Round.round_id)
+                        .where(Round.round_id == round_id)).first()
+        return (row[0], row[1], bool(row[2])) if row is not None else (None, None, False)
+
+    def _precheck_round(self, rnd: Optional[Round], hdr, robot_id: str, spec, dup: bool) -> None:
+        """Refuse a delta the round will not take, before its blob is stored."""
+        self._check_round_takes(rnd, hdr, spec)
+        if dup:
+            raise ApiError(409, "duplicate_upload", f"robot {robot_id!r} already uploaded a delta to round {rnd.round_id}")
+
+    @staticmethod
+    def _check_round_takes(rnd: Optional[Round], hdr, spec) -> None:
+        """The round's own conditions on a delta (no query: the caller loaded ``rnd``)."""
         if rnd is None:
             raise ApiError(404, "unknown_round", f"round {hdr.round_id} does not exist")
         if rnd.skill_id != hdr.skill_id:
@@ -641,19 +657,16 @@ class CloudService:
         # a non-canonical order is refused by check_delta with its own error code
         if want is not None and spec is not None and spec == sorted(spec) and want != spec:
             raise ApiError(422, "wrong_shapes", f"delta tensors {spec} differ from the round's {want}")
-        dup = s.scalars(select(Delta.id).where(Delta.round_id == rnd.round_id, Delta.robot_id == robot_id)).first()
-        if dup is not None:
-            raise ApiError(409, "duplicate_upload", f"robot {robot_id!r} already uploaded a delta to round {rnd.round_id}")
 
     def _round_summary(self, s: Session, rnd: Round) -> dict:
         """The round as the aggregator will see it when this robot's delta joins, in the shape
         of an aggregate header: count and bound sum by SQL aggregates instead of loading every
         delta row of the round (N uploads made O(N^2) row objects). ``robot_ids`` and
         ``nonces`` (all ``check_joinable`` asks of them: is this upload's among them?) are
-        empty because the caller proved both absent in this same transaction: no delta of
-        this robot in the round (:meth:`_precheck_round`) and the nonce in no accepted upload
-        at all (:meth:`_check_nonce_unused`; every delta's nonce is recorded there, never
-        deleted)."""
+        empty because the database guarantees both absent: a second delta of this robot in the
+        round, or a nonce of any accepted upload (every delta's nonce is recorded in
+        ``upload_nonces``, never deleted), breaks a unique constraint when the row goes in, and
+        the whole transaction rolls back."""
         count, bound_sum = s.execute(select(func.count(Delta.id), func.coalesce(func.sum(Delta.bound), 0))
                                      .where(Delta.round_id == rnd.round_id, Delta.quarantined.is_(False))).one()
         return dict(skill_id=rnd.skill_id, base_version=rnd.base_version, round_id=rnd.round_id,
@@ -662,20 +675,21 @@ class CloudService:
 
     def _insert_delta(self, robot: Robot, hdr, digest: str, size: int, spec, ctx, delta, bound: int) -> dict:
         robot_id = robot.robot_id
+        nonce = delta.header["nonce"]
         try:
-            with self.write() as s:
-                self._mark_seen(s, robot)
+            with self.write() as s:  # as few statements as possible: every upload waits for this lock
                 rnd = self._round_for_update(s, hdr.round_id)
-                self._precheck_round(s, rnd, hdr, robot_id, spec)  # again, now serialised
-                self._check_nonce_unused(s, delta.header["nonce"])  # again, now serialised
+                self._check_round_takes(rnd, hdr, spec)  # again, now serialised
+                # a second delta of this robot or a reused nonce: refused by the unique
+                # constraints (uq_one_delta_per_robot, the nonce key) when the rows go in
+                self._mark_seen(s, robot)
                 summary = self._round_summary(s, rnd)
                 if summary["count"] > 0:  # the aggregator's own cross-delta checks
                     crypto_bridge.check_joinable(ctx, summary, delta, bound)
-                s.add(UploadNonce(nonce=delta.header["nonce"], robot_id=robot_id, created_at=time.time()))
                 now = time.time()
+                s.add(UploadNonce(nonce=nonce, robot_id=robot_id, created_at=now))
                 s.add(Delta(round_id=rnd.round_id, robot_id=robot_id, blob_sha256=digest, size_bytes=size,
-                            received_at=now, folded=False, nonce=delta.header["nonce"], bound=bound,
-                            quarantined=False))
+                            received_at=now, folded=False, nonce=nonce, bound=bound, quarantined=False))
                 rnd.accepted_count += 1
                 if summary["count"] == 0:
                     rnd.tensor_spec = spec
@@ -684,8 +698,10 @@ class CloudService:
                     rnd.state, rnd.close_reason, rnd.closed_at = "closed", "quorum", now
                 accepted, state = rnd.accepted_count, rnd.state
         except IntegrityError:
+            with self.read() as s:  # which constraint refused it (the transaction rolled back)
+                self._check_nonce_unused(s, nonce)
             raise ApiError(409, "duplicate_upload",
-                           f"robot {robot_id!r} already uploaded a delta (or reused a nonce) in round {hdr.round_id}") from None
+                           f"robot {robot_id!r} already uploaded a delta to round {hdr.round_id}") from None
         return dict(kind="delta", skill_id=hdr.skill_id, robot_id=robot_id, sha256=digest, size_bytes=size,
                     round_id=hdr.round_id, accepted_in_round=accepted, round_state=state)
 
