@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results" / "fleet_budget"
 DEFAULT_GRID = "5x10,5x20,5x40,5x80,10x20,20x10"
+FEDERATED = ("fedavg_plain", "fedavg_enc", "eda_enc")
 
 
 def parse_grid(text: str) -> list[tuple[int, int]]:
@@ -39,7 +40,11 @@ def run_grid(grid, overrides: dict, methods, out_dir: Path, proximal_mu: float, 
     points = []
     for rounds, epochs in grid:
         for mu in sorted({0.0, proximal_mu}):
-            cfg = preset_config("full", rounds=rounds, local_epochs=epochs, methods=tuple(methods), proximal_mu=mu, **overrides)
+            # FedProx changes only federated local training: the other methods' points would repeat
+            run_methods = tuple(methods) if not mu else tuple(m for m in methods if m in FEDERATED)
+            if not run_methods:
+                continue
+            cfg = preset_config("full", rounds=rounds, local_epochs=epochs, methods=run_methods, proximal_mu=mu, **overrides)
             tag = f"{rounds}x{epochs}" + (f"_prox{mu:g}" if mu else "")
             start = time.perf_counter()
             res = FleetRun(cfg, out_dir / tag, preset="budget", progress=progress, log=lambda s: None, curve_methods=()).run()
