@@ -299,6 +299,32 @@ def test_quorum_closes_under_concurrent_uploads(cloud, fleet_key):
     assert info["accepted"] == info["folded"] == 4 and len(info["contributors"]) == 4
 
 
+def test_a_robot_racing_itself_gets_exactly_one_delta_in(cloud, fleet_key):
+    """Six different deltas of one robot to one round at once: whichever gets in first is the
+    robot's delta; the others are refused as duplicates, by the pre-check or, when they pass it
+    together, by the database's one-delta-per-robot constraint; no refused blob stays stored."""
+    server, admin, engine = cloud
+    skill = admin.create_skill("self-race", ["race yourself"], skill_id="skill_self_race")["skill_id"]
+    bot = RobotHelper("self-race", admin, fleet_key, seed=150)
+    rid = admin.open_round(skill, 0, quorum=3, deadline_s=120, secure_aggregation=False)["round_id"]
+    blobs = [bot.delta(skill, rid)[1] for _ in range(6)]
+
+    def up(blob):
+        try:
+            return server.client(bot.token).upload_delta(bot.token, blob)["sha256"]
+        except CloudError as exc:
+            return exc.code
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(up, blobs))
+    accepted = [r for r in results if r != "duplicate_upload"]
+    assert len(accepted) == 1 and results.count("duplicate_upload") == 5, results
+    info = admin.round_status(rid)
+    assert (info["state"], info["accepted"], info["contributors"]) == ("open", 1, ["self-race"])
+    digests = {hashlib.sha256(b).hexdigest() for b in blobs}
+    assert digests & blob_files(server.storage_dir) == set(accepted)
+
+
 def test_deadline_closes_partial_round_and_expires_empty_one(cloud, fleet_key):
     server, admin, engine = cloud
     skill = admin.create_skill("late", ["close at the deadline"], skill_id="skill_deadline")["skill_id"]
