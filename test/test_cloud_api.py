@@ -53,6 +53,14 @@ def snapshot(engine, storage) -> dict:
         }
 
 
+def upload_or_code(server, token: str, blob: bytes, field: str = "kind"):
+    """The upload receipt's ``field``, or the error code the cloud refused the upload with."""
+    try:
+        return server.client(token).upload_delta(token, blob)[field]
+    except CloudError as exc:
+        return exc.code
+
+
 def wait_folded(admin, round_id, n, timeout=30):
     deadline = time.monotonic() + timeout
     while admin.round_status(round_id)["folded"] < n:
@@ -284,16 +292,8 @@ def test_quorum_closes_under_concurrent_uploads(cloud, fleet_key):
     bots = [RobotHelper(f"race-{i}", admin, fleet_key, seed=100 + i) for i in range(6)]
     rid = admin.open_round(skill, 0, quorum=4, deadline_s=120, secure_aggregation=False)["round_id"]
     blobs = [(bot, bot.delta(skill, rid)[1]) for bot in bots]
-
-    def up(item):
-        bot, blob = item
-        try:
-            return server.client(bot.token).upload_delta(bot.token, blob)["kind"]
-        except CloudError as exc:
-            return exc.code
-
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
-        results = list(pool.map(up, blobs))
+        results = list(pool.map(lambda item: upload_or_code(server, item[0].token, item[1]), blobs))
     assert sorted(results) == ["delta"] * 4 + ["round_closed"] * 2
     info = admin.wait_for_round(rid, timeout=60)
     assert info["accepted"] == info["folded"] == 4 and len(info["contributors"]) == 4
@@ -308,15 +308,8 @@ def test_a_robot_racing_itself_gets_exactly_one_delta_in(cloud, fleet_key):
     bot = RobotHelper("self-race", admin, fleet_key, seed=150)
     rid = admin.open_round(skill, 0, quorum=3, deadline_s=120, secure_aggregation=False)["round_id"]
     blobs = [bot.delta(skill, rid)[1] for _ in range(6)]
-
-    def up(blob):
-        try:
-            return server.client(bot.token).upload_delta(bot.token, blob)["sha256"]
-        except CloudError as exc:
-            return exc.code
-
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
-        results = list(pool.map(up, blobs))
+        results = list(pool.map(lambda blob: upload_or_code(server, bot.token, blob, "sha256"), blobs))
     accepted = [r for r in results if r != "duplicate_upload"]
     assert len(accepted) == 1 and results.count("duplicate_upload") == 5, results
     info = admin.round_status(rid)
