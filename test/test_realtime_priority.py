@@ -19,12 +19,19 @@ CHILD = r"""
 import json, os, threading
 from scfl_nodes.nodes.common import set_realtime_priority
 
-def policies():
-    tids = [int(t) for t in os.listdir("/proc/self/task")]
-    return sorted({(os.sched_getscheduler(t), os.sched_getparam(t).sched_priority) for t in tids}), len(tids)
+def policies():  # a thread that ended meanwhile (the joined `late` one may still be listed) is skipped
+    seen = {}
+    for t in os.listdir("/proc/self/task"):
+        try:
+            seen[t] = (os.sched_getscheduler(int(t)), os.sched_getparam(int(t)).sched_priority)
+        except ProcessLookupError:
+            pass
+    return sorted(set(seen.values())), len(seen)
 
 stop = threading.Event()
-early = threading.Thread(target=stop.wait)  # like a DDS listener started before the node's parameters are read
+# like a DDS listener started before the node's parameters are read; a daemon, so that a
+# failure below ends the child instead of leaving it waiting for the test's timeout
+early = threading.Thread(target=stop.wait, daemon=True)
 early.start()
 applied, text = set_realtime_priority(int(os.environ["PRIO"]))
 after = {}

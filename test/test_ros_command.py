@@ -15,6 +15,8 @@ import time
 import numpy as np
 import pytest
 
+from sched_util import thread_scheduling
+
 pytestmark = pytest.mark.timeout(300)
 
 RATE_HZ = 50.0
@@ -93,12 +95,12 @@ def test_command_node_kinematics_limits_staleness_and_dynamic_params(tmp_path):
                                  for s in ros.diagnostics()), 30, "command_node's scheduling on /diagnostics")
         scheduling = next(kv.value for s in ros.diagnostics() if s.name.endswith("/command_node")
                           for kv in s.values if kv.key == "scheduling")
-        tids = [int(t) for t in os.listdir(f"/proc/{node.proc.pid}/task")]
-        policies = {os.sched_getscheduler(t) for t in tids}
+        threads = thread_scheduling(node.proc.pid)
+        policies = {policy for policy, _ in threads.values()}
         if scheduling.startswith("SCHED_FIFO"):
             assert scheduling == "SCHED_FIFO priority 50"
-            assert policies == {os.SCHED_FIFO} and len(tids) > 1, (scheduling, policies)
-            assert {os.sched_getparam(t).sched_priority for t in tids} == {50}
+            assert policies == {os.SCHED_FIFO} and len(threads) > 1, (scheduling, policies)
+            assert {prio for _, prio in threads.values()} == {50}
         else:  # no right to real-time scheduling here: normal threads and the reason
             assert "refused" in scheduling and policies == {os.SCHED_OTHER}, (scheduling, policies)
 

@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import torch
 
+from sched_util import thread_scheduling
+
 pytestmark = pytest.mark.timeout(300)
 
 
@@ -89,7 +91,7 @@ def test_bag_to_final_action_equals_core_composition(tmp_path):
         # background work, runs at normal priority on its own thread
         # (threads spawned by the FIFO main thread inherit FIFO: after a load, the normal ones are the loader and what it started)
         pid = skill_node.proc.pid
-        policies = [os.sched_getscheduler(int(t)) for t in os.listdir(f"/proc/{pid}/task")]
+        policies = [policy for policy, _ in thread_scheduling(pid).values()]
         if os.sched_getscheduler(pid) == os.SCHED_FIFO:  # else no right to real-time scheduling here
             assert os.sched_getparam(pid).sched_priority == 49
             assert policies.count(os.SCHED_OTHER) >= 1 and policies.count(os.SCHED_FIFO) >= 2, policies
