@@ -264,13 +264,10 @@ class AggregationWorker:
             self.service.quarantine_round(round_id, f"{step.__name__}: {type(exc).__name__}: {exc}")
             return True
 
-    def close_expired(self, expired: Optional[list] = None) -> bool:
-        """Close (or expire) open rounds past their deadline: ``expired`` ids, or all of them."""
+    def close_expired(self, expired: list) -> bool:
+        """Close (or expire) the open rounds ``expired`` (ids :meth:`tick` found past their deadline)."""
         svc = self.service
         now = time.time()
-        if expired is None:
-            with svc.read() as s:
-                expired = list(s.scalars(select(Round.round_id).where(Round.state == "open", Round.deadline_at <= now)))
         for round_id in expired:
             with svc.write() as s:
                 rnd = svc._round_for_update(s, round_id)

@@ -18,14 +18,10 @@ import pytest
 CHILD = r"""
 import json, os, threading
 from scfl_nodes.nodes.common import set_realtime_priority
+from sched_util import thread_scheduling  # skips a thread that ends meanwhile (the joined `late` one)
 
-def policies():  # a thread that ended meanwhile (the joined `late` one may still be listed) is skipped
-    seen = {}
-    for t in os.listdir("/proc/self/task"):
-        try:
-            seen[t] = (os.sched_getscheduler(int(t)), os.sched_getparam(int(t)).sched_priority)
-        except ProcessLookupError:
-            pass
+def policies():
+    seen = thread_scheduling()
     return sorted(set(seen.values())), len(seen)
 
 stop = threading.Event()
@@ -44,7 +40,8 @@ print(json.dumps({"applied": applied, "text": text, "policies": seen, "threads":
 
 
 def _child(priority: int, prefix: list[str] = ()) -> dict:
-    env = dict(os.environ, PRIO=str(priority))
+    path = os.pathsep.join(p for p in (os.path.dirname(__file__), os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, PRIO=str(priority), PYTHONPATH=path)  # the child imports sched_util from here
     out = subprocess.run([*prefix, sys.executable, "-c", CHILD], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
