@@ -1,7 +1,8 @@
 """Small but real fleet runs: Meta-World, the frozen base policy, real cloud + encryption.
 
 * the table is reproducible from a seed (two runs, identical numbers);
-* results.json, the three PNG plots and the terminal table are produced;
+* results.json, the three PNG plots and the terminal table are produced, with the scripted
+  expert that made the demonstrations as a reference row;
 * federated skills beat local-only skills on robots with a single demonstration.
 """
 
@@ -22,7 +23,7 @@ def _small(**kw):
     return FleetConfig(**{**dict(
         tasks=("drawer-close-v3",), robots_per_task=2, few_demo_robots_per_task=1, demos_per_robot=3, few_demos=1,
         rounds=2, local_epochs=5, eval_episodes=4, seeds=1, max_path_length=150, num_experts=2, top_k=1,
-        skill_hidden=32, workers=1, methods=("base", "local", "bc", "fedavg_plain", "fedavg_enc"), base_policy=BASE,
+        skill_hidden=32, workers=1, methods=("expert", "base", "local", "bc", "fedavg_plain", "fedavg_enc"), base_policy=BASE,
     ), **kw})
 
 
@@ -76,6 +77,12 @@ def test_run_writes_results_plots_and_accounting(two_runs):
         assert few["mean"] == per_robot["robot-01-drawer-close:drawer-close-v3"], name
         assert rich["mean"] == per_robot["robot-00-drawer-close:drawer-close-v3"], name
         assert m["mixed_task_success"]["mean"] is None and few["n"] == 1 and few["ci95"] is None
+    # the demonstrator is evaluated on the same episodes: Meta-World's scripted drawer-close policy
+    # solves every one of them, the frozen base does not, and nothing was trained or uploaded for it
+    expert = a["methods"]["expert"]
+    assert expert["avg"]["mean"] == 1.0 > a["methods"]["base"]["avg"]["mean"]
+    assert not expert["accounting"].get("bytes_per_robot_per_round") and not expert["accounting"].get("trainable_params")
+    assert "scripted expert" in table
 
 
 @pytest.mark.timeout(900)

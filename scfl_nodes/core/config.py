@@ -154,8 +154,9 @@ class TrainingConfig:
         _check(self.weight_decay >= 0, "training.weight_decay", f"must be >= 0, got {self.weight_decay}")
 
 
-#: Methods `scfl fleet` can compare (scfl_nodes/core/fleet/methods.py implements each).
+#: Methods `scfl fleet` can compare (scfl_nodes/core/fleet/runner.py runs each).
 FLEET_METHODS: tuple[str, ...] = (
+    "expert",
     "base",
     "local",
     "centralized",

@@ -23,7 +23,9 @@ BASE_POLICY_NAME = "scfl-metaworld-base"
 
 @dataclasses.dataclass
 class PolicySpec:
-    """What to run: ``base`` only, ``skills`` (base + routed residual skills) or ``bc``."""
+    """What to run: ``base`` only, ``skills`` (base + routed residual skills), ``bc``, or
+    ``expert`` (Meta-World's scripted policy that made the demonstrations: the reference
+    a learner that imitates it is measured against)."""
 
     kind: str
     base_name: str = BASE_POLICY_NAME
@@ -64,10 +66,19 @@ def _base_policy(name: str):
     return _BASE_CACHE[name]
 
 
-def build_policy_fn(spec: PolicySpec):
-    """A policy for :func:`scfl_nodes.core.sim.evaluate`: the BC baseline as ``fn(state_batch,
-    instruction)``, base / base + skills as an ObservingPolicy (an image base gets rendered frames)."""
+def build_policy_fn(spec: PolicySpec, task: str | None = None):
+    """A policy for :func:`scfl_nodes.core.sim.evaluate`: BC and the scripted expert (of ``task``) as
+    ``fn(state_batch, instruction)``, base / base + skills as an ObservingPolicy (an image base
+    gets rendered frames)."""
     import torch
+
+    if spec.kind == "expert":
+        from scfl_nodes.core.sim import scripted_expert
+
+        if task is None:
+            raise ValueError("an expert PolicySpec needs the task whose scripted policy to run")
+        expert = scripted_expert(task)
+        return lambda obs, instruction: expert.act(np.atleast_2d(obs))
 
     if spec.kind == "bc":
         from .bank import BCPolicy
@@ -139,7 +150,7 @@ def run_eval_job(job: EvalJob) -> tuple[str, float, dict]:
     torch.set_num_threads(1)
     from scfl_nodes.core.sim import evaluate
 
-    fn = build_policy_fn(job.spec)
+    fn = build_policy_fn(job.spec, job.task)
     # A few envs in lock-step: building a Meta-World env costs ~0.25 s, as much as ~300
     # physics steps, so a small batch beats one env per episode.
     rate, details = evaluate(fn, job.task, job.episodes, job.seed, max_steps=job.max_steps, return_details=True,

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 METHOD_LABELS = {
+    "expert": "scripted expert (the demonstrator)",
     "base": "base only (frozen)",
     "local": "local skills (no federation)",
     "centralized": "centralized skills (pooled demos)",

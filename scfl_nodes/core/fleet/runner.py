@@ -337,8 +337,8 @@ class FleetRun:
                     outcomes: dict[str, MethodOutcome] = {}
                     for method in self.methods:
                         routing = routings[ROUTER_OF.get(method, "learned")]
-                        if method == "base":
-                            outcomes[method] = MethodOutcome({(r.robot_id, t): PolicySpec("base", base_name=cfg.base_policy) for r in self.robots for t in r.tasks})
+                        if method in ("base", "expert"):  # nothing to train: the frozen base / the demonstrator
+                            outcomes[method] = MethodOutcome({(r.robot_id, t): PolicySpec(method, base_name=cfg.base_policy) for r in self.robots for t in r.tasks})
                         elif method == "local":
                             outcomes[method] = self._run_local(seed, demos, routing, dims, init_state)
                         elif method == "centralized":
@@ -349,7 +349,7 @@ class FleetRun:
                             outcomes[method] = self._run_federated(method, seed, demos, routing, dims, init_state,
                                                                    cloud_env)
                         o = outcomes[method]
-                        if method not in ("base", "bc"):
+                        if method not in ("base", "expert", "bc"):
                             o.trainable_params = max(
                                 (len({e for t in r.tasks for e in routing[t][0]}) for r in self.robots), default=0
                             ) * SkillBank(1, **dims).expert_parameters()
