@@ -7,7 +7,11 @@ for that seed -- the same demonstrations (seeds per robot and task), the same le
 (over all four tasks), the same initial skill bank -- keeps only the robots of ``--task`` and
 runs FleetRun's own methods on them (local, centralized, BC, plaintext FedAvg through the
 robots' FederationClients), then evaluates each robot on the seed's evaluation episodes
-(the first ``--episodes`` of the benchmark's 50). ``--lr-schedule`` compares schedules.
+(the first ``--episodes`` of the benchmark's 50). Bit-identical to the benchmark's cell for
+the first task's robots (door-lock) with local, BC and FedAvg: the runner seeds a robot's
+training by its position in the fleet, so the robots of a later task train here with other
+seeds, and centralized pools only this task's demonstrations (the benchmark pools all
+tasks') -- the same setup, another training draw. ``--lr-schedule`` compares schedules.
 With ``--per-round`` it also reports, for ``local``, loss, learned base gain and success
 after every round. Appends one JSON line per (seed, method) to ``--out``.
 

@@ -43,6 +43,21 @@ def _separated(a, b) -> str:
     return "intervals overlap: not distinguishable at this number of seeds"
 
 
+def demonstrator_line(res: dict) -> list[str]:
+    """What the `expert` row is and where it fails: learners are partly measured on episodes
+    their own demonstrator does not solve (demonstrations keep only its successful episodes)."""
+    expert = res["methods"].get("expert")
+    if not expert:
+        return []
+    fails = [f"{t.removesuffix('-v3')} {100 * (1 - m['mean']):.1f} %" for t, m in expert["success"].items()
+             if m and m.get("mean") is not None and m["mean"] < 1]
+    return [f"* `scripted expert (the demonstrator)`: Meta-World's scripted policy that made every demonstration, on the "
+            f"same episodes (a reference, not a learner): {_pct(expert['avg'])} %. "
+            + (f"It fails {', '.join(fails)} of the episodes, so there a learner is measured partly on episodes its demonstrator "
+               "does not solve (the demonstrations keep only the expert's successful episodes)."
+               if fails else "It solves every episode.")]
+
+
 def comparisons(res: dict) -> list[str]:
     """The headline comparisons, each with its 95% intervals and whether they separate."""
     from scfl_nodes.core.fleet.results import ci_text
@@ -301,7 +316,7 @@ def render(res: dict, source: str, all_json: dict | None, heldout: tuple[dict, s
               f"* Every method is evaluated on the same seeded episodes: {meta['eval_episodes']} per task and seed, "
               f"{meta['num_seeds']} seed(s), horizon {meta['max_path_length']} steps; mean ± sd over seeds "
               "(sample sd), and 95% Student-t intervals of each average below.",
-              f"* Run time {meta['runtime_s'] / 60:.1f} min on {meta['machine']['cpus']} CPU cores.", "",
+              f"* Run time {meta['runtime_s'] / 60:.1f} min on {meta['machine']['cpus']} CPU cores.", *demonstrator_line(res), "",
               "## Success rate (%) and cost per method", "", format_markdown_table(res), ""]
     ms = res["methods"]
     lines += ["## Averages with 95% intervals, per robot class", "",
