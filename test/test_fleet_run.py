@@ -105,3 +105,30 @@ def test_federated_skills_beat_local_skills_on_few_demo_robots(tmp_path):
     rich = [k for k, r in zip(res["methods"]["local"]["per_robot"], [1, 0, 1, 0]) if r]
     assert np.mean([res["methods"]["fedavg_plain"]["per_robot"][k]["mean"] for k in rich]) >= \
         np.mean([res["methods"]["local"]["per_robot"][k]["mean"] for k in rich]) - 0.2
+
+
+@pytest.mark.timeout(600)
+def test_a_subset_of_the_fleet_trains_each_robot_as_the_whole_fleet_does(tmp_path):
+    """bench/bench_fleet_seed.py studies one task's robots alone: their demonstrations and
+    training seeds must come from their place in the whole fleet, not in the subset."""
+    from scfl_nodes.core.fleet.bank import SkillBank
+    from scfl_nodes.core.fleet.routing import build_routing
+    from scfl_nodes.core.vla import load_base_policy
+
+    cfg = _small(tasks=("drawer-close-v3", "window-open-v3"), methods=("local", "bc"))
+    run = FleetRun(cfg, tmp_path, progress=False, log=lambda s: None)
+    demos = run._collect_demos(0, load_base_policy(BASE))
+    first = next(iter(demos[run.robots[0].robot_id].values()))[0]
+    dims = {"obs_dim": int(first["observation"].shape[1]), "action_dim": int(first["base_action"].shape[1]),
+            "hidden": cfg.skill_hidden}
+    init = SkillBank(cfg.num_experts, **dims, seed=0).state()
+    routing, _ = build_routing("learned", list(cfg.tasks), run._task_traffic(), num_experts=cfg.num_experts,
+                               top_k=cfg.top_k, load_balance_weight=cfg.load_balance_weight, seed=0)
+    whole = {"local": run._run_local(0, demos, routing, dims, init), "bc": run._run_bc(0, demos)}
+    later = [r for r in run.robots if r.tasks == ("window-open-v3",)]
+    run.robots = later  # what bench_fleet_seed does
+    alone = {"local": run._run_local(0, demos, routing, dims, init), "bc": run._run_bc(0, demos)}
+    for method in whole:
+        assert alone[method].policies.keys() == {(r.robot_id, "window-open-v3") for r in later}
+        for key, spec in alone[method].policies.items():
+            assert spec.fingerprint(key[1]) == whole[method].policies[key].fingerprint(key[1]), (method, key)

@@ -63,6 +63,9 @@ class FleetRun:
         self.log = log
         self.preset_note = preset_note
         self.robots: list[RobotSpec] = build_fleet(cfg)
+        # A robot's demonstration and training seeds come from its place in the whole fleet, so a
+        # run over a subset of the robots (bench/bench_fleet_seed.py) trains each exactly as here.
+        self.fleet_index = {r.robot_id: i for i, r in enumerate(self.robots)}
         self.methods = list(cfg.methods)
         # Success-vs-round costs an evaluation per round: only for the curves worth plotting.
         if curve_methods is None and not cfg.round_curve:
@@ -87,13 +90,13 @@ class FleetRun:
         retargeter = default_retargeter() if any(r.retargeted for r in self.robots) else None
         demos: dict[str, dict[str, list[dict]]] = {}
         bar = self._bar(sum(r.num_demos for r in self.robots), f"seed {seed}: demonstrations")
-        for ri, robot in enumerate(self.robots):
+        for robot in self.robots:
             demos[robot.robot_id] = {}
             for ti, (task, n) in enumerate(zip(robot.tasks, robot.demos_per_task)):
                 collect = collect_expert_episodes
                 if robot.retargeted:
                     collect = functools.partial(retargeted_episodes, retargeter=retargeter)
-                demos[robot.robot_id][task] = collect(task, n, seed=demo_seed(seed, ri, self.cfg.tasks.index(task)),
+                demos[robot.robot_id][task] = collect(task, n, seed=demo_seed(seed, self.fleet_index[robot.robot_id], self.cfg.tasks.index(task)),
                                                       base_policy=base)
                 bar.update(n)
         bar.close()
@@ -131,7 +134,8 @@ class FleetRun:
     def _run_local(self, seed, demos, routing, dims, init_state) -> MethodOutcome:
         cfg = self.cfg
         out = MethodOutcome({}, [{} for _ in range(cfg.rounds)], rounds=cfg.rounds)
-        for ri, robot in enumerate(self.robots):
+        for robot in self.robots:
+            ri = self.fleet_index[robot.robot_id]
             bank = SkillBank(cfg.num_experts, **dims).load(init_state)
             out.train_seconds[robot.robot_id] = 0.0
             for r in range(cfg.rounds):
@@ -167,10 +171,11 @@ class FleetRun:
     def _run_bc(self, seed, demos) -> MethodOutcome:
         cfg = self.cfg
         out = MethodOutcome({})
-        for ri, robot in enumerate(self.robots):
+        for robot in self.robots:
             eps = [ep for t in robot.tasks for ep in demos[robot.robot_id][t]]
             # BC keeps a constant lr: measured better for BC than cosine (docs/fleet.md, "Training schedule")
-            net, m = train_bc(eps, hidden=cfg.skill_hidden, epochs=cfg.rounds * cfg.local_epochs, seed=seed * 7919 + ri)
+            net, m = train_bc(eps, hidden=cfg.skill_hidden, epochs=cfg.rounds * cfg.local_epochs,
+                              seed=seed * 7919 + self.fleet_index[robot.robot_id])
             state = {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}
             for t in robot.tasks:
                 out.policies[(robot.robot_id, t)] = PolicySpec("bc", state=state, dims=dict(net.dims))
@@ -225,10 +230,11 @@ class FleetRun:
         try:
             for r in range(cfg.rounds):
                 updates = {}
-                for ri, robot in enumerate(self.robots):
+                for robot in self.robots:
                     rid = robot.robot_id
                     bank.load(starts[rid])
-                    m = train_bank(bank, demos[rid], routing, epochs=cfg.local_epochs, seed=seed * 7919 + ri * 101 + r,
+                    m = train_bank(bank, demos[rid], routing, epochs=cfg.local_epochs,
+                                   seed=seed * 7919 + self.fleet_index[rid] * 101 + r,
                                    proximal_mu=cfg.proximal_mu, lr_schedule=cfg.lr_schedule)
                     out.train_seconds[rid] += m["train_seconds"]
                     trained = bank.state()
