@@ -13,7 +13,8 @@ the benchmark does (seeds come from a robot's place in the whole fleet,
 is the same up to float rounding: its sample weights are normalised by the largest robot's
 sample count, here among this task's robots only, and in closed loop that rounding can move
 a cell by an episode (sweep-into seed 1: 90 % here, 92 % in the benchmark). Centralized pools
-only this task's demonstrations (the benchmark pools all tasks'): another training draw. ``--lr-schedule`` compares schedules.
+only this task's demonstrations (the benchmark pools all tasks'): another training draw.
+``--lr-schedule`` compares schedules.
 With ``--per-round`` it also reports, for ``local``, loss, learned base gain and success
 after every round. Appends one JSON line per (seed, method) to ``--out``.
 
@@ -88,7 +89,7 @@ def run_seed(task: str, seed: int, episodes: int, schedule: str, methods: list[s
             bank = SkillBank(cfg.num_experts, **dims).load(init_state)
             row["rounds"] = []
             for r in range(cfg.rounds):  # the data-rich robot's rounds, as _run_local trains them
-                m = train_bank(bank, demos[rid], routing, epochs=cfg.local_epochs, seed=seed * 7919 + run.fleet_index[rid] * 101 + r,
+                m = train_bank(bank, demos[rid], routing, epochs=cfg.local_epochs, seed=run.round_seed(seed, rid, r),
                                lr_schedule=cfg.lr_schedule)
                 state = bank.state()
                 row["rounds"].append({"round": r + 1, "loss": m["loss"],

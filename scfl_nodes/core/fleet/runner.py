@@ -92,11 +92,12 @@ class FleetRun:
         bar = self._bar(sum(r.num_demos for r in self.robots), f"seed {seed}: demonstrations")
         for robot in self.robots:
             demos[robot.robot_id] = {}
-            for ti, (task, n) in enumerate(zip(robot.tasks, robot.demos_per_task)):
+            index = self.fleet_index[robot.robot_id]
+            for task, n in zip(robot.tasks, robot.demos_per_task):
                 collect = collect_expert_episodes
                 if robot.retargeted:
                     collect = functools.partial(retargeted_episodes, retargeter=retargeter)
-                demos[robot.robot_id][task] = collect(task, n, seed=demo_seed(seed, self.fleet_index[robot.robot_id], self.cfg.tasks.index(task)),
+                demos[robot.robot_id][task] = collect(task, n, seed=demo_seed(seed, index, self.cfg.tasks.index(task)),
                                                       base_policy=base)
                 bar.update(n)
         bar.close()
@@ -130,16 +131,19 @@ class FleetRun:
     def _spec(self, state, dims, route) -> PolicySpec:
         return skills_spec(state, dims, route[0], route[1], base_name=self.cfg.base_policy)
 
+    def round_seed(self, seed: int, robot_id: str, round_index: int) -> int:
+        """The seed of one robot's local training in one round (local and federated methods alike)."""
+        return seed * 7919 + self.fleet_index[robot_id] * 101 + round_index
+
     # ------------------------------------------------------------------ methods
     def _run_local(self, seed, demos, routing, dims, init_state) -> MethodOutcome:
         cfg = self.cfg
         out = MethodOutcome({}, [{} for _ in range(cfg.rounds)], rounds=cfg.rounds)
         for robot in self.robots:
-            ri = self.fleet_index[robot.robot_id]
             bank = SkillBank(cfg.num_experts, **dims).load(init_state)
             out.train_seconds[robot.robot_id] = 0.0
             for r in range(cfg.rounds):
-                m = train_bank(bank, demos[robot.robot_id], routing, epochs=cfg.local_epochs, seed=seed * 7919 + ri * 101 + r,
+                m = train_bank(bank, demos[robot.robot_id], routing, epochs=cfg.local_epochs, seed=self.round_seed(seed, robot.robot_id, r),
                                lr_schedule=cfg.lr_schedule)
                 out.train_seconds[robot.robot_id] += m["train_seconds"]
                 state = bank.state()
@@ -233,8 +237,7 @@ class FleetRun:
                 for robot in self.robots:
                     rid = robot.robot_id
                     bank.load(starts[rid])
-                    m = train_bank(bank, demos[rid], routing, epochs=cfg.local_epochs,
-                                   seed=seed * 7919 + self.fleet_index[rid] * 101 + r,
+                    m = train_bank(bank, demos[rid], routing, epochs=cfg.local_epochs, seed=self.round_seed(seed, rid, r),
                                    proximal_mu=cfg.proximal_mu, lr_schedule=cfg.lr_schedule)
                     out.train_seconds[rid] += m["train_seconds"]
                     trained = bank.state()
