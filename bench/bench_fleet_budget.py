@@ -124,6 +124,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int)
     parser.add_argument("--episodes", type=int)
     parser.add_argument("--tasks", help="comma-separated tasks (default: the full preset's)")
+    parser.add_argument("--robots-per-task", type=int,
+                        help="default: the full preset's; 2 is the 8-robot fleet docs/fleet.md's grid was measured on")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -132,6 +134,8 @@ def main(argv=None) -> int:
         overrides["seeds"] = args.seeds
     if args.episodes:
         overrides["eval_episodes"] = args.episodes
+    if args.robots_per_task:
+        overrides["robots_per_task"] = args.robots_per_task
     if args.tasks:
         overrides["tasks"] = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     out = Path(args.out)

@@ -18,7 +18,8 @@ only this task's demonstrations (the benchmark pools all tasks'): another traini
 With ``--per-round`` it also reports, for ``local``, loss, learned base gain and success
 after every round. Appends one JSON line per (seed, method) to ``--out``.
 
-Run: ``python bench/bench_fleet_seed.py --task door-lock-v3 --seeds 4 --lr-schedule constant``.
+Run: ``python bench/bench_fleet_seed.py --task door-lock-v3 --seeds 4 --lr-schedule constant``
+(``--robots-per-task 2``: the 8-robot fleet that docs/fleet.md's per-cell studies used).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ sys.path.insert(0, str(ROOT))
 OUT = ROOT / "bench" / "results" / "fleet_seed.jsonl"
 
 
-def run_seed(task: str, seed: int, episodes: int, schedule: str, methods: list[str], per_round: bool) -> list[dict]:
+def run_seed(task: str, seed: int, episodes: int, schedule: str, methods: list[str], per_round: bool,
+             robots_per_task: int | None = None, budget: tuple[int, int] | None = None) -> list[dict]:
     import numpy as np
     import torch
 
@@ -47,7 +49,10 @@ def run_seed(task: str, seed: int, episodes: int, schedule: str, methods: list[s
     from scfl_nodes.core.vla import load_base_policy
 
     torch.set_num_threads(1)
-    cfg = preset_config("full", lr_schedule=schedule)
+    fleet = {} if robots_per_task is None else {"robots_per_task": robots_per_task}
+    if budget:
+        fleet.update(rounds=budget[0], local_epochs=budget[1])
+    cfg = preset_config("full", lr_schedule=schedule, **fleet)
     run = FleetRun(cfg, ROOT / "bench" / "results" / "fleet_seed_tmp", preset="full", progress=False,
                    log=lambda _line: None)
     everyone = run.robots
@@ -71,7 +76,8 @@ def run_seed(task: str, seed: int, episodes: int, schedule: str, methods: list[s
     rows = []
     for method in methods:
         t0 = time.perf_counter()
-        row = {"task": task, "seed": seed, "lr_schedule": schedule, "method": method, "episodes": episodes}
+        row = {"task": task, "seed": seed, "lr_schedule": schedule, "method": method, "episodes": episodes,
+               "robots_per_task": cfg.robots_per_task, "budget": f"{cfg.rounds}x{cfg.local_epochs}"}
         if method == "local":
             o = run._run_local(seed, demos, routing, dims, init_state)
         elif method == "centralized":
@@ -109,12 +115,18 @@ def main(argv=None) -> int:
     parser.add_argument("--lr-schedule", default="cosine", choices=("cosine", "constant"))
     parser.add_argument("--methods", default="local,fedavg_plain,centralized,bc")
     parser.add_argument("--per-round", action="store_true", help="local: loss, base gain and success after every round")
+    parser.add_argument("--robots-per-task", type=int,
+                        help="fleet size per task (default: the full preset's; 2 rebuilds the 8-robot fleet of the "
+                             "measurements in docs/fleet.md before the full preset had 3)")
+    parser.add_argument("--budget", help="rounds x local epochs, e.g. 10x20 (default: the full preset's)")
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args(argv)
+    budget = tuple(int(x) for x in args.budget.lower().split("x")) if args.budget else None
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for seed in (int(s) for s in args.seeds.split(",")):
-        rows = run_seed(args.task, seed, args.episodes, args.lr_schedule, args.methods.split(","), args.per_round)
+        rows = run_seed(args.task, seed, args.episodes, args.lr_schedule, args.methods.split(","), args.per_round,
+                        args.robots_per_task, budget)
         with out.open("a") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
     print(f"appended to {out}")

@@ -72,8 +72,13 @@ def comparisons(res: dict) -> list[str]:
     for a, b, key in pairs:
         if a in ms and b in ms and (ms[a].get(key) or {}).get("mean") is not None and (ms[b].get(key) or {}).get("mean") is not None:
             diff = 100 * (ms[a][key]["mean"] - ms[b][key]["mean"])
+            d = paired_difference(res, a, b, key)
+            paired = ""
+            if d and d.get("ci95") and len(d["per_seed"]) > 1:  # same demos and episodes per seed: the sharper test
+                paired = (f"; paired per seed {100 * d['mean']:+.1f} [{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]"
+                          " (" + ", ".join(f"{100 * x:+.1f}" for x in d["per_seed"]) + ")")
             out.append(f"* {names[key]}: {a} {ci_text(ms[a][key])} vs {b} {ci_text(ms[b][key])} "
-                       f"({diff:+.1f} points; {_separated(ms[a][key], ms[b][key])}).")
+                       f"({diff:+.1f} points; {_separated(ms[a][key], ms[b][key])}{paired}).")
     return out
 
 
@@ -180,8 +185,15 @@ def render_vision(vres: dict, source: str, bench: dict | None) -> list[str]:
     return lines
 
 
-#: issue 14's ablation presets: (heading, what the fleet is, the comparisons its sentence is about)
+#: issue 14's ablation presets, and the full benchmark's earlier 8-robot fleet (bench/results/fleet_<name>/):
+#: (heading, what the fleet is, the comparisons its sentence is about)
 ABLATIONS = {
+    "full_2per_task": ("The full benchmark on the earlier 8-robot fleet (one data-rich robot per task)",
+                       "per task one 10-demo and one 1-demo robot, the `full` preset before it had 3 robots per task "
+                       "(measured 2026-12-02 with the fleet code of the table above, 26.7 min at a 1-minute load of 1.3; "
+                       "`bench/bench_fleet_seed.py --robots-per-task 2` rebuilds its cells): federation can add only one "
+                       "demonstration to a data-rich robot's ten",
+                       [("fedavg_enc", "centralized"), ("fedavg_enc", "local"), ("fedavg_enc", "bc")]),
     "ambiguous": ("Ablation: routing where it is ambiguous (`--preset ambiguous`)",
                   "tasks that share objects and motions (drawer-open / drawer-close, window-open / window-close), "
                   "more skills than tasks, and mixed-task robots; the router variants run the same encrypted per-skill "
@@ -221,8 +233,9 @@ def render_ablation(name: str, res: dict, source: str, bench: dict | None) -> li
              f"From `{source}`: {len(m['robots'])} robots on {', '.join(t.removesuffix('-v3') for t in m['tasks'])}; {fleet}. "
              f"{c['num_experts']} skills, top-{c['top_k']}, {c['rounds']} rounds × {c['local_epochs']} local epochs; "
              f"{m['num_seeds']} seeds × {m['eval_episodes']} evaluation episodes per task "
-             f"(the full benchmark's budget, fewer seeds and episodes: t(0.975, {m['num_seeds'] - 1}) = "
-             f"{t975(m['num_seeds'] - 1):.2f}, so only large differences separate)."]
+             + (f"(the full benchmark's budget, fewer seeds and episodes: t(0.975, {m['num_seeds'] - 1}) = "
+                f"{t975(m['num_seeds'] - 1):.2f}, so only large differences separate)."
+                if m["num_seeds"] < 5 or m["eval_episodes"] < 50 else "(the full benchmark's budget, seeds and episodes).")]
     if bench and bench.get("wall_s"):
         load = bench.get("load_average_1min") or {}
         lines[-1] += (f" Wall time {bench['wall_s'] / 60:.1f} min under nice 10"

@@ -82,6 +82,25 @@ def test_preset_choices_match_the_presets():
     assert preset_config("demo", base=FleetConfig()).lr_schedule == FleetConfig().lr_schedule == "constant"
 
 
+def test_benchmark_fleets_give_every_data_rich_robot_a_peer_on_its_task():
+    """The full and held-out fleets: per task one single-demo robot and two 10-demo robots, so
+    federation can add data to a data-rich robot too (with one per task it adds one demonstration
+    to ten); the 15-minute ablations and the vision preset keep their smaller fleets."""
+    from collections import Counter
+
+    from scfl_nodes.core.fleet.robots import build_fleet
+
+    for name in ("full", "heldout"):
+        cfg = preset_config(name, base=FleetConfig())
+        robots = build_fleet(cfg)
+        assert len(robots) == 3 * len(cfg.tasks)
+        for task in cfg.tasks:
+            demos = Counter(r.demos_per_task[0] for r in robots if r.tasks == (task,))
+            assert demos == Counter({10: 2, 1: 1}), (name, task, demos)
+    for name in ("vision", "ambiguous"):
+        assert preset_config(name, base=FleetConfig()).robots_per_task == 2
+
+
 @pytest.mark.timeout(600)
 def test_fleet_accepts_any_mt50_task(tmp_path):
     """A task outside the four FedVLA ones runs end to end through the CLI (real simulator, tiny sizes)."""
