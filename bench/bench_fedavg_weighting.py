@@ -1,7 +1,9 @@
 """Which FedAvg is the default: sample-weighted (McMahan) or uniform? A bounded, paired fleet run.
 
-The full benchmark's fleet (4 tasks x 2 robots, one 10-demo and one 1-demo robot per task,
-5 rounds x 10 epochs) with both weightings through the same FederationClient (plaintext
+The full preset's tasks and training on 4 tasks x 2 robots, one 10-demo and one 1-demo robot
+per task (``--robots-per-task``: the full benchmark now has 3; the weighting matters most where
+one data-rich robot meets one single-demo robot; the stored JSON was measured when the full
+preset trained 5 rounds x 10 epochs, its ``config`` says so), with both weightings through the same FederationClient (plaintext
 reference: the encrypted path equals it up to quantization, test_fleet_federation.py), fewer
 evaluation episodes. Paired: same demonstrations, initialisation and evaluation episodes.
 Writes bench/results/fedavg_weighting.json. ``python bench/bench_fedavg_weighting.py [--seeds 3 --episodes 10]``.
@@ -24,6 +26,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--episodes", type=int, default=10)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--robots-per-task", type=int, default=2, help="1 single-demo robot, the rest data-rich")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "fedavg_weighting.json"))
     args = ap.parse_args(argv)
 
@@ -33,6 +36,7 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     for weighting in ("uniform", "samples"):
         cfg = preset_config("full", seeds=args.seeds, eval_episodes=args.episodes, workers=args.workers,
+                            robots_per_task=args.robots_per_task,
                             methods=("fedavg_plain",), weighting=weighting)
         with tempfile.TemporaryDirectory() as tmp:
             res = FleetRun(cfg, tmp, preset=f"weighting-{weighting}", progress=False, log=lambda s: None,
