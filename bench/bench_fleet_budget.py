@@ -26,12 +26,30 @@ DEFAULT_GRID = "5x10,5x20,5x40,5x80,10x20,20x10"
 FEDERATED = ("fedavg_plain", "fedavg_enc", "eda_enc")
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a usage error, not a traceback, for 0, negatives and non-numbers."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def budget_point(text: str) -> tuple[int, int]:
+    """One ``ROUNDSxEPOCHS`` budget (an argparse type: a usage error, not a traceback)."""
+    try:
+        rounds, epochs = (int(x) for x in text.strip().lower().split("x"))
+    except ValueError:
+        rounds = epochs = 0
+    if rounds < 1 or epochs < 1:
+        raise argparse.ArgumentTypeError(f"expected ROUNDSxEPOCHS such as 10x20, got {text!r}")
+    return rounds, epochs
+
+
 def parse_grid(text: str) -> list[tuple[int, int]]:
-    out = []
-    for item in text.split(","):
-        rounds, epochs = item.lower().split("x")
-        out.append((int(rounds), int(epochs)))
-    return out
+    return [budget_point(item) for item in text.split(",")]
 
 
 def run_grid(grid, overrides: dict, methods, out_dir: Path, proximal_mu: float, progress: bool) -> dict:
@@ -118,13 +136,13 @@ def plot(result: dict, path: Path) -> Path:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--grid", default=DEFAULT_GRID, help=f"rounds x local epochs, comma-separated (default {DEFAULT_GRID})")
+    parser.add_argument("--grid", default=DEFAULT_GRID, type=parse_grid, help=f"rounds x local epochs, comma-separated (default {DEFAULT_GRID})")
     parser.add_argument("--methods", default="centralized,local,fedavg_enc")
     parser.add_argument("--proximal-mu", type=float, default=0.0, help="also run each point with this FedProx mu")
     parser.add_argument("--seeds", type=int)
     parser.add_argument("--episodes", type=int)
     parser.add_argument("--tasks", help="comma-separated tasks (default: the full preset's)")
-    parser.add_argument("--robots-per-task", type=int,
+    parser.add_argument("--robots-per-task", type=positive_int,
                         help="default: the full preset's; 2 is the 8-robot fleet docs/fleet.md's grid was measured on")
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--no-progress", action="store_true")
@@ -140,7 +158,7 @@ def main(argv=None) -> int:
         overrides["tasks"] = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    result = run_grid(parse_grid(args.grid), overrides, [m.strip() for m in args.methods.split(",")], out,
+    result = run_grid(args.grid, overrides, [m.strip() for m in args.methods.split(",")], out,
                       args.proximal_mu, not args.no_progress)
     result["plot"] = str(plot(result, out / "budget.png"))
     (out / "budget.json").write_text(json.dumps(result, indent=2) + "\n")

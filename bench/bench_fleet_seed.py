@@ -34,6 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "bench" / "results" / "fleet_seed.jsonl"
 
+sys.path.insert(0, str(ROOT / "bench"))
+from bench_fleet_budget import budget_point, positive_int  # noqa: E402  (the same argument types)
+
 
 def run_seed(task: str, seed: int, episodes: int, schedule: str, methods: list[str], per_round: bool,
              robots_per_task: int | None = None, budget: tuple[int, int] | None = None) -> list[dict]:
@@ -115,18 +118,17 @@ def main(argv=None) -> int:
     parser.add_argument("--lr-schedule", default="cosine", choices=("cosine", "constant"))
     parser.add_argument("--methods", default="local,fedavg_plain,centralized,bc")
     parser.add_argument("--per-round", action="store_true", help="local: loss, base gain and success after every round")
-    parser.add_argument("--robots-per-task", type=int,
+    parser.add_argument("--robots-per-task", type=positive_int,
                         help="fleet size per task (default: the full preset's; 2 rebuilds the 8-robot fleet of the "
                              "measurements in docs/fleet.md before the full preset had 3)")
-    parser.add_argument("--budget", help="rounds x local epochs, e.g. 10x20 (default: the full preset's)")
+    parser.add_argument("--budget", type=budget_point, help="rounds x local epochs, e.g. 10x20 (default: the full preset's)")
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args(argv)
-    budget = tuple(int(x) for x in args.budget.lower().split("x")) if args.budget else None
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for seed in (int(s) for s in args.seeds.split(",")):
         rows = run_seed(args.task, seed, args.episodes, args.lr_schedule, args.methods.split(","), args.per_round,
-                        args.robots_per_task, budget)
+                        args.robots_per_task, args.budget)
         with out.open("a") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
     print(f"appended to {out}")

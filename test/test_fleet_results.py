@@ -1,5 +1,6 @@
 """Statistics of the fleet results: sample sd and 95% Student-t intervals over seeds."""
 
+import argparse
 import math
 
 import numpy as np
@@ -46,6 +47,9 @@ def test_budget_choice_is_the_cheapest_point_inside_the_best_interval():
     budget = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(budget)
     assert budget.parse_grid("5x10,20X10") == [(5, 10), (20, 10)]
+    for bad in ("5x0", "5", "ax10"):  # a usage error naming the value, not a traceback
+        with pytest.raises(argparse.ArgumentTypeError, match="ROUNDSxEPOCHS"):
+            budget.parse_grid(bad)
 
     def point(rounds, epochs, seeds):
         return {"rounds": rounds, "local_epochs": epochs, "total_epochs": rounds * epochs, "proximal_mu": 0.0,
