@@ -16,7 +16,10 @@ a cell by an episode (sweep-into seed 1: 90 % here, 92 % in the benchmark). Cent
 only this task's demonstrations (the benchmark pools all tasks'): another training draw.
 ``--lr-schedule`` compares schedules.
 With ``--per-round`` it also reports, for ``local``, loss, learned base gain and success
-after every round. Appends one JSON line per (seed, method) to ``--out``.
+after every round. ``--training-draws 0,1,2`` repeats every method with other training seeds
+(the skills' mini-batch order, BC's init; same demonstrations, initial bank and evaluation
+episodes; 0 is the benchmark's) and prints each method's cells and mean: how much of a cell
+is the draw. Appends one JSON line per (seed, draw, method) to ``--out``.
 
 Run: ``python bench/bench_fleet_seed.py --task door-lock-v3 --seeds 4 --lr-schedule constant``
 (``--robots-per-task 2``: the 8-robot fleet that docs/fleet.md's per-cell studies used).
@@ -39,7 +42,8 @@ from bench_fleet_budget import budget_point, positive_int  # noqa: E402  (the sa
 
 
 def run_seed(task: str, seed: int, episodes: int, schedule: str, methods: list[str], per_round: bool,
-             robots_per_task: int | None = None, budget: tuple[int, int] | None = None) -> list[dict]:
+             robots_per_task: int | None = None, budget: tuple[int, int] | None = None,
+             training_draw: int = 0) -> list[dict]:
     import numpy as np
     import torch
 
@@ -57,7 +61,7 @@ def run_seed(task: str, seed: int, episodes: int, schedule: str, methods: list[s
         fleet.update(rounds=budget[0], local_epochs=budget[1])
     cfg = preset_config("full", lr_schedule=schedule, **fleet)
     run = FleetRun(cfg, ROOT / "bench" / "results" / "fleet_seed_tmp", preset="full", progress=False,
-                   log=lambda _line: None)
+                   log=lambda _line: None, training_draw=training_draw)
     everyone = run.robots
     traffic = run._task_traffic()  # routing is trained on the whole fleet's traffic, as in the benchmark
     mine = [i for i, r in enumerate(everyone) if task in r.tasks]
@@ -80,7 +84,8 @@ def run_seed(task: str, seed: int, episodes: int, schedule: str, methods: list[s
     for method in methods:
         t0 = time.perf_counter()
         row = {"task": task, "seed": seed, "lr_schedule": schedule, "method": method, "episodes": episodes,
-               "robots_per_task": cfg.robots_per_task, "budget": f"{cfg.rounds}x{cfg.local_epochs}"}
+               "robots_per_task": cfg.robots_per_task, "budget": f"{cfg.rounds}x{cfg.local_epochs}",
+               "training_draw": training_draw}
         if method == "local":
             o = run._run_local(seed, demos, routing, dims, init_state)
         elif method == "centralized":
@@ -122,17 +127,46 @@ def main(argv=None) -> int:
                         help="fleet size per task (default: the full preset's; 2 rebuilds the 8-robot fleet of the "
                              "measurements in docs/fleet.md before the full preset had 3)")
     parser.add_argument("--budget", type=budget_point, help="rounds x local epochs, e.g. 10x20 (default: the full preset's)")
+    parser.add_argument("--training-draws", type=draw_list, default=[0],
+                        help="comma-separated training draws: 0 is the benchmark's training seeds, k > 0 shifts "
+                             "every training seed (local, federated, centralized, BC) with the same "
+                             "demonstrations and evaluation episodes")
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    done = []
     for seed in (int(s) for s in args.seeds.split(",")):
-        rows = run_seed(args.task, seed, args.episodes, args.lr_schedule, args.methods.split(","), args.per_round,
-                        args.robots_per_task, args.budget)
-        with out.open("a") as f:
-            f.writelines(json.dumps(r) + "\n" for r in rows)
+        for draw in args.training_draws:
+            rows = run_seed(args.task, seed, args.episodes, args.lr_schedule, args.methods.split(","), args.per_round,
+                            args.robots_per_task, args.budget, draw)
+            with out.open("a") as f:
+                f.writelines(json.dumps(r) + "\n" for r in rows)
+            done += rows
+    for line in summary(done):
+        print(line)
     print(f"appended to {out}")
     return 0
+
+
+def draw_list(text: str) -> list[int]:
+    """``0,1,2`` -> [0, 1, 2] (argparse type: non-negative integers, a usage error otherwise)."""
+    try:
+        draws = [int(x) for x in text.split(",")]
+    except ValueError:
+        draws = []
+    if not draws or min(draws) < 0:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 0, got {text!r}")
+    return draws
+
+
+def summary(rows: list[dict]) -> list[str]:
+    """One line per method: the task's success (mean over the task's robots) per row, and their mean."""
+    lines = []
+    for method in dict.fromkeys(r["method"] for r in rows):
+        cells = [100 * sum(r["success"].values()) / len(r["success"]) for r in rows if r["method"] == method]
+        lines.append(f"{method}: {', '.join(f'{c:.0f}' for c in cells)} %  (mean {sum(cells) / len(cells):.1f})")
+    return lines
 
 
 if __name__ == "__main__":

@@ -51,6 +51,19 @@ def test_budget_choice_is_the_cheapest_point_inside_the_best_interval():
         with pytest.raises(argparse.ArgumentTypeError, match="ROUNDSxEPOCHS"):
             budget.parse_grid(bad)
 
+    seed_path = path.with_name("bench_fleet_seed.py")
+    seed_spec = importlib.util.spec_from_file_location("bench_fleet_seed", seed_path)
+    cell = importlib.util.module_from_spec(seed_spec)
+    seed_spec.loader.exec_module(cell)
+    assert cell.draw_list("0,3,1") == [0, 3, 1]
+    for bad in ("", "1,x", "-1"):
+        with pytest.raises(argparse.ArgumentTypeError, match="integers >= 0"):
+            cell.draw_list(bad)
+    rows = [{"method": "fedavg_plain", "success": {"a": 0.8, "b": 0.8}},
+            {"method": "centralized", "success": {"a": 0.9, "b": 0.9}},
+            {"method": "fedavg_plain", "success": {"a": 0.9, "b": 0.7}}]
+    assert cell.summary(rows) == ["fedavg_plain: 80, 80 %  (mean 80.0)", "centralized: 90 %  (mean 90.0)"]
+
     def point(rounds, epochs, seeds):
         return {"rounds": rounds, "local_epochs": epochs, "total_epochs": rounds * epochs, "proximal_mu": 0.0,
                 "methods": {"fedavg_enc": {"avg": mean_std(seeds), "bytes_up_per_robot": rounds * 1000}}}

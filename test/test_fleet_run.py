@@ -132,3 +132,10 @@ def test_a_subset_of_the_fleet_trains_each_robot_as_the_whole_fleet_does(tmp_pat
         assert alone[method].policies.keys() == {(r.robot_id, "window-open-v3") for r in later}
         for key, spec in alone[method].policies.items():
             assert spec.fingerprint(key[1]) == whole[method].policies[key].fingerprint(key[1]), (method, key)
+    # another training draw (bench_fleet_seed --training-draws): same demonstrations, other training seeds
+    redrawn = FleetRun(cfg, tmp_path, progress=False, log=lambda s: None, training_draw=1)
+    redrawn.robots = [r for r in redrawn.robots if r.tasks == ("window-open-v3",)]
+    other = {"local": redrawn._run_local(0, demos, routing, dims, init), "bc": redrawn._run_bc(0, demos)}
+    for method in whole:
+        for key, spec in other[method].policies.items():
+            assert spec.fingerprint(key[1]) != whole[method].policies[key].fingerprint(key[1]), (method, key)

@@ -51,7 +51,8 @@ class FleetRun:
     """One fleet experiment (all seeds). ``log`` receives human-readable progress lines."""
 
     def __init__(self, cfg, out_dir: str | Path, *, preset: str = "custom", progress: bool = True,
-                 log: Callable[[str], None] = print, preset_note: str = "", curve_methods=None):
+                 log: Callable[[str], None] = print, preset_note: str = "", curve_methods=None,
+                 training_draw: int = 0):
         from scfl_nodes.core.sim import check_task
 
         for t in cfg.tasks:
@@ -66,6 +67,10 @@ class FleetRun:
         # A robot's demonstration and training seeds come from its place in the whole fleet, so a
         # run over a subset of the robots (bench/bench_fleet_seed.py) trains each exactly as here.
         self.fleet_index = {r.robot_id: i for i, r in enumerate(self.robots)}
+        # Another draw of every training seed (the skills' mini-batch order, BC's init too) with the
+        # same demonstrations, initial skill bank and evaluation episodes: how much of a cell is
+        # the training draw (0 = the benchmark's; bench_fleet_seed.py --training-draws).
+        self.training_draw = int(training_draw)
         self.methods = list(cfg.methods)
         # Success-vs-round costs an evaluation per round: only for the curves worth plotting.
         if curve_methods is None and not cfg.round_curve:
@@ -133,7 +138,11 @@ class FleetRun:
 
     def round_seed(self, seed: int, robot_id: str, round_index: int) -> int:
         """The seed of one robot's local training in one round (local and federated methods alike)."""
-        return seed * 7919 + self.fleet_index[robot_id] * 101 + round_index
+        return seed * 7919 + self.fleet_index[robot_id] * 101 + round_index + self.training_draw * 1000
+
+    def training_seed(self, seed: int, salt: int) -> int:
+        """The seed of a one-off training run (centralized: salt 5, BC: the robot's fleet index)."""
+        return seed * 7919 + salt + self.training_draw * 1000
 
     # ------------------------------------------------------------------ methods
     def _run_local(self, seed, demos, routing, dims, init_state) -> MethodOutcome:
@@ -164,7 +173,7 @@ class FleetRun:
                 nbytes += sum(ep[k].nbytes for ep in eps for k in ("observation", "base_action", "expert_action"))
             upload[robot.robot_id] = nbytes
         bank = SkillBank(cfg.num_experts, **dims).load(init_state)
-        m = train_bank(bank, pooled, routing, epochs=cfg.rounds * cfg.local_epochs, seed=seed * 7919 + 5,
+        m = train_bank(bank, pooled, routing, epochs=cfg.rounds * cfg.local_epochs, seed=self.training_seed(seed, 5),
                        lr_schedule=cfg.lr_schedule)
         state = bank.state()
         out = MethodOutcome(self._skill_specs(lambda _r: state, routing, dims), rounds=0)
@@ -179,7 +188,7 @@ class FleetRun:
             eps = [ep for t in robot.tasks for ep in demos[robot.robot_id][t]]
             # BC keeps a constant lr: measured better for BC than cosine (docs/fleet.md, "Training schedule")
             net, m = train_bc(eps, hidden=cfg.skill_hidden, epochs=cfg.rounds * cfg.local_epochs,
-                              seed=seed * 7919 + self.fleet_index[robot.robot_id])
+                              seed=self.training_seed(seed, self.fleet_index[robot.robot_id]))
             state = {k: v.detach().numpy().copy() for k, v in net.state_dict().items()}
             for t in robot.tasks:
                 out.policies[(robot.robot_id, t)] = PolicySpec("bc", state=state, dims=dict(net.dims))
