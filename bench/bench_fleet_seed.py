@@ -132,7 +132,17 @@ def main(argv=None) -> int:
                              "every training seed (local, federated, centralized, BC) with the same "
                              "demonstrations and evaluation episodes")
     parser.add_argument("--out", default=str(OUT))
+    parser.add_argument("--summarize", metavar="JSONL",
+                        help="only print the markdown table of a results file: per task and seed, each method's "
+                             "mean over its training draws, and the averages")
     args = parser.parse_args(argv)
+    if args.summarize:
+        try:
+            rows = [json.loads(line) for line in Path(args.summarize).read_text().splitlines() if line.strip()]
+        except (OSError, ValueError) as exc:
+            parser.error(f"--summarize: cannot read {args.summarize}: {exc}")
+        print("\n".join(draw_table(rows)))
+        return 0
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = []
@@ -158,6 +168,29 @@ def draw_list(text: str) -> list[int]:
     if not draws or min(draws) < 0:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 0, got {text!r}")
     return draws
+
+
+def draw_table(rows: list[dict]) -> list[str]:
+    """Markdown: one row per (task, seed) with each method's cells over the training draws and
+    their mean, then the average of those means (every cell counted once, whatever its draws)."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    cells: dict = {}
+    for r in rows:
+        cells.setdefault((r["task"], r["seed"]), {}).setdefault(r["method"], []).append(
+            100 * sum(r["success"].values()) / len(r["success"]))
+    lines = ["| task | seed | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
+    means: dict = {m: [] for m in methods}
+    for (task, seed), by_method in sorted(cells.items()):
+        row = []
+        for m in methods:
+            v = by_method.get(m, [])
+            if v:
+                means[m].append(sum(v) / len(v))
+            row.append(f"{sum(v) / len(v):.1f} ({', '.join(f'{x:.0f}' for x in v)})" if v else "-")
+        lines.append(f"| {task} | {seed} | " + " | ".join(row) + " |")
+    lines.append("| **average** | | " + " | ".join(
+        f"**{sum(v) / len(v):.1f}**" if v else "-" for v in means.values()) + " |")
+    return lines
 
 
 def summary(rows: list[dict]) -> list[str]:
