@@ -63,6 +63,12 @@ def test_budget_choice_is_the_cheapest_point_inside_the_best_interval():
             {"method": "centralized", "success": {"a": 0.9, "b": 0.9}},
             {"method": "fedavg_plain", "success": {"a": 0.9, "b": 0.7}}]
     assert cell.summary(rows) == ["fedavg_plain: 80, 80 %  (mean 80.0)", "centralized: 90 %  (mean 90.0)"]
+    for r, (task, seed) in zip(rows, [("a-v3", 0), ("a-v3", 0), ("a-v3", 1)]):
+        r.update(task=task, seed=seed)
+    table = cell.draw_table(rows)  # --summarize: per cell the mean over draws, then the mean of the cells
+    assert table[2] == "| a-v3 | 0 | 80.0 (80) | 90.0 (90) |"
+    assert table[3] == "| a-v3 | 1 | 80.0 (80) | - |"
+    assert table[-1] == "| **average** | | **80.0** | **90.0** |"
 
     def point(rounds, epochs, seeds):
         return {"rounds": rounds, "local_epochs": epochs, "total_epochs": rounds * epochs, "proximal_mu": 0.0,
