@@ -77,7 +77,7 @@ def test_preset_choices_match_the_presets():
     held = preset_config("heldout", base=FleetConfig())
     assert held.tasks == HELD_OUT_TASKS and held.seeds >= 5
     assert preset_config("full", base=FleetConfig()).seeds >= 5
-    # the converged 5 x 40 budget decays its lr (the end-point fix); the demo's short budget does not
+    # the converged 10 x 20 budget decays its lr (the end-point fix); the demo's short budget does not
     assert held.lr_schedule == preset_config("full", base=FleetConfig()).lr_schedule == "cosine"
     assert preset_config("demo", base=FleetConfig()).lr_schedule == FleetConfig().lr_schedule == "constant"
 

@@ -8,9 +8,10 @@
   it can at best tie that robot's local skill; the 8-robot run: docs/results.md),
   5 seeds x 50 evaluation episodes per task (a standard error of
   ~3 points on a 4-task average needs 5-7 seeds: the training seed dominates the variance),
-  5 rounds x 40 local epochs: on the measured convergence curve (issue 14's study, weighted
-  FedAvg) 5x10 is undertrained, 5x40 matches centralized at a quarter of 20x10's upload, and
-  5x80 drifts (docs/fleet.md, "Training budget"; re-measure with bench/bench_fleet_budget.py).
+  10 rounds x 20 local epochs: on the measured convergence curve 200 local epochs converge
+  (5x10 is undertrained); the 8-robot grid could not tell 5x40 from 10x20, but with two
+  data-rich robots per task 40 epochs between averages cost FedAvg where their skills differ
+  (docs/fleet.md, "Training budget"; bench/bench_fleet_budget.py, bench/bench_fleet_seed.py).
   Its training runs decay the lr along a cosine: with a constant lr a converged run can end
   on a loss spike (door-lock seed 4: 18 %); the demo's short 3x10 budget keeps a constant
   lr, which a cosine would undertrain (docs/fleet.md, "Training schedule").
@@ -24,8 +25,8 @@
   seeds buy more than episodes), no per-round curve. Its own table in docs/results.md.
 
 The ablations of issue 14 (items 5 and 6), each sized for ~15 minutes on 2 idle cores
-(3 seeds x 20 evaluation episodes, the full preset's 5 x 40 training budget, no per-round
-curve); their own sections in docs/results.md:
+(3 seeds x 20 evaluation episodes, the full preset's 200 local epochs as 5 x 40, the budget
+they were measured with, no per-round curve); their own sections in docs/results.md:
 
 * ``ambiguous`` — routing is genuinely ambiguous: two pairs of tasks that share motion
   primitives and objects (drawer-open / drawer-close, window-open / window-close), 8 skills
@@ -55,14 +56,22 @@ from scfl_nodes.core.sim.tasks import HELD_OUT_TASKS
 #: Per task one robot with a single demonstration and ``robots_per_task - 1`` with ten.
 _FLEET = dict(few_demo_robots_per_task=1, demos_per_robot=10, few_demos=1)
 
+#: 200 local epochs per robot in 10 rounds of 20: with two data-rich robots per task, 40 local
+#: epochs between averages cost FedAvg ~7 points on the cells where those robots' skills differ
+#: (seed 0 sweep-into and drawer-close, 3 training draws each); 20 do not (docs/fleet.md,
+#: "Training budget and client drift").
 _FULL = dict(
     _FLEET, robots_per_task=3,
-    rounds=5, local_epochs=40, eval_episodes=50, seeds=5, max_path_length=200, lr_schedule="cosine",
+    rounds=10, local_epochs=20, eval_episodes=50, seeds=5, max_path_length=200, lr_schedule="cosine",
 )
 
-#: The ablation presets: the full preset's training budget, fewer seeds and episodes (~15 min),
+#: The budget the ablation and vision presets were measured with (the 8-robot budget grid's
+#: choice): 5 rounds x 40 epochs, the same 200 local epochs as the full preset at half its upload.
+_FIVE_BY_FORTY = dict(rounds=5, local_epochs=40)
+
+#: The ablation presets: the full preset's training epochs, fewer seeds and episodes (~15 min),
 #: 2 robots per task unless they say otherwise.
-_ABLATION = dict(_FULL, robots_per_task=2, seeds=3, eval_episodes=20, round_curve=False)
+_ABLATION = dict(_FULL, robots_per_task=2, seeds=3, eval_episodes=20, round_curve=False, **_FIVE_BY_FORTY)
 
 PRESETS: dict[str, dict] = {
     "demo": dict(
@@ -72,7 +81,7 @@ PRESETS: dict[str, dict] = {
     "full": dict(_FULL),
     "heldout": dict(_FULL, tasks=HELD_OUT_TASKS),
     "vision": dict(
-        _FULL, robots_per_task=2, base_policy="scfl-metaworld-vision", tasks=("door-lock-v3", "sweep-into-v3", "window-open-v3"),
+        _FULL, **_FIVE_BY_FORTY, robots_per_task=2, base_policy="scfl-metaworld-vision", tasks=("door-lock-v3", "sweep-into-v3", "window-open-v3"),
         methods=("base", "local", "fedavg_enc"), eval_episodes=8, seeds=5, round_curve=False,
     ),
     "ambiguous": dict(
